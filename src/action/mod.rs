@@ -1,0 +1,219 @@
+//! What a leaf phase does. One module per action kind, each with the same small interface
+//! ([`Action`]): parse from the procedure, list its templates, describe itself for a dry-run,
+//! execute. Adding a kind is one module plus one line in the `actions!` list below.
+//!
+//! 1. `parse` reads the action's YAML, reporting problems with positions.
+//! 2. At execution the engine hands `execute` an [`ActionCtx`]: a render scope (parameters,
+//!    captured variables, loop item), an output sink and a cancellation signal.
+//! 3. `execute` returns a structured result (JSON) that `capture:` expressions read.
+
+pub mod check;
+pub mod pause;
+pub mod run;
+pub mod wait;
+
+use std::future::Future;
+
+use marked_yaml::Node;
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::plan::PhaseId;
+use crate::procedure::source::Reader;
+use crate::template::{TemplateError, Templates};
+
+/// Which output stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Lines medic itself writes about the phase (attempts, waits).
+    Medic,
+}
+
+/// Templates rendered against one phase's variables.
+pub struct RenderScope<'a> {
+    pub templates: &'a Templates,
+    pub ctx: Value,
+}
+
+impl RenderScope<'_> {
+    pub fn render(
+        &self,
+        field: &'static str,
+        source: &str,
+        shell: bool,
+    ) -> Result<String, ActionError> {
+        self.templates
+            .render(source, shell, &self.ctx)
+            .map_err(|source| ActionError::Render { field, source })
+    }
+
+    pub fn eval(&self, field: &'static str, expr: &str) -> Result<Value, ActionError> {
+        self.templates
+            .eval(expr, &self.ctx)
+            .map_err(|source| ActionError::Render { field, source })
+    }
+}
+
+/// Why an action was asked to stop.
+pub type Cancel = watch::Receiver<Option<String>>;
+
+/// Resolves once cancellation is requested, with its reason.
+pub async fn cancelled(cancel: &Cancel) -> String {
+    let mut rx = cancel.clone();
+    loop {
+        if let Some(reason) = rx.borrow().clone() {
+            return reason;
+        }
+        if rx.changed().await.is_err() {
+            // The sender is gone: nobody can cancel any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Everything an action may use while it runs.
+pub struct ActionCtx<'a> {
+    pub phase: &'a PhaseId,
+    pub scope: &'a RenderScope<'a>,
+    pub output: &'a (dyn Fn(Stream, &str) + Send + Sync),
+    pub cancel: Cancel,
+}
+
+impl ActionCtx<'_> {
+    pub fn emit(&self, stream: Stream, line: &str) {
+        (self.output)(stream, line)
+    }
+}
+
+/// What a successful action produced.
+#[derive(Debug, Clone, Default)]
+pub struct ActionOutput {
+    /// Structured result, read by `capture:` expressions and shown by `-o json`.
+    pub result: serde_json::Value,
+    /// One line for the operator, when there is something worth saying.
+    pub summary: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("render `{field}`: {source}")]
+    Render {
+        field: &'static str,
+        source: TemplateError,
+    },
+    #[error("start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("command exited with code {code}{}", tail_suffix(.stderr_tail))]
+    CommandFailed { code: i32, stderr_tail: String },
+    #[error("command was killed by signal {signal}")]
+    CommandKilled { signal: i32 },
+    #[error("{message}")]
+    CheckFailed { message: String },
+    #[error("condition not met after {waited_secs:.0}s ({attempts} attempts){}", tail_suffix(.last))]
+    WaitTimedOut {
+        waited_secs: f64,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{0}")]
+    Cancelled(String),
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", tail.trim())
+    }
+}
+
+impl ActionError {
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, ActionError::Cancelled(_))
+    }
+}
+
+/// The interface every action kind implements.
+pub trait Action: Sized {
+    /// The key that selects this action in a procedure (`run:`, `check:`, ...).
+    const KIND: &'static str;
+    /// Whether running it twice is harmless (the default for `idempotent:`).
+    const IDEMPOTENT: bool;
+    /// Whether it completes in-process in well under a millisecond (no process, no network);
+    /// the engine keeps the state database open across such phases.
+    const INLINE: bool;
+
+    fn parse(node: &Node, reader: &mut Reader) -> Option<Self>;
+    /// Where it acts, for the plan table (`local`, a node, the cluster); `None` for nowhere.
+    fn target(&self) -> Option<String> {
+        None
+    }
+    /// The dry-run view: the fully rendered action, one line per step.
+    fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError>;
+    fn execute(
+        &self,
+        ctx: &ActionCtx<'_>,
+    ) -> impl Future<Output = Result<ActionOutput, ActionError>> + Send;
+}
+
+macro_rules! actions {
+    ($($variant:ident($module:ident::$spec:ident)),* $(,)?) => {
+        /// An action as written in the plan (templates, not yet rendered).
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ActionSpec {
+            $($variant($module::$spec)),*
+        }
+
+        /// The keys that select an action kind.
+        pub const ACTION_KINDS: &[&str] = &[$(<$module::$spec as Action>::KIND),*];
+
+        impl ActionSpec {
+            /// Parses the action selected by `kind`; `None` when the kind is unknown.
+            pub fn parse(kind: &str, node: &Node, reader: &mut Reader) -> Option<Option<ActionSpec>> {
+                $(if kind == <$module::$spec as Action>::KIND {
+                    return Some($module::$spec::parse(node, reader).map(ActionSpec::$variant));
+                })*
+                None
+            }
+
+            pub fn kind(&self) -> &'static str {
+                match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::KIND),* }
+            }
+
+            pub fn default_idempotent(&self) -> bool {
+                match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::IDEMPOTENT),* }
+            }
+
+            pub fn inline(&self) -> bool {
+                match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::INLINE),* }
+            }
+
+            pub fn target(&self) -> Option<String> {
+                match self { $(ActionSpec::$variant(a) => a.target()),* }
+            }
+
+            pub fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {
+                match self { $(ActionSpec::$variant(a) => a.describe(scope)),* }
+            }
+
+            pub async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
+                match self { $(ActionSpec::$variant(a) => a.execute(ctx).await),* }
+            }
+        }
+    };
+}
+
+actions! {
+    Run(run::RunSpec),
+    Check(check::CheckSpec),
+    Pause(pause::PauseSpec),
+    Wait(wait::WaitSpec),
+}

@@ -1,0 +1,1133 @@
+//! The command line: clap definitions and one handler per command.
+//!
+//! Exit codes: 0 success, 1 a phase or check failed, 2 usage or input error, 3 refused for
+//! safety (unmet requirement, lease held, guard).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::engine::{
+    acquire_lease, interrupted_phases, Engine, EngineError, EngineSetup, EventSink,
+};
+use crate::plan::PhaseId;
+use crate::procedure::{redact_set, Catalog, Params, ProcedureError};
+use crate::render::{operation_json, Export, JsonCollector, PlanView, TextRenderer};
+use crate::store::{
+    format_time, hostname, now_ms, username, Actor, Commit, HistoryEntry, Operation,
+    OperationState, Store, StoreError,
+};
+use crate::template::Templates;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "medic",
+    version,
+    about = "Plan-based remediation runner for Kubernetes clusters",
+    long_about = "Runs recovery procedures (plans/*.yaml) as plans of phases that can be executed, resumed, \
+                  rolled back and reviewed as a dry-run, with every step recorded in ./state."
+)]
+pub struct Cli {
+    /// Directory of the state database.
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_STATE_DIR",
+        default_value = "./state"
+    )]
+    pub state_dir: PathBuf,
+    /// Cluster inventory (nodes, SSH, kubeconfig, etcd).
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_INVENTORY",
+        default_value = "./cluster.yaml"
+    )]
+    pub inventory: PathBuf,
+    /// Extra procedures; files here add to or override the built-in ones by name.
+    #[arg(long, global = true, env = "MEDIC_PLANS_DIR")]
+    pub plans_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the procedures, or show one.
+    Procedures {
+        #[command(subcommand)]
+        show: Option<ProceduresCommand>,
+    },
+    /// Create an operation from a procedure and (unless --manual) run it.
+    Start(StartArgs),
+    /// List operations.
+    Operations,
+    /// Show the plan of an operation, or act on it.
+    Plan(PlanArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProceduresCommand {
+    /// Show a procedure's parameters and phases.
+    Show { name: String },
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Procedure name (see `medic procedures`).
+    pub name: String,
+    /// A parameter value, key=value; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Create the operation but run nothing; run it later with `medic plan resume`.
+    #[arg(long)]
+    pub manual: bool,
+    /// Print what would run, with every action rendered; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Why this operation is being run (recorded in history).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Operation ID (or a unique prefix); defaults to the single active operation.
+    #[arg(long, global = true)]
+    pub operation: Option<String>,
+    /// Top-level phases only.
+    #[arg(long)]
+    pub short: bool,
+    /// Follow changes until the run ends (exit 0 when done, 1 on failure).
+    #[arg(long)]
+    pub tail: bool,
+    /// Why (recorded in history).
+    #[arg(long, global = true)]
+    pub reason: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Execute one phase (a group runs its unfinished children).
+    Execute(PhaseArgs),
+    /// Roll back one phase (a group rolls back its started children in reverse order).
+    Rollback(PhaseArgs),
+    /// Execute everything not yet completed; stops at a pause.
+    Resume(RunArgs),
+    /// Close the operation: completed if every phase completed, else failed.
+    Complete,
+    /// Export the plan for a change review.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Markdown)]
+        format: ExportFormat,
+    },
+    /// Show phase output.
+    Logs {
+        #[arg(long)]
+        phase: Option<String>,
+    },
+    /// Show every recorded state change.
+    History,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Markdown,
+    Json,
+    Dot,
+}
+
+#[derive(Args, Debug)]
+pub struct PhaseArgs {
+    /// Phase ID such as /etcd/remove.
+    #[arg(long)]
+    pub phase: String,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Override a safety refusal (recorded in history).
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn store_exit_code(e: &StoreError) -> i32 {
+    match e {
+        StoreError::Locked { .. } => 3,
+        StoreError::Damaged { .. }
+        | StoreError::UnknownVersion { .. }
+        | StoreError::NoOperation(_)
+        | StoreError::CreateDir { .. } => 2,
+        _ => 1,
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError {
+            code: store_exit_code(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ProcedureError> for CliError {
+    fn from(e: ProcedureError) -> Self {
+        CliError {
+            code: 2,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<EngineError> for CliError {
+    fn from(e: EngineError) -> Self {
+        CliError {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Parses arguments, runs the command, and returns the process exit code.
+pub fn main_with_args(args: Vec<String>) -> i32 {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let colors = console::Term::stdout().is_term() && std::env::var_os("NO_COLOR").is_none();
+    console::set_colors_enabled(colors);
+    console::set_colors_enabled_stderr(colors);
+    let json = cli.output == Format::Json;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli, args)) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                println!("{}", json!({"error": e.message, "exit_code": e.code}));
+            } else {
+                eprintln!("{} {}", console::style("error:").red().bold(), e.message);
+            }
+            e.code
+        }
+    }
+}
+
+struct Ctx {
+    cli: Cli,
+    args: Vec<String>,
+}
+
+impl Ctx {
+    fn json(&self) -> bool {
+        self.cli.output == Format::Json
+    }
+
+    fn actor(&self, redact: impl Fn(&str) -> String) -> Actor {
+        let command = self
+            .args
+            .iter()
+            .map(|a| redact(a))
+            .map(|a| crate::template::shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Actor {
+            user: username(),
+            host: hostname(),
+            pid: std::process::id(),
+            command,
+        }
+    }
+
+    fn catalog(&self) -> Result<Catalog, CliError> {
+        Ok(Catalog::load(self.cli.plans_dir.as_deref())?)
+    }
+
+    fn store(&self) -> Result<Store, CliError> {
+        Ok(Store::open(&self.cli.state_dir)?)
+    }
+}
+
+async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
+    let ctx = Ctx { cli, args };
+    match &ctx.cli.command {
+        Command::Procedures { show: None } => list_procedures(&ctx),
+        Command::Procedures {
+            show: Some(ProceduresCommand::Show { name }),
+        } => show_procedure(&ctx, name),
+        Command::Start(start) => start_operation(&ctx, start).await,
+        Command::Operations => list_operations(&ctx),
+        Command::Plan(plan) => plan_command(&ctx, plan).await,
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+fn list_procedures(ctx: &Ctx) -> Result<i32, CliError> {
+    let catalog = ctx.catalog()?;
+    let mut rows = Vec::new();
+    for name in catalog.names() {
+        match catalog.get(name) {
+            Ok(p) => rows.push(
+                json!({"name": name, "description": p.description, "file": p.file, "valid": true}),
+            ),
+            Err(e) => rows.push(json!({"name": name, "error": e.to_string(), "valid": false})),
+        }
+    }
+    if ctx.json() {
+        print_json(&json!({ "procedures": rows }));
+        return Ok(0);
+    }
+    let width = rows
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .map(|n| n.len())
+        .max()
+        .unwrap_or(4);
+    for r in &rows {
+        let name = r["name"].as_str().unwrap_or_default();
+        match r["description"].as_str() {
+            Some(d) => println!("{name:width$}  {}", d.lines().next().unwrap_or_default()),
+            None => println!(
+                "{name:width$}  {} (invalid; `medic procedures show {name}` lists the problems)",
+                console::style("✘").red()
+            ),
+        }
+    }
+    Ok(0)
+}
+
+fn show_procedure(ctx: &Ctx, name: &str) -> Result<i32, CliError> {
+    let procedure = ctx.catalog()?.get(name)?;
+    if ctx.json() {
+        fn phases(list: &[crate::procedure::PhaseSpec]) -> Vec<serde_json::Value> {
+            list.iter()
+                .map(|p| {
+                    json!({
+                        "id": p.id,
+                        "description": p.description,
+                        "action": p.action.as_ref().map(|a| a.kind()),
+                        "has_rollback": p.rollback.is_some(),
+                        "requires": p.requires.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+                        "foreach": p.foreach.is_some(),
+                        "parallel": p.parallel,
+                        "phases": phases(&p.children),
+                    })
+                })
+                .collect()
+        }
+        print_json(&json!({
+            "name": procedure.name,
+            "description": procedure.description,
+            "file": procedure.file,
+            "params": procedure.params,
+            "phases": phases(&procedure.phases),
+        }));
+        return Ok(0);
+    }
+    println!(
+        "{} — {}",
+        console::style(&procedure.name).bold(),
+        procedure.description.trim()
+    );
+    println!("file: {}\n", procedure.file);
+    println!("parameters:");
+    if procedure.params.is_empty() {
+        println!("  (none)");
+    }
+    for p in &procedure.params {
+        let mut facts = Vec::new();
+        if p.required {
+            facts.push("required".to_string());
+        }
+        if let Some(d) = &p.default {
+            facts.push(format!("default {d}"));
+        }
+        if let Some(pat) = &p.pattern {
+            facts.push(format!("pattern {pat}"));
+        }
+        if p.secret {
+            facts.push("secret".to_string());
+        }
+        println!(
+            "  {:16} {} {}",
+            p.name,
+            p.description,
+            console::style(format!("[{}]", facts.join(", "))).dim()
+        );
+    }
+    println!("\nphases:");
+    fn tree(list: &[crate::procedure::PhaseSpec], prefix: &str) {
+        for p in list {
+            let path = format!("{prefix}/{}", p.id);
+            let kind = match (&p.action, p.foreach.is_some()) {
+                (Some(a), false) => a.kind().to_string(),
+                (Some(a), true) => format!("{} for each item", a.kind()),
+                (None, true) => "group for each item".to_string(),
+                (None, false) => {
+                    if p.parallel {
+                        "group (parallel)".into()
+                    } else {
+                        "group".into()
+                    }
+                }
+            };
+            println!(
+                "  {:30} {:22} {}",
+                path,
+                kind,
+                p.description.as_deref().unwrap_or_default()
+            );
+            tree(&p.children, &path);
+        }
+    }
+    tree(&procedure.phases, "");
+    Ok(0)
+}
+
+fn new_operation_id(store: &mut Store) -> Result<String, CliError> {
+    let existing: Vec<String> = store.operations()?.into_iter().map(|o| o.id).collect();
+    // 2026-11-21T12:42:40Z → 20261121-124240
+    let stamp = format_time(now_ms())
+        .replace(['-', ':', 'Z'], "")
+        .replace('T', "-");
+    let date = &stamp[..15];
+    let mut salt = (now_ms() as u32) ^ std::process::id().rotate_left(16);
+    loop {
+        let id = format!("{date}-{:04x}", salt & 0xffff);
+        if !existing.contains(&id) {
+            return Ok(id);
+        }
+        salt = salt.wrapping_mul(2654435761).wrapping_add(1);
+    }
+}
+
+fn fingerprint(plan_json: &[u8]) -> String {
+    let digest = Sha256::digest(plan_json);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn install_ctrl_c(json: bool) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(Some("interrupted".to_string()));
+            if !json {
+                eprintln!("\n{} stopping: no new phases start; running ones are being stopped. Press Ctrl-C again to exit at once.", console::style("⚠").yellow());
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("exiting at once; the running phase stays interrupted (`medic plan resume` continues)");
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+enum RunKind {
+    Execute(PhaseId),
+    Rollback(PhaseId),
+}
+
+/// Takes the lease, runs, releases; prints events as they come (text) or at the end (JSON).
+async fn run_operation(
+    ctx: &Ctx,
+    mut store: Store,
+    op: Operation,
+    kind: RunKind,
+    force: bool,
+    dry_run: bool,
+    reason: Option<String>,
+) -> Result<i32, CliError> {
+    let collector = Arc::new(JsonCollector::default());
+    let sink: Arc<dyn EventSink> = if ctx.json() {
+        collector.clone()
+    } else {
+        Arc::new(TextRenderer::new())
+    };
+    let actor = ctx.actor(|a| a.to_string());
+    if !dry_run {
+        acquire_lease(&mut store, &op, &actor, reason.clone())?;
+    }
+    let cancel = install_ctrl_c(ctx.json());
+    let op_id = op.id.clone();
+    let engine = Engine::new(EngineSetup {
+        store,
+        operation: op,
+        actor,
+        reason,
+        sink,
+        cancel,
+        force,
+    })?;
+    let result = match (&kind, dry_run) {
+        (RunKind::Execute(p), true) => engine.dry_run_execute(p),
+        (RunKind::Rollback(p), true) => engine.dry_run_rollback(p),
+        (RunKind::Execute(p), false) => engine.execute(p).await,
+        (RunKind::Rollback(p), false) => engine.rollback(p).await,
+    };
+    if dry_run {
+        engine.dry_run_finish(&result);
+        let mut store = engine.into_store();
+        store.release();
+    } else {
+        // Release the lease whatever happened, then report.
+        engine.release()?;
+    }
+    let outcome = result?;
+    if ctx.json() {
+        let events = std::mem::take(&mut *collector.events.lock().expect("events lock"));
+        print_json(&json!({ "operation": op_id, "outcome": outcome, "events": events }));
+    }
+    Ok(outcome.exit_code())
+}
+
+async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
+    let procedure = ctx.catalog()?.get(&args.name)?;
+    let params = procedure.resolve_params(&args.set)?;
+    let templates = Templates::new();
+    let plan = procedure.build_plan(&params, &templates)?;
+    let plan_json = serde_json::to_vec(&plan).expect("plan serializes");
+    let redact = |a: &str| -> String {
+        if a.contains('=') {
+            redact_set(&procedure, a)
+        } else {
+            a.to_string()
+        }
+    };
+    let actor = ctx.actor(redact);
+    let operation = Operation {
+        id: String::new(),
+        procedure: procedure.name.clone(),
+        description: procedure.description.clone(),
+        params: params.values.clone(),
+        secret_params: params.secrets.keys().cloned().collect(),
+        created_at: now_ms(),
+        created_by: actor.clone(),
+        reason: args.reason.clone(),
+        state: OperationState::Active,
+        finished_at: None,
+        fingerprint: fingerprint(&plan_json),
+    };
+    if args.dry_run {
+        let operation = Operation {
+            id: "(not created: dry run)".into(),
+            ..operation
+        };
+        return preview(ctx, operation, plan, params);
+    }
+    let mut store = ctx.store()?;
+    let id = new_operation_id(&mut store)?;
+    let operation = Operation {
+        id: id.clone(),
+        ..operation
+    };
+    let mut shown_params = serde_json::Map::new();
+    for (k, v) in params.template_values(false) {
+        shown_params.insert(k, v);
+    }
+    let entry = HistoryEntry {
+        seq: 0,
+        time: now_ms(),
+        user: actor.user.clone(),
+        host: actor.host.clone(),
+        pid: actor.pid,
+        command: actor.command.clone(),
+        reason: args.reason.clone(),
+        event: "operation_created".into(),
+        phase: None,
+        from: None,
+        to: None,
+        error: None,
+        forced: false,
+        detail: Some(format!(
+            "procedure {} with {}",
+            procedure.name,
+            serde_json::Value::Object(shown_params)
+        )),
+    };
+    store.commit(
+        &id,
+        Commit {
+            operation: Some(operation.clone()),
+            plan: Some(plan_json),
+            secrets: Some(params.secrets.clone()),
+            history: vec![entry],
+            ..Default::default()
+        },
+    )?;
+    if !ctx.json() {
+        println!(
+            "{} operation {} from procedure {} (plan sha256:{})",
+            console::style("created").green(),
+            console::style(&id).bold(),
+            procedure.name,
+            &operation.fingerprint[..16]
+        );
+    }
+    if args.manual {
+        store.release();
+        if ctx.json() {
+            print_json(&json!({"operation": operation_json(&operation)}));
+        } else {
+            println!(
+                "nothing runs until you say so: `medic plan` shows it, `medic plan resume` runs it"
+            );
+        }
+        return Ok(0);
+    }
+    run_operation(
+        ctx,
+        store,
+        operation,
+        RunKind::Execute(PhaseId::root()),
+        false,
+        false,
+        args.reason.clone(),
+    )
+    .await
+}
+
+fn preview(
+    ctx: &Ctx,
+    operation: Operation,
+    plan: crate::plan::Plan,
+    params: Params,
+) -> Result<i32, CliError> {
+    let collector = Arc::new(JsonCollector::default());
+    let sink: Arc<dyn EventSink> = if ctx.json() {
+        collector.clone()
+    } else {
+        Arc::new(TextRenderer::new())
+    };
+    let engine = Engine::preview(operation.clone(), plan, params, sink);
+    let result = engine.dry_run_execute(&PhaseId::root());
+    engine.dry_run_finish(&result);
+    let outcome = result?;
+    if ctx.json() {
+        let events = std::mem::take(&mut *collector.events.lock().expect("events lock"));
+        print_json(
+            &json!({ "operation": operation_json(&operation), "outcome": outcome, "events": events }),
+        );
+    }
+    Ok(0)
+}
+
+fn list_operations(ctx: &Ctx) -> Result<i32, CliError> {
+    let mut store = ctx.store()?;
+    let ops = store.operations()?;
+    let mut rows = Vec::new();
+    for op in &ops {
+        let plan = store.plan(&op.id)?;
+        let records = store.records(&op.id)?;
+        let leaves = plan.leaves().count();
+        let done = plan
+            .leaves()
+            .filter(|l| {
+                records
+                    .get(&plan.node(*l).id)
+                    .is_some_and(|r| r.state == crate::plan::PhaseState::Completed)
+            })
+            .count();
+        let lease = store.lease(&op.id)?;
+        let running = lease.as_ref().is_some_and(|l| l.is_alive());
+        rows.push((op, done, leaves, running));
+    }
+    store.release();
+    if ctx.json() {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(op, done, leaves, running)| {
+                let mut v = operation_json(op);
+                v["progress"] = json!({"completed": done, "leaves": leaves});
+                v["executing"] = json!(running);
+                v
+            })
+            .collect();
+        print_json(&json!({ "operations": list }));
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no operations yet; start one with `medic start NAME` (see `medic procedures`)");
+        return Ok(0);
+    }
+    println!(
+        "{}",
+        console::style(format!(
+            "{:26} {:26} {:10} {:9} {:20} {}",
+            "OPERATION", "PROCEDURE", "STATE", "PROGRESS", "CREATED", "BY / REASON"
+        ))
+        .bold()
+    );
+    for (op, done, leaves, running) in rows {
+        let state = if running {
+            "executing"
+        } else {
+            op.state.as_str()
+        };
+        println!(
+            "{:26} {:26} {:10} {:9} {:20} {}@{}{}",
+            op.id,
+            op.procedure,
+            state,
+            format!("{done}/{leaves}"),
+            format_time(op.created_at),
+            op.created_by.user,
+            op.created_by.host,
+            op.reason
+                .as_ref()
+                .map(|r| format!(" — {r}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+/// Picks the operation: explicit (ID or unique prefix), else the single active one; read-only
+/// commands fall back to the newest operation when none is active.
+fn select_operation(
+    store: &mut Store,
+    wanted: Option<&str>,
+    read_only: bool,
+) -> Result<Operation, CliError> {
+    let ops = store.operations()?;
+    if let Some(w) = wanted {
+        if let Some(op) = ops.iter().find(|o| o.id == w) {
+            return Ok(op.clone());
+        }
+        let matches: Vec<&Operation> = ops.iter().filter(|o| o.id.starts_with(w)).collect();
+        return match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(CliError::usage(format!(
+                "no operation `{w}`; run `medic operations` to list them"
+            ))),
+            many => Err(CliError::usage(format!(
+                "`{w}` matches several operations: {}; give more of the ID",
+                many.iter()
+                    .map(|o| o.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        };
+    }
+    let active: Vec<&Operation> = ops
+        .iter()
+        .filter(|o| o.state == OperationState::Active)
+        .collect();
+    match active.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => match ops.last() {
+            Some(last) if read_only => Ok(last.clone()),
+            _ => Err(CliError::usage(
+                "no active operation; start one with `medic start NAME` (see `medic procedures`)",
+            )),
+        },
+        many => {
+            let mut msg =
+                String::from("several operations are active; choose one with --operation:");
+            for o in many {
+                msg.push_str(&format!(
+                    "\n  {}  {}  created {}",
+                    o.id,
+                    o.procedure,
+                    format_time(o.created_at)
+                ));
+            }
+            Err(CliError::usage(msg))
+        }
+    }
+}
+
+async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
+    let read_only = matches!(
+        args.command,
+        None | Some(PlanCommand::Export { .. })
+            | Some(PlanCommand::Logs { .. })
+            | Some(PlanCommand::History)
+    );
+    let mut store = ctx.store()?;
+    let op = select_operation(&mut store, args.operation.as_deref(), read_only)?;
+    match &args.command {
+        None if args.tail => {
+            store.release();
+            tail(ctx, &op.id).await
+        }
+        None => {
+            show_plan(ctx, &mut store, &op, args.short)?;
+            Ok(0)
+        }
+        Some(PlanCommand::Execute(p)) => {
+            let phase = PhaseId::parse(&p.phase);
+            run_operation(
+                ctx,
+                store,
+                op,
+                RunKind::Execute(phase),
+                p.run.force,
+                p.run.dry_run,
+                args.reason.clone(),
+            )
+            .await
+        }
+        Some(PlanCommand::Rollback(p)) => {
+            let phase = PhaseId::parse(&p.phase);
+            run_operation(
+                ctx,
+                store,
+                op,
+                RunKind::Rollback(phase),
+                p.run.force,
+                p.run.dry_run,
+                args.reason.clone(),
+            )
+            .await
+        }
+        Some(PlanCommand::Resume(r)) => {
+            run_operation(
+                ctx,
+                store,
+                op,
+                RunKind::Execute(PhaseId::root()),
+                r.force,
+                r.dry_run,
+                args.reason.clone(),
+            )
+            .await
+        }
+        Some(PlanCommand::Complete) => complete(ctx, &mut store, op, args.reason.clone()),
+        Some(PlanCommand::Export { format }) => export(ctx, &mut store, &op, *format),
+        Some(PlanCommand::Logs { phase }) => logs(ctx, &mut store, &op, phase.as_deref()),
+        Some(PlanCommand::History) => history(ctx, &mut store, &op),
+    }
+}
+
+fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Result<(), CliError> {
+    let plan = store.plan(&op.id)?;
+    let records = store.records(&op.id)?;
+    let lease = store.lease(&op.id)?;
+    store.release();
+    let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
+    let view = PlanView {
+        operation: op,
+        plan: &plan,
+        records: &records,
+        lease: lease.as_ref(),
+        interrupted: &interrupted,
+    };
+    if ctx.json() {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, &view.to_json());
+        let _ = writeln!(out);
+    } else {
+        print!("{}", view.to_text(short));
+    }
+    Ok(())
+}
+
+async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
+    let mut last = String::new();
+    loop {
+        let mut store = ctx.store()?;
+        let op = store.operation(op_id)?;
+        let plan = store.plan(op_id)?;
+        let records = store.records(op_id)?;
+        let lease = store.lease(op_id)?;
+        store.release();
+        let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
+        let view = PlanView {
+            operation: &op,
+            plan: &plan,
+            records: &records,
+            lease: lease.as_ref(),
+            interrupted: &interrupted,
+        };
+        let rendered = if ctx.json() {
+            view.to_json().to_string()
+        } else {
+            view.to_text(false)
+        };
+        if rendered != last {
+            println!("{rendered}");
+            last = rendered;
+        }
+        let states = plan.states(&records);
+        let running = lease.as_ref().is_some_and(|l| l.is_alive());
+        if !running {
+            let failed =
+                states.contains(&crate::plan::PhaseState::Failed) || !interrupted.is_empty();
+            return Ok(if failed || op.state == OperationState::Failed {
+                1
+            } else {
+                0
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+fn complete(
+    ctx: &Ctx,
+    store: &mut Store,
+    mut op: Operation,
+    reason: Option<String>,
+) -> Result<i32, CliError> {
+    if op.state != OperationState::Active {
+        if ctx.json() {
+            print_json(&json!({"operation": operation_json(&op), "changed": false}));
+        } else {
+            println!("operation {} is already {}", op.id, op.state.as_str());
+        }
+        return Ok(0);
+    }
+    if let Some(lease) = store.lease(&op.id)?.filter(|l| l.is_alive()) {
+        return Err(EngineError::LeaseHeld {
+            operation: op.id.clone(),
+            lease: Box::new(lease),
+        }
+        .into());
+    }
+    let plan = store.plan(&op.id)?;
+    let records = store.records(&op.id)?;
+    let states = plan.states(&records);
+    let unfinished: Vec<String> = plan
+        .leaves()
+        .filter(|l| states[*l] != crate::plan::PhaseState::Completed)
+        .map(|l| format!("{} ({})", plan.node(l).id, states[l]))
+        .collect();
+    op.state = if unfinished.is_empty() {
+        OperationState::Completed
+    } else {
+        OperationState::Failed
+    };
+    op.finished_at = Some(now_ms());
+    let actor = ctx.actor(|a| a.to_string());
+    let entry = HistoryEntry {
+        seq: 0,
+        time: now_ms(),
+        user: actor.user,
+        host: actor.host,
+        pid: actor.pid,
+        command: actor.command,
+        reason,
+        event: format!("operation_{}", op.state.as_str()),
+        phase: None,
+        from: None,
+        to: None,
+        error: None,
+        forced: false,
+        detail: (!unfinished.is_empty())
+            .then(|| format!("not completed: {}", unfinished.join(", "))),
+    };
+    store.commit(
+        &op.id,
+        Commit {
+            operation: Some(op.clone()),
+            history: vec![entry],
+            ..Default::default()
+        },
+    )?;
+    store.release();
+    if ctx.json() {
+        print_json(
+            &json!({"operation": operation_json(&op), "changed": true, "unfinished": unfinished}),
+        );
+    } else if unfinished.is_empty() {
+        println!(
+            "{} operation {} completed",
+            console::style("✔").green(),
+            op.id
+        );
+    } else {
+        println!(
+            "{} operation {} marked failed; {} phase(s) not completed:",
+            console::style("✘").red(),
+            op.id,
+            unfinished.len()
+        );
+        for u in unfinished.iter().take(20) {
+            println!("  {u}");
+        }
+    }
+    Ok(0)
+}
+
+fn export(
+    ctx: &Ctx,
+    store: &mut Store,
+    op: &Operation,
+    format: ExportFormat,
+) -> Result<i32, CliError> {
+    let plan = store.plan(&op.id)?;
+    let records = store.records(&op.id)?;
+    let lease = store.lease(&op.id)?;
+    let vars = store.vars(&op.id)?;
+    // Secret values are never exported: only their names go in, with placeholders.
+    let params = Params {
+        values: op.params.clone(),
+        secrets: op
+            .secret_params
+            .iter()
+            .map(|k| (k.clone(), String::new()))
+            .collect(),
+    };
+    store.release();
+    let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
+    let view = PlanView {
+        operation: op,
+        plan: &plan,
+        records: &records,
+        lease: lease.as_ref(),
+        interrupted: &interrupted,
+    };
+    let export = Export {
+        view,
+        params: &params,
+        vars: &vars,
+    };
+    match (format, ctx.json()) {
+        (ExportFormat::Json, _) | (_, true) => print_json(&export.to_json()),
+        (ExportFormat::Markdown, false) => print!("{}", export.to_markdown()),
+        (ExportFormat::Dot, false) => print!("{}", export.to_dot()),
+    }
+    Ok(0)
+}
+
+fn logs(
+    ctx: &Ctx,
+    store: &mut Store,
+    op: &Operation,
+    phase: Option<&str>,
+) -> Result<i32, CliError> {
+    let lines = store.logs(&op.id)?;
+    let plan = store.plan(&op.id)?;
+    store.release();
+    let filter = phase.map(PhaseId::parse);
+    if let Some(f) = &filter {
+        let Some(i) = plan.find(f) else {
+            return Err(CliError::usage(format!(
+                "no phase {f} in operation {}; run `medic plan` to see the phase IDs",
+                op.id
+            )));
+        };
+        let range = plan.subtree(i);
+        let ids: std::collections::HashSet<&PhaseId> = range.map(|d| &plan.node(d).id).collect();
+        let selected: Vec<_> = lines.iter().filter(|l| ids.contains(&l.phase)).collect();
+        return print_logs(ctx, &selected);
+    }
+    let all: Vec<_> = lines.iter().collect();
+    print_logs(ctx, &all)
+}
+
+fn print_logs(ctx: &Ctx, lines: &[&crate::store::LogLine]) -> Result<i32, CliError> {
+    if ctx.json() {
+        print_json(&json!({ "lines": lines }));
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    for l in lines {
+        let stream = match l.stream {
+            crate::action::Stream::Stdout => "out",
+            crate::action::Stream::Stderr => "err",
+            crate::action::Stream::Medic => "medic",
+        };
+        let _ = writeln!(
+            out,
+            "{} {} [{stream}] {}",
+            &format_time(l.time)[11..19],
+            l.phase,
+            l.text
+        );
+    }
+    Ok(0)
+}
+
+fn history(ctx: &Ctx, store: &mut Store, op: &Operation) -> Result<i32, CliError> {
+    let entries = store.history(&op.id)?;
+    store.release();
+    if ctx.json() {
+        print_json(&json!({ "history": entries }));
+        return Ok(0);
+    }
+    for e in entries {
+        let change = match (&e.from, &e.to) {
+            (Some(f), Some(t)) => format!(" {f} → {t}"),
+            _ => String::new(),
+        };
+        let mut line = format!(
+            "{:>4} {} {}@{} pid {} {}{}{}",
+            e.seq,
+            format_time(e.time),
+            e.user,
+            e.host,
+            e.pid,
+            console::style(&e.event).bold(),
+            e.phase
+                .as_ref()
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default(),
+            change
+        );
+        if e.forced {
+            line.push_str(&format!(" {}", console::style("[forced]").yellow()));
+        }
+        println!("{line}");
+        if let Some(d) = &e.detail {
+            println!("       {d}");
+        }
+        if let Some(err) = &e.error {
+            println!("       error: {err}");
+        }
+        if let Some(r) = &e.reason {
+            println!("       reason: {r}");
+        }
+        println!("       $ {}", e.command);
+    }
+    Ok(0)
+}

@@ -1,0 +1,1314 @@
+//! The engine: executes, resumes and rolls back phases of one operation, driving the pure core in
+//! [`crate::plan`] and recording every state change durably before the next step. It never
+//! prints: it emits [`Event`]s that renderers consume.
+//!
+//! 1. The caller takes the operation's lease ([`acquire_lease`]); one executor at a time.
+//! 2. `execute` checks requirements and interrupted phases (refusing, or recording `--force`),
+//!    then asks the [`Scheduler`] for ready leaves and runs them as tokio tasks.
+//! 3. Each leaf: transition to in progress (flushed) → release the database if the action is
+//!    slow → run with timeout, retries and cancellation → capture → transition (flushed).
+//! 4. `rollback` undoes started leaves in reverse execution order, refusing while a started
+//!    phase outside depends on them.
+//! 5. Dry-runs walk the same scheduler without touching the store and emit `PhaseWouldRun`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::action::{cancelled, ActionCtx, ActionError, ActionSpec, Cancel, RenderScope, Stream};
+use crate::plan::{
+    IllegalTransition, PhaseId, PhaseRecord, PhaseState, Plan, Scheduler, SchedulerMode, Transition,
+};
+use crate::procedure::{pending_capture_placeholder, Params};
+use crate::store::{
+    now_ms, process_start_ticks, Actor, Commit, HistoryEntry, Lease, LogLine, Operation,
+    OperationState, Store, StoreError,
+};
+use crate::template::Templates;
+
+/// What the engine reports; renderers turn these into text or JSON.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        operation: String,
+        target: PhaseId,
+        rollback: bool,
+        dry_run: bool,
+    },
+    PhaseSkipped {
+        id: PhaseId,
+        reason: String,
+    },
+    PhaseStarted {
+        id: PhaseId,
+        description: String,
+        action: Vec<String>,
+        attempt: u32,
+        rollback: bool,
+    },
+    PhaseOutput {
+        id: PhaseId,
+        stream: Stream,
+        line: String,
+    },
+    PhaseRetrying {
+        id: PhaseId,
+        attempt: u32,
+        delay_secs: f64,
+        error: String,
+    },
+    PhaseFinished {
+        id: PhaseId,
+        state: PhaseState,
+        rollback: bool,
+        elapsed_secs: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        summary: Option<String>,
+    },
+    PhasePaused {
+        id: PhaseId,
+        message: String,
+    },
+    PhaseWouldRun {
+        id: PhaseId,
+        description: String,
+        action: Vec<String>,
+        rollback: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    Forced {
+        detail: String,
+    },
+    RunFinished {
+        outcome: Outcome,
+    },
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    AlreadyCompleted,
+    Paused { phases: Vec<PhaseId> },
+    Failed { phase: PhaseId, error: String },
+    Interrupted,
+    RolledBack,
+    NothingToRollBack,
+    DryRun,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Failed { .. } | Outcome::Interrupted => 1,
+            _ => 0,
+        }
+    }
+}
+
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no phase {id} in operation {operation}{hint}; run `medic plan` to see the phase IDs")]
+    UnknownPhase {
+        id: PhaseId,
+        operation: String,
+        hint: String,
+    },
+    #[error("{}", requirements_message(.phase, .unmet))]
+    Requirements {
+        phase: PhaseId,
+        unmet: Vec<(PhaseId, PhaseState)>,
+    },
+    #[error("{}", dependents_message(.phase, .dependents))]
+    Dependents {
+        phase: PhaseId,
+        dependents: Vec<(PhaseId, PhaseState)>,
+    },
+    #[error("{}", interrupted_message(.phases))]
+    InterruptedNotIdempotent { phases: Vec<PhaseId> },
+    #[error("operation {operation} is being executed by {}; wait for it to finish (`medic plan --tail`)", .lease.describe())]
+    LeaseHeld {
+        operation: String,
+        lease: Box<Lease>,
+    },
+    #[error("operation {operation} is {state}; nothing more can run in it")]
+    OperationClosed { operation: String, state: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error, please report it: {0}")]
+    Illegal(#[from] IllegalTransition),
+}
+
+fn requirements_message(phase: &PhaseId, unmet: &[(PhaseId, PhaseState)]) -> String {
+    if let [(id, state)] = unmet {
+        return format!(
+            "phase {phase} requires {id}, which is {state}; run `medic plan execute --phase={id}` first, or pass --force to override (recorded in history)"
+        );
+    }
+    let mut out = format!("phase {phase} requires phases that are not completed:");
+    for (id, state) in unmet {
+        out.push_str(&format!("\n  {id} ({state})"));
+    }
+    out.push_str(&format!(
+        "\nexecute them first (`medic plan execute --phase={}`), or pass --force to override (recorded in history)",
+        unmet[0].0
+    ));
+    out
+}
+
+fn dependents_message(phase: &PhaseId, dependents: &[(PhaseId, PhaseState)]) -> String {
+    let mut out = format!(
+        "cannot roll back {phase}: phases that depend on it are started and not rolled back:"
+    );
+    for (id, state) in dependents {
+        out.push_str(&format!("\n  {id} ({state})"));
+    }
+    out.push_str(&format!(
+        "\nroll them back first (`medic plan rollback --phase={}`), or pass --force to override (recorded in history)",
+        dependents[dependents.len() - 1].0
+    ));
+    out
+}
+
+fn interrupted_message(phases: &[PhaseId]) -> String {
+    let list: Vec<String> = phases.iter().map(|p| p.to_string()).collect();
+    format!(
+        "phase{} {} {} interrupted and {} not idempotent, so running again could repeat its effect; check what it did, then rerun with --force (recorded in history) or roll it back",
+        if phases.len() == 1 { "" } else { "s" },
+        list.join(", "),
+        if phases.len() == 1 { "was" } else { "were" },
+        if phases.len() == 1 { "is" } else { "are" },
+    )
+}
+
+impl EngineError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::UnknownPhase { .. } => 2,
+            EngineError::Requirements { .. }
+            | EngineError::Dependents { .. }
+            | EngineError::InterruptedNotIdempotent { .. }
+            | EngineError::LeaseHeld { .. }
+            | EngineError::OperationClosed { .. } => 3,
+            EngineError::Store(e) => crate::cli::store_exit_code(e),
+            EngineError::Illegal(_) => 1,
+        }
+    }
+}
+
+/// Replaces secret values in text that came from the outside (command output, errors).
+#[derive(Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<(String, String)>,
+}
+
+impl Redactor {
+    pub fn new(secrets: &BTreeMap<String, String>) -> Self {
+        let mut list: Vec<(String, String)> = secrets
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (v.clone(), crate::procedure::secret_placeholder(k)))
+            .collect();
+        // Longest first, so a secret containing another is replaced whole.
+        list.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        Redactor { secrets: list }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (value, placeholder) in &self.secrets {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), placeholder);
+            }
+        }
+        out
+    }
+}
+
+/// Template context for a phase: parameters (real secrets only for execution), captured
+/// variables (pending ones shown as such for display), loop locals, and the operation.
+pub fn phase_context(
+    op: &Operation,
+    plan: &Plan,
+    node: usize,
+    params: &Params,
+    vars: &serde_json::Map<String, serde_json::Value>,
+    reveal: bool,
+) -> minijinja::Value {
+    let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
+    if !reveal {
+        for name in plan.nodes.iter().flat_map(|n| n.capture.keys()) {
+            if !vars.contains_key(name) {
+                ctx.insert(
+                    name.clone(),
+                    serde_json::Value::String(pending_capture_placeholder(name)),
+                );
+            }
+        }
+    }
+    for (k, v) in vars {
+        ctx.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &plan.node(node).locals {
+        ctx.insert(k.clone(), v.clone());
+    }
+    ctx.insert(
+        "operation".into(),
+        serde_json::json!({ "id": op.id, "procedure": op.procedure }),
+    );
+    minijinja::Value::from_serialize(&ctx)
+}
+
+struct Shared {
+    /// `None` for a preview of an operation that is not stored (start --dry-run).
+    store: Mutex<Option<Store>>,
+    op: Operation,
+    plan: Plan,
+    records: Mutex<HashMap<PhaseId, PhaseRecord>>,
+    vars: Mutex<serde_json::Map<String, serde_json::Value>>,
+    params: Params,
+    actor: Actor,
+    reason: Option<String>,
+    sink: Arc<dyn EventSink>,
+    templates: Templates,
+    cancel: Cancel,
+    pending_logs: Mutex<Vec<LogLine>>,
+    redactor: Redactor,
+}
+
+/// Executes one operation. Created after the caller holds the operation's lease.
+pub struct Engine {
+    shared: Arc<Shared>,
+    force: bool,
+}
+
+/// Everything the engine needs to run an operation.
+pub struct EngineSetup {
+    pub store: Store,
+    pub operation: Operation,
+    pub actor: Actor,
+    pub reason: Option<String>,
+    pub sink: Arc<dyn EventSink>,
+    pub cancel: Cancel,
+    pub force: bool,
+}
+
+impl Engine {
+    pub fn new(setup: EngineSetup) -> Result<Engine, EngineError> {
+        let EngineSetup {
+            mut store,
+            operation,
+            actor,
+            reason,
+            sink,
+            cancel,
+            force,
+        } = setup;
+        let plan = store.plan(&operation.id)?;
+        let records = store.records(&operation.id)?;
+        let vars = store.vars(&operation.id)?;
+        let secrets = store.secrets(&operation.id)?;
+        let params = Params {
+            values: operation.params.clone(),
+            secrets,
+        };
+        let redactor = Redactor::new(&params.secrets);
+        Ok(Engine {
+            shared: Arc::new(Shared {
+                store: Mutex::new(Some(store)),
+                op: operation,
+                plan,
+                records: Mutex::new(records),
+                vars: Mutex::new(vars),
+                params,
+                actor,
+                reason,
+                sink,
+                templates: Templates::new(),
+                cancel,
+                pending_logs: Mutex::new(Vec::new()),
+                redactor,
+            }),
+            force,
+        })
+    }
+
+    /// An engine over an operation that is not stored, for `start --dry-run`.
+    pub fn preview(
+        operation: Operation,
+        plan: Plan,
+        params: Params,
+        sink: Arc<dyn EventSink>,
+    ) -> Engine {
+        let (_tx, cancel) = tokio::sync::watch::channel(None);
+        let redactor = Redactor::new(&params.secrets);
+        Engine {
+            shared: Arc::new(Shared {
+                store: Mutex::new(None),
+                actor: operation.created_by.clone(),
+                op: operation,
+                plan,
+                records: Mutex::new(HashMap::new()),
+                vars: Mutex::new(serde_json::Map::new()),
+                params,
+                reason: None,
+                sink,
+                templates: Templates::new(),
+                cancel,
+                pending_logs: Mutex::new(Vec::new()),
+                redactor,
+            }),
+            force: false,
+        }
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.shared.plan
+    }
+
+    fn find(&self, id: &PhaseId) -> Result<usize, EngineError> {
+        self.shared.plan.find(id).ok_or_else(|| {
+            let hint = crate::procedure::source::closest(
+                id.as_str(),
+                self.shared.plan.nodes.iter().map(|n| n.id.as_str()),
+            )
+            .map(|c| format!("; did you mean {c}?"))
+            .unwrap_or_default();
+            EngineError::UnknownPhase {
+                id: id.clone(),
+                operation: self.shared.op.id.clone(),
+                hint,
+            }
+        })
+    }
+
+    fn states(&self) -> Vec<PhaseState> {
+        let records = self.shared.records.lock().expect("records lock");
+        self.shared.plan.states(&records)
+    }
+
+    fn with_states(&self, ids: &[usize], states: &[PhaseState]) -> Vec<(PhaseId, PhaseState)> {
+        ids.iter()
+            .map(|i| (self.shared.plan.node(*i).id.clone(), states[*i]))
+            .collect()
+    }
+
+    fn ensure_open(&self) -> Result<(), EngineError> {
+        if self.shared.op.state != OperationState::Active {
+            return Err(EngineError::OperationClosed {
+                operation: self.shared.op.id.clone(),
+                state: self.shared.op.state.as_str().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an override of a safety refusal in the history.
+    fn record_forced(&self, phase: &PhaseId, detail: String) -> Result<(), EngineError> {
+        let entry = self.shared.history(
+            "forced",
+            Some(phase.clone()),
+            None,
+            None,
+            None,
+            true,
+            Some(detail.clone()),
+        );
+        self.shared.commit(Commit {
+            history: vec![entry],
+            ..Default::default()
+        })?;
+        self.shared.sink.emit(&Event::Forced { detail });
+        Ok(())
+    }
+
+    /// Checks that `target` may be executed; with `--force`, records each override instead.
+    fn check_execute(
+        &self,
+        target: usize,
+        states: &[PhaseState],
+        dry_run: bool,
+    ) -> Result<(), EngineError> {
+        let plan = &self.shared.plan;
+        let id = plan.node(target).id.clone();
+        let unmet = plan.unmet_requirements(states, target);
+        if !unmet.is_empty() {
+            let err = EngineError::Requirements {
+                phase: id.clone(),
+                unmet: self.with_states(&unmet, states),
+            };
+            if !self.force {
+                return Err(err);
+            }
+            if !dry_run {
+                self.record_forced(&id, format!("--force: {err}"))?;
+            }
+        }
+        let stuck: Vec<PhaseId> = plan
+            .subtree(target)
+            .filter(|i| {
+                plan.node(*i).is_leaf()
+                    && states[*i] == PhaseState::InProgress
+                    && !plan.node(*i).idempotent
+            })
+            .map(|i| plan.node(i).id.clone())
+            .collect();
+        if !stuck.is_empty() {
+            let err = EngineError::InterruptedNotIdempotent { phases: stuck };
+            if !self.force {
+                return Err(err);
+            }
+            if !dry_run {
+                self.record_forced(&id, format!("--force: {err}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes `target` (`/` for resume): its unfinished leaves in dependency order.
+    pub async fn execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+        self.ensure_open()?;
+        let t = self.find(target)?;
+        let plan = &self.shared.plan;
+        let sink = &self.shared.sink;
+        sink.emit(&Event::RunStarted {
+            operation: self.shared.op.id.clone(),
+            target: target.clone(),
+            rollback: false,
+            dry_run: false,
+        });
+        let states = self.states();
+        if states[t] == PhaseState::Completed {
+            sink.emit(&Event::PhaseSkipped {
+                id: target.clone(),
+                reason: "already completed; nothing to do".into(),
+            });
+            return Ok(self.finish(Outcome::AlreadyCompleted));
+        }
+        self.check_execute(t, &states, false)?;
+        let mut scheduler = Scheduler::new(plan, &states, t, SchedulerMode::Execute);
+        let mut tasks: JoinSet<(usize, bool)> = JoinSet::new();
+        let mut first_failure: Option<usize> = None;
+        let heartbeat = self.spawn_heartbeat();
+        loop {
+            if self.shared.cancel.borrow().is_none() {
+                for leaf in scheduler.next_ready() {
+                    let shared = self.shared.clone();
+                    tasks.spawn(async move {
+                        let ok = shared.run_leaf(leaf, false).await;
+                        (leaf, ok)
+                    });
+                }
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (leaf, ok) = match joined {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
+            scheduler.finished(leaf, ok);
+            if !ok && first_failure.is_none() {
+                first_failure = Some(leaf);
+            }
+        }
+        heartbeat.abort();
+        self.shared.flush_logs()?;
+        let outcome = if let Some(leaf) = first_failure {
+            let id = plan.node(leaf).id.clone();
+            let error = self
+                .shared
+                .records
+                .lock()
+                .expect("records lock")
+                .get(&id)
+                .and_then(|r| r.error.clone())
+                .unwrap_or_default();
+            Outcome::Failed { phase: id, error }
+        } else if self.shared.cancel.borrow().is_some() && !scheduler.all_done() {
+            Outcome::Interrupted
+        } else if !scheduler.paused().is_empty() && !scheduler.all_done() {
+            for p in scheduler.paused() {
+                let node = plan.node(*p);
+                let message = match &node.action {
+                    Some(ActionSpec::Pause(pause)) => {
+                        let ctx = self.shared.display_context(*p);
+                        self.shared
+                            .templates
+                            .render(&pause.message, false, &ctx)
+                            .unwrap_or_else(|_| pause.message.clone())
+                    }
+                    _ => String::new(),
+                };
+                sink.emit(&Event::PhasePaused {
+                    id: node.id.clone(),
+                    message,
+                });
+            }
+            Outcome::Paused {
+                phases: scheduler
+                    .paused()
+                    .iter()
+                    .map(|p| plan.node(*p).id.clone())
+                    .collect(),
+            }
+        } else {
+            Outcome::Completed
+        };
+        Ok(self.finish(outcome))
+    }
+
+    /// Rolls back `target`: its started leaves, in reverse execution order.
+    pub async fn rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+        self.ensure_open()?;
+        let t = self.find(target)?;
+        let plan = &self.shared.plan;
+        self.shared.sink.emit(&Event::RunStarted {
+            operation: self.shared.op.id.clone(),
+            target: target.clone(),
+            rollback: true,
+            dry_run: false,
+        });
+        let states = self.states();
+        let order = plan.rollback_order(&states, t);
+        if order.is_empty() {
+            self.shared.sink.emit(&Event::PhaseSkipped {
+                id: target.clone(),
+                reason: "nothing under it has started (or it is already rolled back)".into(),
+            });
+            return Ok(self.finish(Outcome::NothingToRollBack));
+        }
+        self.check_rollback(t, &states, false)?;
+        let heartbeat = self.spawn_heartbeat();
+        let mut outcome = Outcome::RolledBack;
+        for leaf in order {
+            if self.shared.cancel.borrow().is_some() {
+                outcome = Outcome::Interrupted;
+                break;
+            }
+            if !self.shared.clone().run_leaf(leaf, true).await {
+                let id = plan.node(leaf).id.clone();
+                let error = self
+                    .shared
+                    .records
+                    .lock()
+                    .expect("records lock")
+                    .get(&id)
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_default();
+                outcome = Outcome::Failed { phase: id, error };
+                break;
+            }
+        }
+        heartbeat.abort();
+        self.shared.flush_logs()?;
+        Ok(self.finish(outcome))
+    }
+
+    fn check_rollback(
+        &self,
+        t: usize,
+        states: &[PhaseState],
+        dry_run: bool,
+    ) -> Result<(), EngineError> {
+        let plan = &self.shared.plan;
+        let blocking = plan.blocking_dependents(states, t);
+        if !blocking.is_empty() {
+            let err = EngineError::Dependents {
+                phase: plan.node(t).id.clone(),
+                dependents: self.with_states(&blocking, states),
+            };
+            if !self.force {
+                return Err(err);
+            }
+            if !dry_run {
+                self.record_forced(&plan.node(t).id, format!("--force: {err}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What `execute` would do, in order, without changing anything.
+    pub fn dry_run_execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+        let t = self.find(target)?;
+        let plan = &self.shared.plan;
+        let sink = &self.shared.sink;
+        sink.emit(&Event::RunStarted {
+            operation: self.shared.op.id.clone(),
+            target: target.clone(),
+            rollback: false,
+            dry_run: true,
+        });
+        let states = self.states();
+        if states[t] == PhaseState::Completed {
+            sink.emit(&Event::PhaseSkipped {
+                id: target.clone(),
+                reason: "already completed; nothing to do".into(),
+            });
+            return Ok(Outcome::DryRun);
+        }
+        self.check_execute(t, &states, true)?;
+        let mut scheduler = Scheduler::new(plan, &states, t, SchedulerMode::Simulate);
+        loop {
+            let ready = scheduler.next_ready();
+            if ready.is_empty() {
+                break;
+            }
+            for leaf in ready {
+                let node = plan.node(leaf);
+                let ctx = self.shared.display_context(leaf);
+                let scope = RenderScope {
+                    templates: &self.shared.templates,
+                    ctx,
+                };
+                let action = describe(node.action.as_ref(), &scope);
+                let mut notes = Vec::new();
+                if node.is_pause() && leaf != t {
+                    notes.push(
+                        "the run stops here until the operator executes this phase".to_string(),
+                    );
+                }
+                if states[leaf] == PhaseState::InProgress {
+                    notes.push("interrupted earlier; runs again".to_string());
+                } else if matches!(states[leaf], PhaseState::Failed | PhaseState::RolledBack) {
+                    notes.push(format!("{}; runs again", states[leaf]));
+                }
+                if let Some(rb) = &node.rollback {
+                    notes.push(format!("undo: {}", describe(Some(rb), &scope).join("; ")));
+                }
+                if node.retries > 0 {
+                    notes.push(format!("up to {} retries", node.retries));
+                }
+                if let Some(timeout) = node.timeout_secs {
+                    notes.push(format!(
+                        "timeout {}",
+                        crate::action::wait::human_secs(timeout)
+                    ));
+                }
+                sink.emit(&Event::PhaseWouldRun {
+                    id: node.id.clone(),
+                    description: node.description.clone(),
+                    action,
+                    rollback: false,
+                    note: (!notes.is_empty()).then(|| notes.join("; ")),
+                });
+                scheduler.finished(leaf, true);
+            }
+        }
+        Ok(Outcome::DryRun)
+    }
+
+    /// What `rollback` would do, in order, without changing anything.
+    pub fn dry_run_rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+        let t = self.find(target)?;
+        let plan = &self.shared.plan;
+        self.shared.sink.emit(&Event::RunStarted {
+            operation: self.shared.op.id.clone(),
+            target: target.clone(),
+            rollback: true,
+            dry_run: true,
+        });
+        let states = self.states();
+        let order = plan.rollback_order(&states, t);
+        if order.is_empty() {
+            self.shared.sink.emit(&Event::PhaseSkipped {
+                id: target.clone(),
+                reason: "nothing under it has started (or it is already rolled back)".into(),
+            });
+            return Ok(Outcome::DryRun);
+        }
+        self.check_rollback(t, &states, true)?;
+        for leaf in order {
+            let node = plan.node(leaf);
+            let scope = RenderScope {
+                templates: &self.shared.templates,
+                ctx: self.shared.display_context(leaf),
+            };
+            let (action, note) = match &node.rollback {
+                Some(rb) => (describe(Some(rb), &scope), None),
+                None => (
+                    Vec::new(),
+                    Some("no rollback action; recorded as rolled back".to_string()),
+                ),
+            };
+            self.shared.sink.emit(&Event::PhaseWouldRun {
+                id: node.id.clone(),
+                description: node.description.clone(),
+                action,
+                rollback: true,
+                note,
+            });
+        }
+        Ok(Outcome::DryRun)
+    }
+
+    /// Ends a dry-run report.
+    pub fn dry_run_finish(&self, result: &Result<Outcome, EngineError>) {
+        if let Ok(outcome) = result {
+            self.finish(outcome.clone());
+        }
+    }
+
+    /// The store back, after a dry-run (which holds no lease).
+    pub fn into_store(self) -> Store {
+        let shared = Arc::try_unwrap(self.shared)
+            .map_err(|_| ())
+            .expect("no task outlives the engine");
+        shared
+            .store
+            .into_inner()
+            .expect("store lock")
+            .expect("engine has a store")
+    }
+
+    fn finish(&self, outcome: Outcome) -> Outcome {
+        self.shared.sink.emit(&Event::RunFinished {
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    /// Flushes logs every second and refreshes the lease heartbeat every ten.
+    fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut ticks = 0u64;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                ticks += 1;
+                let _ = shared.flush_logs();
+                if ticks.is_multiple_of(10) {
+                    let _ = shared.heartbeat();
+                }
+            }
+        })
+    }
+
+    /// Ends this executor's hold: flushes logs, clears the lease, closes the database.
+    pub fn release(self) -> Result<Store, EngineError> {
+        self.shared.flush_logs()?;
+        let entry = self
+            .shared
+            .history("lease_released", None, None, None, None, false, None);
+        self.shared.commit(Commit {
+            lease: Some(None),
+            history: vec![entry],
+            ..Default::default()
+        })?;
+        let shared = Arc::try_unwrap(self.shared)
+            .map_err(|_| ())
+            .expect("no task outlives the engine");
+        let mut store = shared
+            .store
+            .into_inner()
+            .expect("store lock")
+            .expect("a running engine has a store");
+        store.release();
+        Ok(store)
+    }
+}
+
+fn describe(action: Option<&ActionSpec>, scope: &RenderScope<'_>) -> Vec<String> {
+    match action {
+        Some(a) => a
+            .describe(scope)
+            .unwrap_or_else(|e| vec![format!("{}: cannot render yet ({e})", a.kind())]),
+        None => Vec::new(),
+    }
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    fn history(
+        &self,
+        event: &str,
+        phase: Option<PhaseId>,
+        from: Option<PhaseState>,
+        to: Option<PhaseState>,
+        error: Option<String>,
+        forced: bool,
+        detail: Option<String>,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            seq: 0,
+            time: now_ms(),
+            user: self.actor.user.clone(),
+            host: self.actor.host.clone(),
+            pid: self.actor.pid,
+            command: self.actor.command.clone(),
+            reason: self.reason.clone(),
+            event: event.to_string(),
+            phase,
+            from,
+            to,
+            error: error.map(|e| self.redactor.redact(&e)),
+            forced,
+            detail: detail.map(|d| self.redactor.redact(&d)),
+        }
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        match self.store.lock().expect("store lock").as_mut() {
+            Some(store) => store.commit(&self.op.id, commit),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the database so readers can open it while a slow action runs.
+    fn release_store(&self) {
+        if let Some(store) = self.store.lock().expect("store lock").as_mut() {
+            store.release();
+        }
+    }
+
+    fn store_is_open(&self) -> bool {
+        self.store
+            .lock()
+            .expect("store lock")
+            .as_ref()
+            .is_some_and(|s| s.is_open())
+    }
+
+    fn flush_logs(&self) -> Result<(), StoreError> {
+        let logs = std::mem::take(&mut *self.pending_logs.lock().expect("logs lock"));
+        if logs.is_empty() {
+            return Ok(());
+        }
+        let mut guard = self.store.lock().expect("store lock");
+        let Some(store) = guard.as_mut() else {
+            return Ok(());
+        };
+        let was_open = store.is_open();
+        store.commit(
+            &self.op.id,
+            Commit {
+                logs,
+                ..Default::default()
+            },
+        )?;
+        if !was_open {
+            store.release();
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&self) -> Result<(), StoreError> {
+        let mut guard = self.store.lock().expect("store lock");
+        let Some(store) = guard.as_mut() else {
+            return Ok(());
+        };
+        let was_open = store.is_open();
+        if let Some(mut lease) = store.lease(&self.op.id)? {
+            if lease.pid == std::process::id() {
+                lease.heartbeat_at = now_ms();
+                store.commit(
+                    &self.op.id,
+                    Commit {
+                        lease: Some(Some(lease)),
+                        ..Default::default()
+                    },
+                )?;
+            }
+        }
+        if !was_open {
+            store.release();
+        }
+        Ok(())
+    }
+
+    fn display_context(&self, node: usize) -> minijinja::Value {
+        let vars = self.vars.lock().expect("vars lock").clone();
+        phase_context(&self.op, &self.plan, node, &self.params, &vars, false)
+    }
+
+    /// Applies `t` to `leaf` and makes it durable (with pending logs and new variables)
+    /// before returning.
+    fn record_transition(
+        &self,
+        leaf: usize,
+        t: Transition,
+        error: Option<String>,
+        detail: Option<String>,
+        vars: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<PhaseRecord, EngineError> {
+        let id = self.plan.node(leaf).id.clone();
+        let mut records = self.records.lock().expect("records lock");
+        let current = records.get(&id).cloned().unwrap_or_default();
+        let mut next = current.apply(t, now_ms())?;
+        if let Some(e) = &error {
+            next.error = Some(self.redactor.redact(e));
+        }
+        let event = match t {
+            Transition::Start => "start",
+            Transition::Restart => "restart",
+            Transition::Complete => "complete",
+            Transition::Fail => "fail",
+            Transition::BeginRollback => "rollback_start",
+            Transition::FinishRollback => "rollback_complete",
+            Transition::FailRollback => "rollback_fail",
+        };
+        let entry = self.history(
+            event,
+            Some(id.clone()),
+            Some(current.state),
+            Some(next.state),
+            error,
+            false,
+            detail,
+        );
+        let logs = std::mem::take(&mut *self.pending_logs.lock().expect("logs lock"));
+        self.commit(Commit {
+            records: vec![(id.clone(), next.clone())],
+            history: vec![entry],
+            logs,
+            vars: vars.clone(),
+            ..Default::default()
+        })?;
+        if let Some(v) = vars {
+            *self.vars.lock().expect("vars lock") = v;
+        }
+        records.insert(id, next.clone());
+        Ok(next)
+    }
+
+    /// Runs (or rolls back) one leaf to its end state. Returns whether it succeeded.
+    async fn run_leaf(self: Arc<Self>, leaf: usize, rollback: bool) -> bool {
+        match self.run_leaf_inner(leaf, rollback).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                // The store failed under us: report it as the phase's failure; it stays
+                // in progress on disk and shows as interrupted.
+                self.sink.emit(&Event::PhaseFinished {
+                    id: self.plan.node(leaf).id.clone(),
+                    state: PhaseState::Failed,
+                    rollback,
+                    elapsed_secs: 0.0,
+                    error: Some(e.to_string()),
+                    summary: None,
+                });
+                false
+            }
+        }
+    }
+
+    async fn run_leaf_inner(&self, leaf: usize, rollback: bool) -> Result<bool, EngineError> {
+        let node = self.plan.node(leaf);
+        let id = node.id.clone();
+        let current = self
+            .records
+            .lock()
+            .expect("records lock")
+            .get(&id)
+            .map(|r| r.state)
+            .unwrap_or(PhaseState::Unstarted);
+        let start = if rollback {
+            Transition::BeginRollback
+        } else if current == PhaseState::InProgress {
+            Transition::Restart
+        } else {
+            Transition::Start
+        };
+        let action = if rollback {
+            node.rollback.as_ref()
+        } else {
+            node.action.as_ref()
+        };
+        let detail = (start == Transition::Restart)
+            .then(|| "the previous executor was interrupted; running again".to_string());
+        let record = self.record_transition(leaf, start, None, detail, None)?;
+        let scope_display = RenderScope {
+            templates: &self.templates,
+            ctx: self.display_context(leaf),
+        };
+        self.sink.emit(&Event::PhaseStarted {
+            id: id.clone(),
+            description: node.description.clone(),
+            action: describe(action, &scope_display),
+            attempt: record.attempts,
+            rollback,
+        });
+        let started = Instant::now();
+        let Some(action) = action else {
+            self.record_transition(
+                leaf,
+                Transition::FinishRollback,
+                None,
+                Some("no rollback action; recorded as rolled back".into()),
+                None,
+            )?;
+            self.sink.emit(&Event::PhaseFinished {
+                id,
+                state: PhaseState::RolledBack,
+                rollback,
+                elapsed_secs: 0.0,
+                error: None,
+                summary: Some("no rollback action; recorded as rolled back".into()),
+            });
+            return Ok(true);
+        };
+        if !action.inline() {
+            self.release_store();
+        }
+        let result = self.attempt_with_retries(leaf, action).await;
+        let elapsed_secs = started.elapsed().as_secs_f64();
+        let outcome = result.and_then(|out| {
+            if rollback || node.capture.is_empty() {
+                return Ok((out, None));
+            }
+            let vars = self.capture(leaf, &out.result)?;
+            Ok((out, Some(vars)))
+        });
+        match outcome {
+            Ok((out, vars)) => {
+                let t = if rollback {
+                    Transition::FinishRollback
+                } else {
+                    Transition::Complete
+                };
+                let record = self.record_transition(leaf, t, None, out.summary.clone(), vars)?;
+                self.sink.emit(&Event::PhaseFinished {
+                    id,
+                    state: record.state,
+                    rollback,
+                    elapsed_secs,
+                    error: None,
+                    summary: out.summary.map(|s| self.redactor.redact(&s)),
+                });
+                Ok(true)
+            }
+            Err(error) => {
+                let t = if rollback {
+                    Transition::FailRollback
+                } else {
+                    Transition::Fail
+                };
+                let error = self.redactor.redact(&error);
+                let record = self.record_transition(leaf, t, Some(error.clone()), None, None)?;
+                self.sink.emit(&Event::PhaseFinished {
+                    id,
+                    state: record.state,
+                    rollback,
+                    elapsed_secs,
+                    error: Some(error),
+                    summary: None,
+                });
+                Ok(false)
+            }
+        }
+    }
+
+    async fn attempt_with_retries(
+        &self,
+        leaf: usize,
+        action: &ActionSpec,
+    ) -> Result<crate::action::ActionOutput, String> {
+        let node = self.plan.node(leaf);
+        let id = node.id.clone();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let vars = self.vars.lock().expect("vars lock").clone();
+            let ctx = phase_context(&self.op, &self.plan, leaf, &self.params, &vars, true);
+            let scope = RenderScope {
+                templates: &self.templates,
+                ctx,
+            };
+            let output = |stream: Stream, line: &str| {
+                let text = self.redactor.redact(line);
+                self.pending_logs.lock().expect("logs lock").push(LogLine {
+                    time: now_ms(),
+                    phase: id.clone(),
+                    stream,
+                    text: text.clone(),
+                });
+                self.sink.emit(&Event::PhaseOutput {
+                    id: id.clone(),
+                    stream,
+                    line: text,
+                });
+            };
+            let ctx = ActionCtx {
+                phase: &id,
+                scope: &scope,
+                output: &output,
+                cancel: self.cancel.clone(),
+            };
+            let run = action.execute(&ctx);
+            let result = match node.timeout_secs {
+                Some(secs) => {
+                    match tokio::time::timeout(Duration::from_secs_f64(secs), run).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ActionError::CheckFailed {
+                            message: format!(
+                                "timed out after {}",
+                                crate::action::wait::human_secs(secs)
+                            ),
+                        }),
+                    }
+                }
+                None => run.await,
+            };
+            let error = match result {
+                Ok(out) => return Ok(out),
+                Err(e) if e.is_cancelled() => return Err(e.to_string()),
+                Err(e) => e.to_string(),
+            };
+            if attempt > node.retries || self.cancel.borrow().is_some() {
+                return Err(error);
+            }
+            let delay = (node.retry_delay_secs * 2f64.powi(attempt as i32 - 1)).min(300.0);
+            self.sink.emit(&Event::PhaseRetrying {
+                id: id.clone(),
+                attempt,
+                delay_secs: delay,
+                error: self.redactor.redact(&error),
+            });
+            let entry = self.history(
+                "retry",
+                Some(id.clone()),
+                None,
+                None,
+                Some(error),
+                false,
+                Some(format!(
+                    "attempt {attempt} of {} failed; retrying in {delay:.1}s",
+                    node.retries + 1
+                )),
+            );
+            let was_open = self.store_is_open();
+            self.commit(Commit {
+                history: vec![entry],
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
+            if !was_open {
+                self.release_store();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(delay)) => {}
+                reason = cancelled(&self.cancel) => return Err(reason),
+            }
+        }
+    }
+
+    /// Evaluates the phase's `capture:` expressions over the action's result.
+    fn capture(
+        &self,
+        leaf: usize,
+        result: &serde_json::Value,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let node = self.plan.node(leaf);
+        let mut ctx = match result {
+            serde_json::Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        ctx.insert("result".into(), result.clone());
+        let ctx = minijinja::Value::from_serialize(&ctx);
+        let mut vars = self.vars.lock().expect("vars lock").clone();
+        for (name, expr) in &node.capture {
+            let value = self
+                .templates
+                .eval(expr, &ctx)
+                .map_err(|e| format!("capture `{name}` from `{expr}`: {e}"))?;
+            if value.is_undefined() || value.is_none() {
+                return Err(format!(
+                    "capture `{name}`: `{expr}` found nothing in the result"
+                ));
+            }
+            let json =
+                serde_json::to_value(&value).map_err(|e| format!("capture `{name}`: {e}"))?;
+            vars.insert(name.clone(), json);
+        }
+        Ok(vars)
+    }
+}
+
+/// Takes the operation's lease for this process, or reports the live holder.
+pub fn acquire_lease(
+    store: &mut Store,
+    op: &Operation,
+    actor: &Actor,
+    reason: Option<String>,
+) -> Result<Lease, EngineError> {
+    let previous = store.lease(&op.id)?;
+    let mut detail = None;
+    if let Some(lease) = previous {
+        if lease.is_alive() && lease.pid != std::process::id() {
+            return Err(EngineError::LeaseHeld {
+                operation: op.id.clone(),
+                lease: Box::new(lease),
+            });
+        }
+        detail = Some(format!(
+            "took over from a dead executor: {}",
+            lease.describe()
+        ));
+    }
+    let now = now_ms();
+    let lease = Lease {
+        pid: std::process::id(),
+        host: actor.host.clone(),
+        user: actor.user.clone(),
+        started_at: now,
+        heartbeat_at: now,
+        proc_start: process_start_ticks(std::process::id()),
+        command: actor.command.clone(),
+    };
+    let entry = HistoryEntry {
+        seq: 0,
+        time: now,
+        user: actor.user.clone(),
+        host: actor.host.clone(),
+        pid: actor.pid,
+        command: actor.command.clone(),
+        reason,
+        event: "lease_acquired".into(),
+        phase: None,
+        from: None,
+        to: None,
+        error: None,
+        forced: false,
+        detail,
+    };
+    store.commit(
+        &op.id,
+        Commit {
+            lease: Some(Some(lease.clone())),
+            history: vec![entry],
+            ..Default::default()
+        },
+    )?;
+    Ok(lease)
+}
+
+/// Leaves whose executor is gone: in progress while nobody holds a live lease.
+pub fn interrupted_phases(
+    plan: &Plan,
+    records: &HashMap<PhaseId, PhaseRecord>,
+    lease: Option<&Lease>,
+) -> BTreeSet<PhaseId> {
+    if lease.is_some_and(|l| l.is_alive()) {
+        return BTreeSet::new();
+    }
+    plan.leaves()
+        .map(|l| &plan.node(l).id)
+        .filter(|id| {
+            records
+                .get(*id)
+                .is_some_and(|r| r.state == PhaseState::InProgress)
+        })
+        .cloned()
+        .collect()
+}

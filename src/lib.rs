@@ -1,0 +1,15 @@
+//! medic: a plan-based remediation runner for Kubernetes clusters.
+//!
+//! A procedure (`plans/*.yaml`) becomes an operation whose plan — a tree of phases — is stored
+//! in sled and executed, resumed or rolled back phase by phase. See `README.md` and the module
+//! docs: [`plan`] (pure core), [`procedure`], [`store`], [`engine`], [`action`], [`render`],
+//! [`cli`].
+
+pub mod action;
+pub mod cli;
+pub mod engine;
+pub mod plan;
+pub mod procedure;
+pub mod render;
+pub mod store;
+pub mod template;

@@ -1,0 +1,1463 @@
+//! Procedures: loading and validating `plans/*.yaml`, parameters, and rendering a plan.
+//!
+//! 1. [`Catalog`] finds procedures: the built-in ones compiled into the binary, then a plans
+//!    directory (`--plans-dir`/`MEDIC_PLANS_DIR`) that adds or overrides by name.
+//! 2. [`Procedure::parse`] reads one file and reports *every* problem at once with file, line
+//!    and column: unknown keys, duplicate IDs, unknown `requires` (with the closest ID),
+//!    cycles (with the cycle), bad templates and names no parameter or capture defines.
+//! 3. [`Procedure::resolve_params`] checks `--set` values: unknown, missing, pattern mismatch.
+//! 4. [`Procedure::build_plan`] expands `foreach`, resolves `requires` to phase IDs and renders
+//!    descriptions, giving the immutable [`Plan`] an operation runs.
+
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use marked_yaml::{LoaderOptions, Node};
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+
+use crate::action::{ActionSpec, ACTION_KINDS};
+use crate::plan::{PhaseId, Plan, PlanNode};
+use crate::template::Templates;
+use source::{closest, Diagnostic, Fields, Location, Reader, TemplateKind};
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtin_plans.rs"));
+}
+
+/// Names every template may use besides parameters, captures and loop items.
+const BUILTIN_NAMES: &[&str] = &["operation"];
+
+const PHASE_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "requires",
+    "parallel",
+    "max_parallel",
+    "foreach",
+    "as",
+    "phases",
+    "rollback",
+    "capture",
+    "timeout",
+    "retries",
+    "retry_delay",
+    "idempotent",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcedureError {
+    #[error("unknown procedure `{name}`{hint}; run `medic procedures` to list them")]
+    Unknown { name: String, hint: String },
+    #[error("read procedure {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_diagnostics(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render_diagnostics(diags: &[Diagnostic]) -> String {
+    let mut out = format!(
+        "{} problem{} found:",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+    for d in diags {
+        out.push_str("\n  ");
+        out.push_str(&d.to_string());
+    }
+    out
+}
+
+/// The kind of value a parameter takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamKind {
+    String,
+    List,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ParamSpec {
+    pub name: String,
+    pub description: String,
+    pub required: bool,
+    pub default: Option<serde_json::Value>,
+    pub pattern: Option<String>,
+    pub secret: bool,
+    pub kind: ParamKind,
+    #[serde(skip)]
+    pub location: Location,
+}
+
+#[derive(Clone, Debug)]
+pub enum Foreach {
+    /// An expression over parameters that yields a list.
+    Expression(String),
+    Items(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct PhaseSpec {
+    pub id: String,
+    pub location: Location,
+    pub description: Option<String>,
+    pub requires: Vec<(String, Location)>,
+    pub parallel: bool,
+    pub max_parallel: Option<usize>,
+    pub foreach: Option<(Foreach, String)>,
+    pub children: Vec<PhaseSpec>,
+    pub action: Option<ActionSpec>,
+    pub rollback: Option<ActionSpec>,
+    pub capture: BTreeMap<String, String>,
+    pub timeout_secs: Option<f64>,
+    pub retries: u32,
+    pub retry_delay_secs: f64,
+    pub idempotent: Option<bool>,
+}
+
+/// A validated procedure.
+#[derive(Clone, Debug)]
+pub struct Procedure {
+    pub name: String,
+    pub description: String,
+    /// Where it came from, for messages (`plans/x.yaml`, or `plans/x.yaml (built in)`).
+    pub file: String,
+    pub params: Vec<ParamSpec>,
+    pub phases: Vec<PhaseSpec>,
+}
+
+/// Parameter values for one operation; secret values are kept apart so they are never shown.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params {
+    pub values: BTreeMap<String, serde_json::Value>,
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Params {
+    /// Values for templates: real secrets only when `reveal` (execution), else placeholders.
+    pub fn template_values(&self, reveal: bool) -> BTreeMap<String, serde_json::Value> {
+        let mut out = self.values.clone();
+        for (k, v) in &self.secrets {
+            let shown = if reveal {
+                v.clone()
+            } else {
+                secret_placeholder(k)
+            };
+            out.insert(k.clone(), serde_json::Value::String(shown));
+        }
+        out
+    }
+}
+
+pub fn secret_placeholder(name: &str) -> String {
+    format!("<secret:{name}>")
+}
+
+/// Shown where a captured value is used before the phase that captures it has run.
+pub fn pending_capture_placeholder(name: &str) -> String {
+    format!("<{name}: captured at run time>")
+}
+
+impl Procedure {
+    /// Parses and validates one procedure file; `file` labels messages.
+    pub fn parse(
+        file: &str,
+        text: &str,
+        expected_name: Option<&str>,
+    ) -> Result<Procedure, ProcedureError> {
+        let mut reader = Reader::new(file);
+        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
+            Ok(root) => root,
+            Err(e) => return Err(ProcedureError::Invalid(vec![load_error(file, &e)])),
+        };
+        let procedure = read_procedure(&root, &mut reader, expected_name);
+        if let Some(p) = &procedure {
+            validate_graph(p, &mut reader);
+            validate_templates(p, &mut reader);
+        }
+        if !reader.diagnostics.is_empty() || procedure.is_none() {
+            let mut diags = reader.diagnostics;
+            diags.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+            return Err(ProcedureError::Invalid(diags));
+        }
+        Ok(procedure.expect("checked above"))
+    }
+
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    /// Every variable some phase captures.
+    pub fn capture_names(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        walk(&self.phases, &mut |p| out.extend(p.capture.keys().cloned()));
+        out
+    }
+
+    /// Checks `--set key=value` pairs against the declared parameters; reports all problems.
+    pub fn resolve_params(&self, sets: &[String]) -> Result<Params, ProcedureError> {
+        let mut diags = Vec::new();
+        let mut given: BTreeMap<String, String> = BTreeMap::new();
+        for set in sets {
+            let Some((key, value)) = set.split_once('=') else {
+                diags.push(plain(format!(
+                    "--set `{}` must have the form key=value",
+                    redact_set(self, set)
+                )));
+                continue;
+            };
+            let key = key.trim();
+            if self.param(key).is_none() {
+                let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+                let hint = match closest(key, names.iter().copied()) {
+                    Some(c) => format!("; did you mean `{c}`?"),
+                    None if names.is_empty() => "; it takes no parameters".to_string(),
+                    None => format!("; its parameters are {}", names.join(", ")),
+                };
+                diags.push(plain(format!(
+                    "unknown parameter `{key}` for procedure {}{hint}",
+                    self.name
+                )));
+                continue;
+            }
+            if given.insert(key.to_string(), value.to_string()).is_some() {
+                diags.push(plain(format!("parameter `{key}` is set more than once")));
+            }
+        }
+        let mut params = Params::default();
+        for spec in &self.params {
+            let value = match (given.get(&spec.name), &spec.default) {
+                (Some(v), _) => match spec.kind {
+                    ParamKind::String => serde_json::Value::String(v.clone()),
+                    ParamKind::List => serde_json::Value::Array(
+                        v.split(',')
+                            .map(|s| s.trim())
+                            .filter(|s| !s.is_empty())
+                            .map(|s| serde_json::Value::String(s.to_string()))
+                            .collect(),
+                    ),
+                },
+                (None, Some(d)) => d.clone(),
+                (None, None) if spec.required => {
+                    let about = if spec.description.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", spec.description)
+                    };
+                    diags.push(Diagnostic {
+                        location: Some(spec.location.clone()),
+                        message: format!(
+                            "missing required parameter `{}`{about}; pass --set {}=VALUE",
+                            spec.name, spec.name
+                        ),
+                    });
+                    continue;
+                }
+                (None, None) => serde_json::Value::String(String::new()),
+            };
+            if let Some(pattern) = &spec.pattern {
+                let re = regex::Regex::new(pattern).expect("validated at load");
+                let items: Vec<String> = match &value {
+                    serde_json::Value::Array(a) => a.iter().map(json_text).collect(),
+                    other => vec![json_text(other)],
+                };
+                for item in items {
+                    if !re.is_match(&item) {
+                        let shown = if spec.secret {
+                            "the given value".to_string()
+                        } else {
+                            format!("`{item}`")
+                        };
+                        diags.push(Diagnostic {
+                            location: Some(spec.location.clone()),
+                            message: format!(
+                                "parameter `{}`: {shown} does not match the pattern {pattern}",
+                                spec.name
+                            ),
+                        });
+                    }
+                }
+            }
+            if spec.secret {
+                params.secrets.insert(spec.name.clone(), json_text(&value));
+            } else {
+                params.values.insert(spec.name.clone(), value);
+            }
+        }
+        if diags.is_empty() {
+            Ok(params)
+        } else {
+            Err(ProcedureError::Invalid(diags))
+        }
+    }
+
+    /// Renders the plan for `params`: `foreach` expanded, `requires` resolved, descriptions
+    /// rendered with secrets redacted and captured values marked as pending.
+    pub fn build_plan(
+        &self,
+        params: &Params,
+        templates: &Templates,
+    ) -> Result<Plan, ProcedureError> {
+        let mut builder = PlanBuilder {
+            procedure: self,
+            templates,
+            base: params.template_values(false),
+            captures: self.capture_names(),
+            nodes: Vec::new(),
+            diags: Vec::new(),
+        };
+        builder.nodes.push(PlanNode {
+            id: PhaseId::root(),
+            description: self.description.clone(),
+            parent: None,
+            children: Vec::new(),
+            parallel: false,
+            max_parallel: None,
+            requires: Vec::new(),
+            action: None,
+            rollback: None,
+            locals: BTreeMap::new(),
+            capture: BTreeMap::new(),
+            timeout_secs: None,
+            retries: 0,
+            retry_delay_secs: 1.0,
+            idempotent: true,
+        });
+        builder.add_children(0, &self.phases, &BTreeMap::new());
+        if builder.diags.is_empty() {
+            Ok(Plan::new(builder.nodes))
+        } else {
+            Err(ProcedureError::Invalid(builder.diags))
+        }
+    }
+}
+
+fn plain(message: String) -> Diagnostic {
+    Diagnostic {
+        location: None,
+        message,
+    }
+}
+
+/// `--set token=abc` → `token=<secret:token>` when `token` is secret.
+pub fn redact_set(procedure: &Procedure, set: &str) -> String {
+    match set.split_once('=') {
+        Some((k, _)) if procedure.param(k.trim()).is_some_and(|p| p.secret) => {
+            format!("{k}={}", secret_placeholder(k.trim()))
+        }
+        _ => set.to_string(),
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn walk<'a>(phases: &'a [PhaseSpec], f: &mut dyn FnMut(&'a PhaseSpec)) {
+    for p in phases {
+        f(p);
+        walk(&p.children, f);
+    }
+}
+
+fn load_error(file: &str, e: &marked_yaml::LoadError) -> Diagnostic {
+    use marked_yaml::LoadError::*;
+    let (marker, message) = match e {
+        TopLevelMustBeMapping(m) => (
+            Some(*m),
+            "a procedure must be a mapping with name, description, params and phases".to_string(),
+        ),
+        TopLevelMustBeSequence(m) => (Some(*m), "expected a list".to_string()),
+        UnexpectedAnchor(m) => (
+            Some(*m),
+            "YAML anchors and aliases are not supported in procedures; write the value out"
+                .to_string(),
+        ),
+        MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain strings".to_string()),
+        UnexpectedTag(m) => (
+            Some(*m),
+            "YAML tags are not supported in procedures".to_string(),
+        ),
+        ScanError(m, err) => (Some(*m), format!("invalid YAML: {err}")),
+        DuplicateKey(inner) => (
+            inner.key.span().start().copied(),
+            format!(
+                "duplicate key `{}` (first at line {})",
+                inner.key.as_str(),
+                inner.prev_key.span().start().map(|m| m.line()).unwrap_or(0)
+            ),
+        ),
+    };
+    Diagnostic {
+        location: marker.map(|m| Location {
+            file: file.to_string(),
+            line: m.line(),
+            column: m.column(),
+        }),
+        message,
+    }
+}
+
+fn valid_phase_segment(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0].is_ascii_lowercase() | bytes[0].is_ascii_digit()
+        && bytes[bytes.len() - 1].is_ascii_lowercase() | bytes[bytes.len() - 1].is_ascii_digit()
+        && bytes.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
+fn valid_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> Option<Procedure> {
+    let fields = Fields::new(
+        root,
+        "the procedure",
+        &["name", "description", "params", "phases"],
+        r,
+    )?;
+    let name = match fields.get("name") {
+        Some(n) => {
+            let s = r.scalar(n, "name")?;
+            if let Some(expected) = expected_name.filter(|e| *e != s.as_str()) {
+                r.error(
+                    n.span(),
+                    format!(
+                        "procedure name `{}` does not match its file name; rename one so both are `{expected}`",
+                        s.as_str()
+                    ),
+                );
+            }
+            s.as_str().to_string()
+        }
+        None => {
+            r.error(fields.span(), "the procedure needs `name:`");
+            expected_name.unwrap_or_default().to_string()
+        }
+    };
+    let description = match fields.get("description") {
+        Some(n) => r
+            .scalar(n, "description")
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let params = match fields.get("params") {
+        Some(n) => read_params(n, r),
+        None => Vec::new(),
+    };
+    let phases = match fields.get("phases") {
+        Some(n) => read_phases(n, r),
+        None => {
+            r.error(
+                fields.span(),
+                "the procedure needs `phases:`, a list of phases",
+            );
+            Vec::new()
+        }
+    };
+    Some(Procedure {
+        name,
+        description,
+        file: r.file.clone(),
+        params,
+        phases,
+    })
+}
+
+fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
+    let Node::Mapping(map) = node else {
+        r.error(
+            node.span(),
+            "params must be a mapping of parameter name to its settings",
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in map.iter() {
+        let name = key.as_str().to_string();
+        let location = r.location(key.span());
+        if !valid_identifier(&name) {
+            r.error(
+                key.span(),
+                format!("parameter name `{name}` must be letters, digits and _ (starting with a letter)"),
+            );
+        }
+        let mut spec = ParamSpec {
+            name: name.clone(),
+            description: String::new(),
+            required: false,
+            default: None,
+            pattern: None,
+            secret: false,
+            kind: ParamKind::String,
+            location,
+        };
+        // `{}` or an empty value means a plain optional string parameter.
+        if let Node::Scalar(s) = value {
+            if s.as_str().is_empty() {
+                out.push(spec);
+                continue;
+            }
+        }
+        let what = format!("parameter `{name}`");
+        let Some(fields) = Fields::new(
+            value,
+            &what,
+            &[
+                "description",
+                "required",
+                "default",
+                "pattern",
+                "secret",
+                "type",
+            ],
+            r,
+        ) else {
+            continue;
+        };
+        if let Some(n) = fields.get("description") {
+            spec.description = r
+                .scalar(n, "description")
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
+        }
+        if let Some(n) = fields.get("required") {
+            spec.required = r.bool(n, &format!("{what}: required")).unwrap_or(false);
+        }
+        if let Some(n) = fields.get("secret") {
+            spec.secret = r.bool(n, &format!("{what}: secret")).unwrap_or(false);
+        }
+        if let Some(n) = fields.get("type") {
+            if let Some(s) = r.scalar(n, "type") {
+                match s.as_str() {
+                    "string" => spec.kind = ParamKind::String,
+                    "list" => spec.kind = ParamKind::List,
+                    other => r.error(
+                        n.span(),
+                        format!("{what}: type must be string or list, not `{other}`"),
+                    ),
+                }
+            }
+        }
+        if let Some(n) = fields.get("pattern") {
+            if let Some(s) = r.scalar(n, "pattern") {
+                match regex::Regex::new(s.as_str()) {
+                    Ok(_) => spec.pattern = Some(s.as_str().to_string()),
+                    Err(e) => r.error(
+                        n.span(),
+                        format!(
+                            "{what}: pattern is not a valid regular expression: {}",
+                            first_line(&e.to_string())
+                        ),
+                    ),
+                }
+            }
+        }
+        if let Some(n) = fields.get("default") {
+            spec.default = Some(match n {
+                Node::Scalar(s) => serde_json::Value::String(s.as_str().to_string()),
+                Node::Sequence(items) => {
+                    spec.kind = ParamKind::List;
+                    serde_json::Value::Array(
+                        items
+                            .iter()
+                            .filter_map(|i| r.scalar(i, "default item"))
+                            .map(|s| serde_json::Value::String(s.as_str().to_string()))
+                            .collect(),
+                    )
+                }
+                Node::Mapping(_) => {
+                    r.error(
+                        n.span(),
+                        format!("{what}: default must be a value or a list"),
+                    );
+                    serde_json::Value::Null
+                }
+            });
+        }
+        if spec.secret && spec.kind == ParamKind::List {
+            r.error(
+                fields.span(),
+                format!("{what}: a secret parameter must be a string"),
+            );
+        }
+        out.push(spec);
+    }
+    out
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+fn read_phases(node: &Node, r: &mut Reader) -> Vec<PhaseSpec> {
+    let Node::Sequence(items) = node else {
+        r.error(
+            node.span(),
+            "phases must be a list (each item starts with `- id:`)",
+        );
+        return Vec::new();
+    };
+    let mut out: Vec<PhaseSpec> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for item in items.iter() {
+        if let Some(phase) = read_phase(item, r) {
+            if let Some(first_line) = seen.get(&phase.id) {
+                let span = item
+                    .as_mapping()
+                    .and_then(|m| m.get_node("id"))
+                    .map(|n| *n.span())
+                    .unwrap_or(*item.span());
+                r.error(
+                    &span,
+                    format!(
+                        "duplicate phase id `{}` (first defined at line {first_line})",
+                        phase.id
+                    ),
+                );
+                continue;
+            }
+            seen.insert(phase.id.clone(), phase.location.line);
+            out.push(phase);
+        }
+    }
+    out
+}
+
+fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
+    let mut known: Vec<&str> = PHASE_KEYS.to_vec();
+    known.extend_from_slice(ACTION_KINDS);
+    let fields = Fields::new(node, "a phase", &known, r)?;
+    let id = match fields.get("id") {
+        Some(n) => {
+            let s = r.scalar(n, "id")?;
+            if !valid_phase_segment(s.as_str()) {
+                r.error(
+                    n.span(),
+                    format!(
+                        "phase id `{}` must be lowercase letters, digits, `-`, `_` or `.` (no `/`), starting and ending with a letter or digit",
+                        s.as_str()
+                    ),
+                );
+            }
+            s.as_str().to_string()
+        }
+        None => {
+            r.error(fields.span(), "every phase needs an `id:`");
+            return None;
+        }
+    };
+    let what = format!("phase `{id}`");
+    let location = r.location(fields.span());
+    let mut spec = PhaseSpec {
+        id: id.clone(),
+        location,
+        description: None,
+        requires: Vec::new(),
+        parallel: false,
+        max_parallel: None,
+        foreach: None,
+        children: Vec::new(),
+        action: None,
+        rollback: None,
+        capture: BTreeMap::new(),
+        timeout_secs: None,
+        retries: 0,
+        retry_delay_secs: 1.0,
+        idempotent: None,
+    };
+    if let Some(n) = fields.get("foreach") {
+        let as_name = match fields.get("as") {
+            Some(a) => r
+                .scalar(a, "as")
+                .map(|s| s.as_str().to_string())
+                .unwrap_or("item".into()),
+            None => "item".to_string(),
+        };
+        if !valid_identifier(&as_name) {
+            r.error(
+                fields.span(),
+                format!("{what}: `as: {as_name}` must be a plain name"),
+            );
+        }
+        let foreach = match n {
+            Node::Scalar(s) => Foreach::Expression(r.template(s, TemplateKind::Expression)),
+            Node::Sequence(items) => Foreach::Items(
+                items
+                    .iter()
+                    .filter_map(|i| r.scalar(i, "foreach item"))
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+            ),
+            Node::Mapping(_) => {
+                r.error(n.span(), format!("{what}: foreach must be a list or an expression such as \"{{{{ workers }}}}\""));
+                Foreach::Items(Vec::new())
+            }
+        };
+        spec.foreach = Some((foreach, as_name));
+    } else if let Some(n) = fields.get("as") {
+        r.error(
+            n.span(),
+            format!("{what}: `as:` only names the item of a `foreach:`"),
+        );
+    }
+    let pushed_local = spec.foreach.as_ref().map(|(_, name)| name.clone());
+    if let Some(name) = &pushed_local {
+        r.locals.push(name.clone());
+    }
+    if let Some(n) = fields.get("description") {
+        if let Some(s) = r.scalar(n, "description") {
+            spec.description = Some(r.template(s, TemplateKind::Text));
+        }
+    }
+    if let Some(n) = fields.get("requires") {
+        let items: Vec<&Node> = match n {
+            Node::Sequence(seq) => seq.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            if let Some(s) = r.scalar(item, "requires") {
+                let loc = r.location(item.span());
+                spec.requires.push((s.as_str().to_string(), loc));
+            }
+        }
+    }
+    let action_keys: Vec<&marked_yaml::types::MarkedScalarNode> = fields
+        .keys()
+        .filter(|k| ACTION_KINDS.contains(&k.as_str()))
+        .collect();
+    let has_phases = fields.get("phases").is_some();
+    if action_keys.len() > 1 {
+        let names: Vec<&str> = action_keys.iter().map(|k| k.as_str()).collect();
+        r.error(
+            action_keys[1].span(),
+            format!(
+                "{what} has more than one action ({}); split it into one phase per action",
+                names.join(", ")
+            ),
+        );
+    } else if has_phases && !action_keys.is_empty() {
+        r.error(
+            action_keys[0].span(),
+            format!("{what} has both `phases:` and an action (`{}`); a phase is either a group or does one thing", action_keys[0].as_str()),
+        );
+    } else if !has_phases && action_keys.is_empty() {
+        r.error(
+            fields.span(),
+            format!(
+                "{what} needs an action ({}) or `phases:`",
+                ACTION_KINDS.join(", ")
+            ),
+        );
+    }
+    if let Some(key) = action_keys.first() {
+        let node = fields.get(key.as_str()).expect("key listed");
+        spec.action = ActionSpec::parse(key.as_str(), node, r).flatten();
+    }
+    if let Some(n) = fields.get("phases") {
+        spec.children = read_phases(n, r);
+        if spec.children.is_empty() && matches!(n, Node::Sequence(_)) {
+            r.error(n.span(), format!("{what} has an empty `phases:` list"));
+        }
+    }
+    if let Some(n) = fields.get("rollback") {
+        if has_phases {
+            r.error(
+                n.span(),
+                format!("{what}: `rollback:` belongs on the leaf phases of a group, not the group"),
+            );
+        }
+        if let Some(rb) = Fields::new(n, &format!("{what} rollback"), ACTION_KINDS, r) {
+            let keys: Vec<_> = rb.keys().collect();
+            if keys.len() != 1 {
+                r.error(
+                    rb.span(),
+                    format!(
+                        "{what}: rollback must have exactly one action ({})",
+                        ACTION_KINDS.join(", ")
+                    ),
+                );
+            } else if let Some(node) = rb.get(keys[0].as_str()) {
+                spec.rollback = ActionSpec::parse(keys[0].as_str(), node, r).flatten();
+            }
+        }
+    }
+    if let Some(n) = fields.get("capture") {
+        if has_phases {
+            r.error(
+                n.span(),
+                format!("{what}: only a phase with an action can `capture:` its result"),
+            );
+        }
+        if let Node::Mapping(map) = n {
+            for (k, v) in map.iter() {
+                if !valid_identifier(k.as_str()) {
+                    r.error(
+                        k.span(),
+                        format!("{what}: capture name `{}` must be a plain name", k.as_str()),
+                    );
+                }
+                if let Some(s) = r.scalar(v, "capture expression") {
+                    if let Err(e) = Templates::new().expression_names(s.as_str()) {
+                        r.error(
+                            v.span(),
+                            format!("{what}: capture `{}`: {}", k.as_str(), e.message),
+                        );
+                    }
+                    spec.capture
+                        .insert(k.as_str().to_string(), s.as_str().to_string());
+                }
+            }
+        } else {
+            r.error(n.span(), format!("{what}: capture must map names to expressions over the result, e.g. `capture: {{member_id: json.id}}`"));
+        }
+    }
+    if let Some(n) = fields.get("parallel") {
+        spec.parallel = r.bool(n, &format!("{what}: parallel")).unwrap_or(false);
+        if !has_phases && spec.foreach.is_none() {
+            r.error(
+                n.span(),
+                format!("{what}: `parallel:` applies to a group (`phases:` or `foreach:`)"),
+            );
+        }
+    }
+    if let Some(n) = fields.get("max_parallel") {
+        match r.uint(n, &format!("{what}: max_parallel")) {
+            Some(0) => r.error(n.span(), format!("{what}: max_parallel must be at least 1")),
+            Some(v) => spec.max_parallel = Some(v as usize),
+            None => {}
+        }
+        if !spec.parallel {
+            r.error(
+                n.span(),
+                format!("{what}: max_parallel needs `parallel: true`"),
+            );
+        }
+    }
+    if let Some(n) = fields.get("timeout") {
+        spec.timeout_secs = r.duration(n, &format!("{what}: timeout"));
+    }
+    if let Some(n) = fields.get("retries") {
+        spec.retries = r.uint(n, &format!("{what}: retries")).unwrap_or(0).min(100) as u32;
+    }
+    if let Some(n) = fields.get("retry_delay") {
+        spec.retry_delay_secs = r
+            .duration(n, &format!("{what}: retry_delay"))
+            .unwrap_or(1.0);
+    }
+    if let Some(n) = fields.get("idempotent") {
+        spec.idempotent = r.bool(n, &format!("{what}: idempotent"));
+    }
+    if pushed_local.is_some() {
+        r.locals.pop();
+    }
+    Some(spec)
+}
+
+/// Static phase paths: path → (spec, whether it sits inside a foreach body).
+fn static_paths(procedure: &Procedure) -> Vec<(String, &PhaseSpec, bool, Option<usize>)> {
+    fn visit<'a>(
+        phases: &'a [PhaseSpec],
+        prefix: &str,
+        inside_foreach: bool,
+        parent: Option<usize>,
+        out: &mut Vec<(String, &'a PhaseSpec, bool, Option<usize>)>,
+    ) {
+        for p in phases {
+            let path = format!("{prefix}/{}", p.id);
+            let me = out.len();
+            out.push((path.clone(), p, inside_foreach, parent));
+            visit(
+                &p.children,
+                &path,
+                inside_foreach || p.foreach.is_some(),
+                Some(me),
+                out,
+            );
+        }
+    }
+    let mut out = Vec::new();
+    visit(&procedure.phases, "", false, None, &mut out);
+    out
+}
+
+/// Resolves a `requires` entry written in phase `from` (a static path): absolute `/a/b`, or a
+/// sibling name relative to the phase's group.
+fn resolve_requirement(from: &str, req: &str) -> String {
+    if req.starts_with('/') {
+        PhaseId::parse(req).to_string()
+    } else {
+        let parent = &from[..from.rfind('/').unwrap_or(0)];
+        PhaseId::parse(&format!("{parent}/{req}")).to_string()
+    }
+}
+
+/// Unknown requires, requiring oneself or one's own ancestors/descendants, and cycles.
+fn validate_graph(procedure: &Procedure, r: &mut Reader) {
+    let paths = static_paths(procedure);
+    let index: HashMap<&str, usize> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.0.as_str(), i))
+        .collect();
+    // Two vertices per phase: start (may begin) and done (all of it completed).
+    let mut graph: DiGraph<(usize, bool), ()> = DiGraph::new();
+    let start: Vec<NodeIndex> = (0..paths.len())
+        .map(|i| graph.add_node((i, false)))
+        .collect();
+    let done: Vec<NodeIndex> = (0..paths.len())
+        .map(|i| graph.add_node((i, true)))
+        .collect();
+    for (i, (path, spec, _, parent)) in paths.iter().enumerate() {
+        if let Some(p) = parent {
+            graph.add_edge(start[*p], start[i], ());
+            graph.add_edge(done[i], done[*p], ());
+        }
+        if spec.children.is_empty() {
+            graph.add_edge(start[i], done[i], ());
+        }
+        for (req, loc) in &spec.requires {
+            let target = resolve_requirement(path, req);
+            let Some(&t) = index.get(target.as_str()) else {
+                let hint = closest(&target, paths.iter().map(|p| p.0.as_str()))
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_else(|| {
+                        "; requires takes a phase path such as /etcd/remove, or a sibling's id"
+                            .to_string()
+                    });
+                r.diagnostics.push(Diagnostic {
+                    location: Some(loc.clone()),
+                    message: format!("phase {path} requires unknown phase `{req}`{hint}"),
+                });
+                continue;
+            };
+            if t == i {
+                r.diagnostics.push(Diagnostic {
+                    location: Some(loc.clone()),
+                    message: format!("phase {path} requires itself"),
+                });
+                continue;
+            }
+            if paths[t].2
+                && req.starts_with('/')
+                && !path.starts_with(&format!("{}/", &target[..target.rfind('/').unwrap_or(0)]))
+            {
+                r.diagnostics.push(Diagnostic {
+                    location: Some(loc.clone()),
+                    message: format!(
+                        "phase {path} requires {target}, which is inside a foreach; require the foreach phase itself"
+                    ),
+                });
+                continue;
+            }
+            graph.add_edge(done[t], start[i], ());
+        }
+        // Ordered groups: each sibling requires the one before it.
+        let siblings: Vec<usize> = paths
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.3 == *parent)
+            .map(|(j, _)| j)
+            .collect();
+        let parallel = parent.map(|p| paths[p].1.parallel).unwrap_or(false);
+        if !parallel {
+            if let Some(pos) = siblings.iter().position(|j| *j == i).filter(|p| *p > 0) {
+                graph.add_edge(done[siblings[pos - 1]], start[i], ());
+            }
+        }
+    }
+    for scc in petgraph::algo::tarjan_scc(&graph) {
+        if scc.len() < 2 {
+            continue;
+        }
+        let mut cycle: Vec<String> = Vec::new();
+        for v in find_cycle(&graph, &scc) {
+            let path = paths[graph[v].0].0.clone();
+            if cycle.last() != Some(&path) {
+                cycle.push(path);
+            }
+        }
+        if cycle.len() > 1 && cycle.first() == cycle.last() {
+            cycle.pop();
+        }
+        let first = paths
+            .iter()
+            .find(|p| p.0 == cycle[0])
+            .map(|p| p.1.location.clone());
+        let mut shown = cycle.clone();
+        shown.push(cycle[0].clone());
+        r.diagnostics.push(Diagnostic {
+            location: first,
+            message: format!(
+                "requires cycle: {} (a phase cannot wait for itself, its own group, or anything waiting for it)",
+                shown.join(" → ")
+            ),
+        });
+    }
+}
+
+/// One cycle inside a strongly connected component, as a vertex path.
+fn find_cycle(graph: &DiGraph<(usize, bool), ()>, scc: &[NodeIndex]) -> Vec<NodeIndex> {
+    let members: BTreeSet<NodeIndex> = scc.iter().copied().collect();
+    let begin = *scc.iter().min().expect("non-empty");
+    // Breadth-first from `begin` back to itself within the component.
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([begin]);
+    while let Some(v) = queue.pop_front() {
+        for w in graph.neighbors(v) {
+            if !members.contains(&w) {
+                continue;
+            }
+            if w == begin {
+                let mut path = vec![v];
+                let mut cur = v;
+                while cur != begin {
+                    cur = prev[&cur];
+                    path.push(cur);
+                }
+                path.reverse();
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(w) {
+                e.insert(v);
+                queue.push_back(w);
+            }
+        }
+    }
+    scc.to_vec()
+}
+
+/// Every template compiles and uses only names the procedure defines.
+fn validate_templates(procedure: &Procedure, r: &mut Reader) {
+    let templates = Templates::new();
+    let mut known: BTreeSet<String> = procedure.params.iter().map(|p| p.name.clone()).collect();
+    let captures = procedure.capture_names();
+    for c in &captures {
+        if known.contains(c) {
+            let loc = procedure.param(c).map(|p| p.location.clone());
+            r.diagnostics.push(Diagnostic {
+                location: loc,
+                message: format!("`{c}` is both a parameter and a captured variable; rename one"),
+            });
+        }
+    }
+    known.extend(captures);
+    known.extend(BUILTIN_NAMES.iter().map(|s| s.to_string()));
+    for use_ in std::mem::take(&mut r.templates) {
+        let names = match use_.kind {
+            TemplateKind::Expression => templates.expression_names(&use_.source),
+            TemplateKind::Text => templates.template_names(&use_.source, false),
+            TemplateKind::Shell => templates.template_names(&use_.source, true),
+        };
+        match names {
+            Err(e) => {
+                let mut location = use_.location.clone();
+                if let Some(line) = e.line.filter(|l| *l > 1) {
+                    location.line += line - 1;
+                }
+                r.diagnostics.push(Diagnostic {
+                    location: Some(location),
+                    message: format!("bad template: {}", e.message),
+                });
+            }
+            Ok(names) => {
+                for name in names {
+                    if known.contains(&name) || use_.locals.contains(&name) {
+                        continue;
+                    }
+                    let candidates: Vec<&str> = known
+                        .iter()
+                        .map(|s| s.as_str())
+                        .chain(use_.locals.iter().map(|s| s.as_str()))
+                        .collect();
+                    let hint = match closest(&name, candidates.iter().copied()) {
+                        Some(c) => format!("; did you mean `{c}`?"),
+                        None => "; declare it under `params:` or capture it in an earlier phase"
+                            .to_string(),
+                    };
+                    r.diagnostics.push(Diagnostic {
+                        location: Some(use_.location.clone()),
+                        message: format!("template uses undefined name `{name}`{hint}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct PlanBuilder<'a> {
+    procedure: &'a Procedure,
+    templates: &'a Templates,
+    base: BTreeMap<String, serde_json::Value>,
+    captures: BTreeSet<String>,
+    nodes: Vec<PlanNode>,
+    diags: Vec<Diagnostic>,
+}
+
+impl PlanBuilder<'_> {
+    fn context(&self, locals: &BTreeMap<String, serde_json::Value>) -> minijinja::Value {
+        let mut ctx = self.base.clone();
+        for c in &self.captures {
+            ctx.insert(
+                c.clone(),
+                serde_json::Value::String(pending_capture_placeholder(c)),
+            );
+        }
+        ctx.extend(locals.clone());
+        ctx.insert(
+            "operation".into(),
+            serde_json::json!({"procedure": self.procedure.name}),
+        );
+        minijinja::Value::from_serialize(&ctx)
+    }
+
+    fn add_children(
+        &mut self,
+        parent: usize,
+        specs: &[PhaseSpec],
+        locals: &BTreeMap<String, serde_json::Value>,
+    ) {
+        for spec in specs {
+            let id = self.nodes[parent].id.child(&spec.id);
+            match &spec.foreach {
+                Some((foreach, as_name)) => {
+                    let group = self.push(parent, id.clone(), spec, locals, true);
+                    let items = self.foreach_items(spec, foreach, locals);
+                    let mut seen = BTreeSet::new();
+                    for item in items {
+                        let segment = match item_segment(&item) {
+                            Some(s) if valid_phase_segment(&s) => s,
+                            _ => {
+                                self.diags.push(Diagnostic {
+                                    location: Some(spec.location.clone()),
+                                    message: format!(
+                                        "phase {id}: foreach item {item} cannot name a phase; items must be lowercase names (or mappings with a `name`)"
+                                    ),
+                                });
+                                continue;
+                            }
+                        };
+                        if !seen.insert(segment.clone()) {
+                            self.diags.push(Diagnostic {
+                                location: Some(spec.location.clone()),
+                                message: format!(
+                                    "phase {id}: foreach item `{segment}` appears twice"
+                                ),
+                            });
+                            continue;
+                        }
+                        let mut inner = locals.clone();
+                        inner.insert(as_name.clone(), item);
+                        let child_id = id.child(&segment);
+                        let child = self.push(group, child_id, spec, &inner, false);
+                        if !spec.children.is_empty() {
+                            self.add_children(child, &spec.children, &inner);
+                        }
+                    }
+                }
+                None => {
+                    let node = self.push(parent, id, spec, locals, false);
+                    if !spec.children.is_empty() {
+                        self.add_children(node, &spec.children, locals);
+                    }
+                }
+            }
+        }
+    }
+
+    fn foreach_items(
+        &mut self,
+        spec: &PhaseSpec,
+        foreach: &Foreach,
+        locals: &BTreeMap<String, serde_json::Value>,
+    ) -> Vec<serde_json::Value> {
+        match foreach {
+            Foreach::Items(items) => items
+                .iter()
+                .map(|s| serde_json::Value::String(s.clone()))
+                .collect(),
+            Foreach::Expression(expr) => {
+                let ctx = self.context(locals);
+                let result = self.templates.eval(expr, &ctx).and_then(|v| {
+                    serde_json::to_value(&v).map_err(|e| crate::template::TemplateError {
+                        message: e.to_string(),
+                        line: None,
+                    })
+                });
+                match result {
+                    Ok(serde_json::Value::Array(items)) => items,
+                    Ok(serde_json::Value::String(s)) if s.is_empty() => Vec::new(),
+                    Ok(other) => {
+                        self.diags.push(Diagnostic {
+                            location: Some(spec.location.clone()),
+                            message: format!(
+                                "phase `{}`: foreach must give a list, got {other}",
+                                spec.id
+                            ),
+                        });
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        self.diags.push(Diagnostic {
+                            location: Some(spec.location.clone()),
+                            message: format!("phase `{}`: foreach: {}", spec.id, e.message),
+                        });
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds one plan node for `spec`. A foreach group carries only the grouping settings; its
+    /// expansions carry the action (or become groups of the spec's children).
+    fn push(
+        &mut self,
+        parent: usize,
+        id: PhaseId,
+        spec: &PhaseSpec,
+        locals: &BTreeMap<String, serde_json::Value>,
+        foreach_group: bool,
+    ) -> usize {
+        let description = match &spec.description {
+            Some(d) => match self.templates.render(d, false, &self.context(locals)) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.diags.push(Diagnostic {
+                        location: Some(spec.location.clone()),
+                        message: format!("phase {id}: description: {}", e.message),
+                    });
+                    String::new()
+                }
+            },
+            None => String::new(),
+        };
+        let is_expansion = spec.foreach.is_some() && !foreach_group;
+        let carries_action = !foreach_group && spec.children.is_empty();
+        // Relative requires name siblings, so inside a foreach expansion they stay in it.
+        let requires = if is_expansion {
+            Vec::new()
+        } else {
+            spec.requires
+                .iter()
+                .map(|(req, _)| {
+                    if req.starts_with('/') {
+                        PhaseId::parse(req)
+                    } else {
+                        self.nodes[parent].id.child(req.trim_matches('/'))
+                    }
+                })
+                .collect()
+        };
+        let action = if carries_action {
+            spec.action.clone()
+        } else {
+            None
+        };
+        let idempotent = spec.idempotent.unwrap_or_else(|| {
+            action
+                .as_ref()
+                .map(|a| a.default_idempotent())
+                .unwrap_or(true)
+        });
+        let node = PlanNode {
+            id,
+            description,
+            parent: Some(parent),
+            children: Vec::new(),
+            parallel: if foreach_group || spec.foreach.is_none() {
+                spec.parallel
+            } else {
+                false
+            },
+            max_parallel: if foreach_group || spec.foreach.is_none() {
+                spec.max_parallel
+            } else {
+                None
+            },
+            requires,
+            rollback: if carries_action {
+                spec.rollback.clone()
+            } else {
+                None
+            },
+            action,
+            locals: locals.clone(),
+            capture: if carries_action {
+                spec.capture.clone()
+            } else {
+                BTreeMap::new()
+            },
+            timeout_secs: spec.timeout_secs,
+            retries: spec.retries,
+            retry_delay_secs: spec.retry_delay_secs,
+            idempotent,
+        };
+        let i = self.nodes.len();
+        self.nodes.push(node);
+        self.nodes[parent].children.push(i);
+        i
+    }
+}
+
+fn item_segment(item: &serde_json::Value) -> Option<String> {
+    match item {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Object(map) => map
+            .get("name")
+            .or_else(|| map.get("id"))
+            .and_then(|v| v.as_str())
+            .map(|s| s.to_string()),
+        _ => None,
+    }
+}
+
+/// Where procedures come from: built in, overridden or added by a plans directory.
+pub struct Catalog {
+    entries: BTreeMap<String, (String, String)>,
+}
+
+impl Catalog {
+    pub fn load(plans_dir: Option<&Path>) -> Result<Catalog, ProcedureError> {
+        let mut entries = BTreeMap::new();
+        for (name, text) in builtin::BUILTIN_PLANS {
+            entries.insert(
+                name.to_string(),
+                (format!("plans/{name}.yaml (built in)"), text.to_string()),
+            );
+        }
+        if let Some(dir) = plans_dir {
+            let read = std::fs::read_dir(dir).map_err(|source| ProcedureError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+            for entry in read.flatten() {
+                let path = entry.path();
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".yaml").or_else(|| n.strip_suffix(".yml")))
+                else {
+                    continue;
+                };
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ProcedureError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                entries.insert(name.to_string(), (path.display().to_string(), text));
+            }
+        }
+        Ok(Catalog { entries })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(|s| s.as_str())
+    }
+
+    pub fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
+        let Some((file, text)) = self.entries.get(name) else {
+            let hint = closest(name, self.names())
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            return Err(ProcedureError::Unknown {
+                name: name.to_string(),
+                hint,
+            });
+        };
+        Procedure::parse(file, text, Some(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Procedure, Vec<String>> {
+        Procedure::parse("t.yaml", text, None).map_err(|e| match e {
+            ProcedureError::Invalid(d) => d.into_iter().map(|d| d.to_string()).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn foreach_expands_into_a_group_and_relative_requires_stay_inside() {
+        let p = parse(
+            "name: t\nparams:\n  nodes: {default: [a, b]}\nphases:\n  - id: each\n    foreach: \"{{ nodes }}\"\n    parallel: true\n    phases:\n      - id: one\n        run: echo {{ item }}\n      - id: two\n        requires: [one]\n        run: echo two\n",
+        )
+        .unwrap();
+        let params = p.resolve_params(&[]).unwrap();
+        let plan = p.build_plan(&params, &Templates::new()).unwrap();
+        let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "/",
+                "/each",
+                "/each/a",
+                "/each/a/one",
+                "/each/a/two",
+                "/each/b",
+                "/each/b/one",
+                "/each/b/two"
+            ]
+        );
+        let two = plan.node(plan.find(&PhaseId::parse("/each/b/two")).unwrap());
+        assert_eq!(two.requires, [PhaseId::parse("/each/b/one")]);
+        assert!(plan.node(1).parallel);
+        assert_eq!(plan.node(3).locals["item"], "a");
+    }
+
+    #[test]
+    fn list_params_split_on_commas() {
+        let p = parse("name: t\nparams:\n  nodes: {type: list, required: true}\nphases:\n  - id: a\n    foreach: \"{{ nodes }}\"\n    run: echo {{ item }}\n").unwrap();
+        let params = p.resolve_params(&["nodes=w-1, w-2".into()]).unwrap();
+        assert_eq!(params.values["nodes"], serde_json::json!(["w-1", "w-2"]));
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let errs = parse(
+            "name: t\nphases:\n  - id: a\n    requires: [b]\n    run: x\n  - id: b\n    run: y\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("requires cycle: /a → /b → /a")
+                || errs[0].contains("requires cycle: /b → /a → /b"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_kept_apart() {
+        let p = parse("name: t\nparams:\n  token: {secret: true, required: true}\nphases:\n  - id: a\n    description: join with {{ token }}\n    run: echo {{ token }}\n").unwrap();
+        let params = p.resolve_params(&["token=hunter2".into()]).unwrap();
+        assert!(params.values.is_empty());
+        let plan = p.build_plan(&params, &Templates::new()).unwrap();
+        let json = serde_json::to_string(&plan).unwrap();
+        assert!(!json.contains("hunter2"));
+        assert!(json.contains("join with <secret:token>"));
+    }
+}

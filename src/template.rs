@@ -1,0 +1,187 @@
+//! Jinja templates (minijinja) for procedure text: strict about undefined names, and shell-quoting
+//! every value interpolated into a command.
+//!
+//! 1. A template marked as shell context (`run:`, `wait.run`) quotes each `{{ value }}` as one
+//!    shell word; `{{ value | safe }}` opts out for trusted fragments.
+//! 2. Templates are checked when a procedure loads: syntax, and names that are neither
+//!    parameters, captured variables nor loop items.
+//! 3. Rendering happens per phase at execution time (real values) or for display (secrets
+//!    redacted, captured values not yet known shown as such).
+
+use std::collections::BTreeSet;
+
+use minijinja::value::ValueKind;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+/// A template error with the line inside the template where it happened (1-based), if known.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+impl From<minijinja::Error> for TemplateError {
+    fn from(e: minijinja::Error) -> Self {
+        let mut message = e.kind().to_string();
+        if let Some(detail) = e.detail() {
+            message = format!("{message}: {detail}");
+        }
+        TemplateError {
+            message,
+            line: e.line(),
+        }
+    }
+}
+
+const SHELL: &str = "shell";
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Quotes one word for `sh`: unchanged when it has no special characters.
+pub fn shell_quote(word: &str) -> String {
+    if word.is_empty() {
+        return "''".to_string();
+    }
+    match shlex::try_quote(word) {
+        Ok(q) => q.into_owned(),
+        // Only NUL bytes are refused; they cannot be passed to a command at all.
+        Err(_) => shell_quote(&word.replace('\0', "")),
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(false);
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".sh") {
+                AutoEscape::Custom(SHELL)
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if matches!(state.auto_escape(), AutoEscape::Custom(SHELL)) && !value.is_safe() {
+                let words: Vec<String> = if value.kind() == ValueKind::Seq {
+                    value
+                        .try_iter()
+                        .map(|it| it.map(|v| shell_quote(&v.to_string())).collect())
+                        .unwrap_or_default()
+                } else {
+                    vec![shell_quote(&value.to_string())]
+                };
+                out.write_str(&words.join(" ")).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+                })
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
+        Templates { env }
+    }
+
+    fn name(shell: bool) -> &'static str {
+        if shell {
+            "command.sh"
+        } else {
+            "text"
+        }
+    }
+
+    /// Renders `source` with `ctx`; in shell context every interpolated value is quoted.
+    pub fn render(&self, source: &str, shell: bool, ctx: &Value) -> Result<String, TemplateError> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(source.to_string());
+        }
+        Ok(self.env.render_named_str(Self::name(shell), source, ctx)?)
+    }
+
+    /// Evaluates an expression such as `members | length >= 2`; `{{ ... }}` around it is
+    /// accepted for readability.
+    pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
+        let compiled = self.env.compile_expression(strip_braces(expr))?;
+        Ok(compiled.eval(ctx)?)
+    }
+
+    /// Names a template uses that it does not define itself (checked at load time).
+    pub fn template_names(
+        &self,
+        source: &str,
+        shell: bool,
+    ) -> Result<BTreeSet<String>, TemplateError> {
+        let tmpl = self
+            .env
+            .template_from_named_str(Self::name(shell), source)?;
+        Ok(tmpl.undeclared_variables(false).into_iter().collect())
+    }
+
+    /// Names an expression uses (checked at load time).
+    pub fn expression_names(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
+        let compiled = self.env.compile_expression(strip_braces(expr))?;
+        Ok(compiled.undeclared_variables(false).into_iter().collect())
+    }
+}
+
+/// `{{ a >= 2 }}` → `a >= 2`; anything else is returned trimmed.
+pub fn strip_braces(expr: &str) -> &str {
+    let t = expr.trim();
+    if let Some(inner) = t.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")) {
+        if !inner.contains("{{") && !inner.contains("}}") {
+            return inner.trim();
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Value {
+        Value::from_serialize(serde_json::json!({
+            "node": "x; touch /tmp/pwned",
+            "plain": "cp-1",
+            "list": ["a b", "c"],
+            "n": 3
+        }))
+    }
+
+    #[test]
+    fn shell_context_quotes_each_value() {
+        let t = Templates::new();
+        let out = t
+            .render("echo {{ node }} {{ plain }}", true, &ctx())
+            .unwrap();
+        assert_eq!(out, "echo 'x; touch /tmp/pwned' cp-1");
+        let out = t.render("ls {{ list }}", true, &ctx()).unwrap();
+        assert_eq!(out, "ls 'a b' c");
+        let out = t.render("echo {{ node }}", false, &ctx()).unwrap();
+        assert_eq!(out, "echo x; touch /tmp/pwned");
+    }
+
+    #[test]
+    fn undefined_names_are_errors() {
+        let t = Templates::new();
+        assert!(t.render("{{ nope }}", false, &ctx()).is_err());
+        let names = t.template_names("{{ a }} {{ b | upper }}", false).unwrap();
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn expressions_accept_braces() {
+        let t = Templates::new();
+        assert!(t.eval("{{ n >= 2 }}", &ctx()).unwrap().is_true());
+        assert!(!t.eval("n > 5", &ctx()).unwrap().is_true());
+        assert_eq!(strip_braces(" {{ x }} "), "x");
+    }
+}
