@@ -479,6 +479,7 @@ enum RunKind {
 /// Takes the lease, runs, releases; prints events as they come (text) or at the end (JSON).
 async fn run_operation(
     ctx: &Ctx,
+    actor: Actor,
     mut store: Store,
     op: Operation,
     kind: RunKind,
@@ -492,7 +493,6 @@ async fn run_operation(
     } else {
         Arc::new(TextRenderer::new())
     };
-    let actor = ctx.actor(|a| a.to_string());
     if !dry_run {
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
     }
@@ -536,10 +536,10 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     let plan = procedure.build_plan(&params, &templates)?;
     let plan_json = serde_json::to_vec(&plan).expect("plan serializes");
     let redact = |a: &str| -> String {
-        if a.contains('=') {
-            redact_set(&procedure, a)
-        } else {
-            a.to_string()
+        match a.strip_prefix("--set=") {
+            Some(rest) => format!("--set={}", redact_set(&procedure, rest)),
+            None if a.contains('=') => redact_set(&procedure, a),
+            None => a.to_string(),
         }
     };
     let actor = ctx.actor(redact);
@@ -625,6 +625,7 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     }
     run_operation(
         ctx,
+        actor,
         store,
         operation,
         RunKind::Execute(PhaseId::root()),
@@ -807,6 +808,7 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
             let phase = PhaseId::parse(&p.phase);
             run_operation(
                 ctx,
+                ctx.actor(|a| a.to_string()),
                 store,
                 op,
                 RunKind::Execute(phase),
@@ -820,6 +822,7 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
             let phase = PhaseId::parse(&p.phase);
             run_operation(
                 ctx,
+                ctx.actor(|a| a.to_string()),
                 store,
                 op,
                 RunKind::Rollback(phase),
@@ -832,6 +835,7 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
         Some(PlanCommand::Resume(r)) => {
             run_operation(
                 ctx,
+                ctx.actor(|a| a.to_string()),
                 store,
                 op,
                 RunKind::Execute(PhaseId::root()),

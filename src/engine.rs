@@ -763,13 +763,11 @@ impl Engine {
 
     /// The store back, after a dry-run (which holds no lease).
     pub fn into_store(self) -> Store {
-        let shared = Arc::try_unwrap(self.shared)
-            .map_err(|_| ())
-            .expect("no task outlives the engine");
-        shared
+        self.shared
             .store
-            .into_inner()
+            .lock()
             .expect("store lock")
+            .take()
             .expect("engine has a store")
     }
 
@@ -807,13 +805,14 @@ impl Engine {
             history: vec![entry],
             ..Default::default()
         })?;
-        let shared = Arc::try_unwrap(self.shared)
-            .map_err(|_| ())
-            .expect("no task outlives the engine");
-        let mut store = shared
+        // Aborted background tasks may still hold the shared state for a moment; take the
+        // store out instead of waiting for them.
+        let mut store = self
+            .shared
             .store
-            .into_inner()
+            .lock()
             .expect("store lock")
+            .take()
             .expect("a running engine has a store");
         store.release();
         Ok(store)
@@ -847,7 +846,7 @@ impl Shared {
             user: self.actor.user.clone(),
             host: self.actor.host.clone(),
             pid: self.actor.pid,
-            command: self.actor.command.clone(),
+            command: self.redactor.redact(&self.actor.command),
             reason: self.reason.clone(),
             event: event.to_string(),
             phase,

@@ -387,7 +387,12 @@ fn load_error(file: &str, e: &marked_yaml::LoadError) -> Diagnostic {
             Some(*m),
             "YAML tags are not supported in procedures".to_string(),
         ),
-        ScanError(m, err) => (Some(*m), format!("invalid YAML: {err}")),
+        ScanError(m, err) => {
+            // The scanner repeats the position we already print; keep only the reason.
+            let text = err.to_string();
+            let reason = text.split(" at byte ").next().unwrap_or(&text).to_string();
+            (Some(*m), format!("invalid YAML: {reason}"))
+        }
         DuplicateKey(inner) => (
             inner.key.span().start().copied(),
             format!(

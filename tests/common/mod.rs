@@ -1,0 +1,182 @@
+//! A small fluent helper for running the real `medic` binary in a temporary directory.
+//!
+//! ```ignore
+//! let env = Env::new();
+//! env.procedure("p", "name: p\nphases: ...");
+//! env.medic(&["start", "p"]).run().code(0).stdout_contains("done");
+//! ```
+#![allow(dead_code)] // each test binary uses a different part of the helper
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("medic-test-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    /// Writes `plans/NAME.yaml`.
+    pub fn procedure(&self, name: &str, yaml: &str) -> &Self {
+        std::fs::write(self.path().join("plans").join(format!("{name}.yaml")), yaml).unwrap();
+        self
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_default()
+    }
+
+    /// The medic binary with this environment's state and plans directories.
+    pub fn medic(&self, args: &[&str]) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_medic"));
+        command
+            .current_dir(self.path())
+            .env("MEDIC_STATE_DIR", self.state_dir())
+            .env("MEDIC_PLANS_DIR", self.path().join("plans"))
+            .env("NO_COLOR", "1")
+            .env("WORK", self.path())
+            .args(args)
+            .stdin(Stdio::null());
+        Run { command }
+    }
+}
+
+pub struct Run {
+    pub command: Command,
+}
+
+impl Run {
+    pub fn arg(mut self, a: &str) -> Self {
+        self.command.arg(a);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.command.env(k, v);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        let out = self.command.output().expect("run medic");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn spawn(mut self) -> Child {
+        self.command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn medic")
+    }
+}
+
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    fn show(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit code\n{}", self.show());
+        self
+    }
+
+    pub fn stdout_contains(self, s: &str) -> Self {
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn stderr_contains(self, s: &str) -> Self {
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn stdout_lacks(self, s: &str) -> Self {
+        assert!(
+            !self.stdout.contains(s),
+            "stdout has {s:?}\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn no_panic(self) -> Self {
+        assert!(
+            !self.stderr.contains("panicked"),
+            "medic panicked\n{}",
+            self.show()
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.show()))
+    }
+}
+
+/// The states of the leaf phases as `medic plan -o json` reports them.
+pub fn phase_states(env: &Env) -> Vec<(String, String)> {
+    let out = env.medic(&["plan", "-o", "json"]).run().code(0);
+    out.json()["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["group"] == false)
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn state_of(env: &Env, id: &str) -> String {
+    phase_states(env)
+        .into_iter()
+        .find(|(p, _)| p == id)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("no phase {id}"))
+}
