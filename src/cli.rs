@@ -476,17 +476,28 @@ enum RunKind {
     Rollback(PhaseId),
 }
 
+/// What to run and how.
+struct RunRequest {
+    kind: RunKind,
+    force: bool,
+    dry_run: bool,
+    reason: Option<String>,
+}
+
 /// Takes the lease, runs, releases; prints events as they come (text) or at the end (JSON).
 async fn run_operation(
     ctx: &Ctx,
     actor: Actor,
     mut store: Store,
     op: Operation,
-    kind: RunKind,
-    force: bool,
-    dry_run: bool,
-    reason: Option<String>,
+    request: RunRequest,
 ) -> Result<i32, CliError> {
+    let RunRequest {
+        kind,
+        force,
+        dry_run,
+        reason,
+    } = request;
     let collector = Arc::new(JsonCollector::default());
     let sink: Arc<dyn EventSink> = if ctx.json() {
         collector.clone()
@@ -628,10 +639,12 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
         actor,
         store,
         operation,
-        RunKind::Execute(PhaseId::root()),
-        false,
-        false,
-        args.reason.clone(),
+        RunRequest {
+            kind: RunKind::Execute(PhaseId::root()),
+            force: false,
+            dry_run: false,
+            reason: args.reason.clone(),
+        },
     )
     .await
 }
@@ -811,10 +824,12 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
                 ctx.actor(|a| a.to_string()),
                 store,
                 op,
-                RunKind::Execute(phase),
-                p.run.force,
-                p.run.dry_run,
-                args.reason.clone(),
+                RunRequest {
+                    kind: RunKind::Execute(phase),
+                    force: p.run.force,
+                    dry_run: p.run.dry_run,
+                    reason: args.reason.clone(),
+                },
             )
             .await
         }
@@ -825,10 +840,12 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
                 ctx.actor(|a| a.to_string()),
                 store,
                 op,
-                RunKind::Rollback(phase),
-                p.run.force,
-                p.run.dry_run,
-                args.reason.clone(),
+                RunRequest {
+                    kind: RunKind::Rollback(phase),
+                    force: p.run.force,
+                    dry_run: p.run.dry_run,
+                    reason: args.reason.clone(),
+                },
             )
             .await
         }
@@ -838,10 +855,12 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
                 ctx.actor(|a| a.to_string()),
                 store,
                 op,
-                RunKind::Execute(PhaseId::root()),
-                r.force,
-                r.dry_run,
-                args.reason.clone(),
+                RunRequest {
+                    kind: RunKind::Execute(PhaseId::root()),
+                    force: r.force,
+                    dry_run: r.dry_run,
+                    reason: args.reason.clone(),
+                },
             )
             .await
         }
