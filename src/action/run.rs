@@ -118,9 +118,29 @@ impl CommandOutput {
 }
 
 /// Kills the whole process group if the command is abandoned (timeout, panic, dropped future).
+///
+/// It also owns a watchdog: a small `sh` reading a pipe whose write end only this process
+/// holds. If medic dies, even by SIGKILL, the pipe closes and the watchdog kills the group, so
+/// no command outlives its executor and runs on beside a resumed one.
 struct GroupGuard {
     pgid: i32,
     armed: bool,
+    _watchdog: Option<(tokio::process::Child, tokio::process::ChildStdin)>,
+}
+
+fn spawn_watchdog(pgid: i32) -> Option<(tokio::process::Child, tokio::process::ChildStdin)> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "read _medic_alive; kill -s KILL -- -{pgid} 2>/dev/null"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let stdin = child.stdin.take()?;
+    Some((child, stdin))
 }
 
 impl GroupGuard {
@@ -165,9 +185,11 @@ pub async fn run_shell(
         command: command.to_string(),
         source,
     })?;
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     let mut guard = GroupGuard {
-        pgid: child.id().map(|p| p as i32).unwrap_or(0),
+        pgid,
         armed: true,
+        _watchdog: spawn_watchdog(pgid),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<(Stream, String)>();
     let readers = [
