@@ -778,16 +778,25 @@ impl Engine {
         outcome
     }
 
-    /// Flushes logs every second and refreshes the lease heartbeat every ten.
+    /// Background duties while running: every 10 ms, step aside for a waiting reader if the
+    /// store is idle (even while the engine is blocked elsewhere, e.g. on a full stdout pipe);
+    /// every second, flush logs; every ten, refresh the lease heartbeat.
     fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut ticks = 0u64;
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 ticks += 1;
-                let _ = shared.flush_logs();
-                if ticks.is_multiple_of(10) {
+                if let Ok(mut guard) = shared.store.try_lock() {
+                    if let Some(store) = guard.as_mut() {
+                        store.yield_to_waiters();
+                    }
+                }
+                if ticks.is_multiple_of(100) {
+                    let _ = shared.flush_logs();
+                }
+                if ticks.is_multiple_of(1000) {
                     let _ = shared.heartbeat();
                 }
             }

@@ -295,6 +295,15 @@ impl Store {
         Ok(self.db.as_ref().expect("opened above"))
     }
 
+    /// Closes the database if another process is waiting for it; returns whether it did.
+    pub fn yield_to_waiters(&mut self) -> bool {
+        if self.db.is_some() && self.someone_waits() {
+            self.release();
+            return true;
+        }
+        false
+    }
+
     fn someone_waits(&self) -> bool {
         match std::fs::metadata(self.wanted_path()).and_then(|m| m.modified()) {
             Ok(modified) => SystemTime::now()

@@ -85,6 +85,15 @@ impl Run {
         }
     }
 
+    /// Spawns with output discarded (for long runs nobody reads).
+    pub fn spawn_quiet(mut self) -> Child {
+        self.command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn medic")
+    }
+
     pub fn spawn(mut self) -> Child {
         self.command
             .stdout(Stdio::piped())
