@@ -132,6 +132,43 @@ impl Templates {
     }
 }
 
+impl Templates {
+    /// Filters (`| name`) and tests (`is name`) a template uses that do not exist. minijinja
+    /// only finds these while rendering, so they are checked here by name at load time.
+    pub fn unknown_filters_and_tests(&self, source: &str) -> Vec<String> {
+        static FILTER: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        static TEST: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let filter = FILTER
+            .get_or_init(|| regex::Regex::new(r"\|\s*([A-Za-z_][A-Za-z0-9_]*)").expect("valid"));
+        let test = TEST.get_or_init(|| {
+            regex::Regex::new(r"\bis\s+(?:not\s+)?([A-Za-z_][A-Za-z0-9_]*)").expect("valid")
+        });
+        let mut unknown = Vec::new();
+        for (re, kind) in [(filter, "filter"), (test, "test")] {
+            for cap in re.captures_iter(source) {
+                let name = &cap[1];
+                let probe = if kind == "filter" {
+                    format!("none | {name}")
+                } else {
+                    format!("none is {name}")
+                };
+                let missing = match self.env.compile_expression(&probe) {
+                    Ok(expr) => matches!(
+                        expr.eval(()),
+                        Err(e) if matches!(e.kind(), minijinja::ErrorKind::UnknownFilter | minijinja::ErrorKind::UnknownTest)
+                    ),
+                    Err(_) => false,
+                };
+                let label = format!("unknown {kind} `{name}`");
+                if missing && !unknown.contains(&label) {
+                    unknown.push(label);
+                }
+            }
+        }
+        unknown
+    }
+}
+
 /// `{{ a >= 2 }}` → `a >= 2`; anything else is returned trimmed.
 pub fn strip_braces(expr: &str) -> &str {
     let t = expr.trim();
@@ -175,6 +212,22 @@ mod tests {
         assert!(t.render("{{ nope }}", false, &ctx()).is_err());
         let names = t.template_names("{{ a }} {{ b | upper }}", false).unwrap();
         assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn unknown_filters_and_tests_are_found_by_name() {
+        let t = Templates::new();
+        assert_eq!(
+            t.unknown_filters_and_tests("{{ x | lenght }} {{ y | length }}"),
+            ["unknown filter `lenght`"]
+        );
+        assert_eq!(
+            t.unknown_filters_and_tests("{% if x is nmber %}{% endif %}"),
+            ["unknown test `nmber`"]
+        );
+        assert!(t
+            .unknown_filters_and_tests("{{ x | int >= 2 and y is defined }}")
+            .is_empty());
     }
 
     #[test]

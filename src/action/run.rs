@@ -39,7 +39,10 @@ impl Action for RunSpec {
     fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
         let s = reader.scalar(node, "run")?;
         if s.as_str().trim().is_empty() {
-            reader.error(node.span(), "run needs a command");
+            reader.error(
+                &crate::procedure::source::start_span(node),
+                "run needs a command",
+            );
             return None;
         }
         Some(RunSpec {

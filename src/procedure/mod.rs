@@ -21,7 +21,10 @@ use serde::Serialize;
 use crate::action::{ActionSpec, ACTION_KINDS};
 use crate::plan::{PhaseId, Plan, PlanNode};
 use crate::template::Templates;
-use source::{closest, Diagnostic, Fields, Location, Reader, TemplateKind};
+use source::{closest, start_span, Diagnostic, Fields, Location, Reader, TemplateKind};
+
+/// How deep groups may nest; far beyond any real procedure, and keeps parsing bounded.
+const MAX_DEPTH: usize = 32;
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_plans.rs"));
@@ -171,10 +174,12 @@ impl Procedure {
         expected_name: Option<&str>,
     ) -> Result<Procedure, ProcedureError> {
         let mut reader = Reader::new(file);
+        // YAML allows a byte-order mark; some editors write one.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let options = LoaderOptions::default().error_on_duplicate_keys(true);
         let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
-            Err(e) => return Err(ProcedureError::Invalid(vec![load_error(file, &e)])),
+            Err(e) => return Err(ProcedureError::Invalid(vec![load_error(file, text, &e)])),
         };
         let procedure = read_procedure(&root, &mut reader, expected_name);
         if let Some(p) = &procedure {
@@ -206,13 +211,25 @@ impl Procedure {
         let mut given: BTreeMap<String, String> = BTreeMap::new();
         for set in sets {
             let Some((key, value)) = set.split_once('=') else {
+                // The argument may hold a secret typed with the wrong separator: only echo it
+                // when it is exactly the name of a parameter that is not secret.
+                let shown = match self.param(set.trim()) {
+                    Some(p) if !p.secret => format!("--set `{}`", p.name),
+                    _ => "a --set argument".to_string(),
+                };
                 diags.push(plain(format!(
-                    "--set `{}` must have the form key=value",
-                    redact_set(self, set)
+                    "{shown} has no `=`; it must have the form key=value"
                 )));
                 continue;
             };
             let key = key.trim();
+            if key.is_empty() {
+                diags.push(plain(format!(
+                    "--set `{}` has an empty parameter name; use key=value",
+                    redact_set(self, set)
+                )));
+                continue;
+            }
             if self.param(key).is_none() {
                 let names: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
                 let hint = match closest(key, names.iter().copied()) {
@@ -259,7 +276,16 @@ impl Procedure {
                     });
                     continue;
                 }
-                (None, None) => serde_json::Value::String(String::new()),
+                (None, None) => {
+                    // Optional and not given: empty, and not held to its pattern.
+                    let empty = serde_json::Value::String(String::new());
+                    if spec.secret {
+                        params.secrets.insert(spec.name.clone(), String::new());
+                    } else {
+                        params.values.insert(spec.name.clone(), empty);
+                    }
+                    continue;
+                }
             };
             if let Some(pattern) = &spec.pattern {
                 let re = regex::Regex::new(pattern).expect("validated at load");
@@ -369,7 +395,7 @@ fn walk<'a>(phases: &'a [PhaseSpec], f: &mut dyn FnMut(&'a PhaseSpec)) {
     }
 }
 
-fn load_error(file: &str, e: &marked_yaml::LoadError) -> Diagnostic {
+fn load_error(file: &str, text: &str, e: &marked_yaml::LoadError) -> Diagnostic {
     use marked_yaml::LoadError::*;
     let (marker, message) = match e {
         TopLevelMustBeMapping(m) => (
@@ -389,9 +415,27 @@ fn load_error(file: &str, e: &marked_yaml::LoadError) -> Diagnostic {
         ),
         ScanError(m, err) => {
             // The scanner repeats the position we already print; keep only the reason.
-            let text = err.to_string();
-            let reason = text.split(" at byte ").next().unwrap_or(&text).to_string();
-            (Some(*m), format!("invalid YAML: {reason}"))
+            let message = err.to_string();
+            let reason = message
+                .split(" at byte ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
+            // For a tab the scanner points at the token before it; point at the tab instead.
+            let tab_line = reason
+                .contains("tab")
+                .then(|| {
+                    text.lines().position(|l| {
+                        l.starts_with([' ', '\t'])
+                            && l.trim_start_matches(' ').starts_with('\t')
+                    })
+                })
+                .flatten();
+            let marker = match tab_line {
+                Some(line) => marked_yaml::Marker::new(0, 0, line + 1, 1),
+                None => *m,
+            };
+            (Some(marker), format!("invalid YAML: {reason}"))
         }
         DuplicateKey(inner) => (
             inner.key.span().start().copied(),
@@ -441,7 +485,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
             let s = r.scalar(n, "name")?;
             if let Some(expected) = expected_name.filter(|e| *e != s.as_str()) {
                 r.error(
-                    n.span(),
+                    &start_span(n),
                     format!(
                         "procedure name `{}` does not match its file name; rename one so both are `{expected}`",
                         s.as_str()
@@ -467,7 +511,16 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
         None => Vec::new(),
     };
     let phases = match fields.get("phases") {
-        Some(n) => read_phases(n, r),
+        Some(n) => {
+            let phases = read_phases(n, r);
+            if phases.is_empty() && matches!(n, Node::Sequence(_)) {
+                r.error(
+                    &start_span(n),
+                    "the procedure has an empty `phases:` list; add at least one phase",
+                );
+            }
+            phases
+        }
         None => {
             r.error(
                 fields.span(),
@@ -488,7 +541,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
 fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
     let Node::Mapping(map) = node else {
         r.error(
-            node.span(),
+            &start_span(node),
             "params must be a mapping of parameter name to its settings",
         );
         return Vec::new();
@@ -554,7 +607,7 @@ fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
                     "string" => spec.kind = ParamKind::String,
                     "list" => spec.kind = ParamKind::List,
                     other => r.error(
-                        n.span(),
+                        &start_span(n),
                         format!("{what}: type must be string or list, not `{other}`"),
                     ),
                 }
@@ -565,7 +618,7 @@ fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
                 match regex::Regex::new(s.as_str()) {
                     Ok(_) => spec.pattern = Some(s.as_str().to_string()),
                     Err(e) => r.error(
-                        n.span(),
+                        &start_span(n),
                         format!(
                             "{what}: pattern is not a valid regular expression: {}",
                             first_line(&e.to_string())
@@ -589,7 +642,7 @@ fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
                 }
                 Node::Mapping(_) => {
                     r.error(
-                        n.span(),
+                        &start_span(n),
                         format!("{what}: default must be a value or a list"),
                     );
                     serde_json::Value::Null
@@ -618,11 +671,18 @@ fn first_line(s: &str) -> String {
 fn read_phases(node: &Node, r: &mut Reader) -> Vec<PhaseSpec> {
     let Node::Sequence(items) = node else {
         r.error(
-            node.span(),
+            &start_span(node),
             "phases must be a list (each item starts with `- id:`)",
         );
         return Vec::new();
     };
+    if r.depth >= MAX_DEPTH {
+        r.error(
+            &start_span(node),
+            format!("phases are nested more than {MAX_DEPTH} levels deep; flatten the procedure"),
+        );
+        return Vec::new();
+    }
     let mut out: Vec<PhaseSpec> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for item in items.iter() {
@@ -658,7 +718,7 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
             let s = r.scalar(n, "id")?;
             if !valid_phase_segment(s.as_str()) {
                 r.error(
-                    n.span(),
+                    &start_span(n),
                     format!(
                         "phase id `{}` must be lowercase letters, digits, `-`, `_` or `.` (no `/`), starting and ending with a letter or digit",
                         s.as_str()
@@ -715,14 +775,14 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                     .collect(),
             ),
             Node::Mapping(_) => {
-                r.error(n.span(), format!("{what}: foreach must be a list or an expression such as \"{{{{ workers }}}}\""));
+                r.error(&start_span(n), format!("{what}: foreach must be a list or an expression such as \"{{{{ workers }}}}\""));
                 Foreach::Items(Vec::new())
             }
         };
         spec.foreach = Some((foreach, as_name));
     } else if let Some(n) = fields.get("as") {
         r.error(
-            n.span(),
+            &start_span(n),
             format!("{what}: `as:` only names the item of a `foreach:`"),
         );
     }
@@ -777,18 +837,23 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     }
     if let Some(key) = action_keys.first() {
         let node = fields.get(key.as_str()).expect("key listed");
-        spec.action = ActionSpec::parse(key.as_str(), node, r).flatten();
+        spec.action = parse_action(key, node, r);
     }
     if let Some(n) = fields.get("phases") {
+        r.depth += 1;
         spec.children = read_phases(n, r);
+        r.depth -= 1;
         if spec.children.is_empty() && matches!(n, Node::Sequence(_)) {
-            r.error(n.span(), format!("{what} has an empty `phases:` list"));
+            r.error(
+                &start_span(n),
+                format!("{what} has an empty `phases:` list"),
+            );
         }
     }
     if let Some(n) = fields.get("rollback") {
         if has_phases {
             r.error(
-                n.span(),
+                &start_span(n),
                 format!("{what}: `rollback:` belongs on the leaf phases of a group, not the group"),
             );
         }
@@ -803,14 +868,14 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                     ),
                 );
             } else if let Some(node) = rb.get(keys[0].as_str()) {
-                spec.rollback = ActionSpec::parse(keys[0].as_str(), node, r).flatten();
+                spec.rollback = parse_action(keys[0], node, r);
             }
         }
     }
     if let Some(n) = fields.get("capture") {
         if has_phases {
             r.error(
-                n.span(),
+                &start_span(n),
                 format!("{what}: only a phase with an action can `capture:` its result"),
             );
         }
@@ -834,27 +899,30 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                 }
             }
         } else {
-            r.error(n.span(), format!("{what}: capture must map names to expressions over the result, e.g. `capture: {{member_id: json.id}}`"));
+            r.error(&start_span(n), format!("{what}: capture must map names to expressions over the result, e.g. `capture: {{member_id: json.id}}`"));
         }
     }
     if let Some(n) = fields.get("parallel") {
         spec.parallel = r.bool(n, &format!("{what}: parallel")).unwrap_or(false);
         if !has_phases && spec.foreach.is_none() {
             r.error(
-                n.span(),
+                &start_span(n),
                 format!("{what}: `parallel:` applies to a group (`phases:` or `foreach:`)"),
             );
         }
     }
     if let Some(n) = fields.get("max_parallel") {
         match r.uint(n, &format!("{what}: max_parallel")) {
-            Some(0) => r.error(n.span(), format!("{what}: max_parallel must be at least 1")),
+            Some(0) => r.error(
+                &start_span(n),
+                format!("{what}: max_parallel must be at least 1"),
+            ),
             Some(v) => spec.max_parallel = Some(v as usize),
             None => {}
         }
         if !spec.parallel {
             r.error(
-                n.span(),
+                &start_span(n),
                 format!("{what}: max_parallel needs `parallel: true`"),
             );
         }
@@ -863,7 +931,14 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         spec.timeout_secs = r.duration(n, &format!("{what}: timeout"));
     }
     if let Some(n) = fields.get("retries") {
-        spec.retries = r.uint(n, &format!("{what}: retries")).unwrap_or(0).min(100) as u32;
+        match r.uint(n, &format!("{what}: retries")) {
+            Some(v) if v > 100 => r.error(
+                &start_span(n),
+                format!("{what}: retries must be at most 100, not {v}"),
+            ),
+            Some(v) => spec.retries = v as u32,
+            None => {}
+        }
     }
     if let Some(n) = fields.get("retry_delay") {
         spec.retry_delay_secs = r
@@ -877,6 +952,27 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         r.locals.pop();
     }
     Some(spec)
+}
+
+/// Parses one action; an empty value is reported at its key (the parser places empty values
+/// at the next token, often on the following line).
+fn parse_action(
+    key: &marked_yaml::types::MarkedScalarNode,
+    node: &Node,
+    r: &mut Reader,
+) -> Option<ActionSpec> {
+    if matches!(node, Node::Scalar(s) if s.as_str().trim().is_empty()) {
+        r.error(
+            key.span(),
+            format!(
+                "`{}:` needs a value; {} needs a command",
+                key.as_str(),
+                key.as_str()
+            ),
+        );
+        return None;
+    }
+    ActionSpec::parse(key.as_str(), node, r).flatten()
 }
 
 /// Static phase paths: path → (spec, whether it sits inside a foreach body).
@@ -1084,6 +1180,14 @@ fn validate_templates(procedure: &Procedure, r: &mut Reader) {
                     location: Some(location),
                     message: format!("bad template: {}", e.message),
                 });
+            }
+            Ok(_) if !templates.unknown_filters_and_tests(&use_.source).is_empty() => {
+                for problem in templates.unknown_filters_and_tests(&use_.source) {
+                    r.diagnostics.push(Diagnostic {
+                        location: Some(use_.location.clone()),
+                        message: format!("bad template: {problem}"),
+                    });
+                }
             }
             Ok(names) => {
                 for name in names {
@@ -1339,26 +1443,32 @@ fn item_segment(item: &serde_json::Value) -> Option<String> {
 }
 
 /// Where procedures come from: built in, overridden or added by a plans directory.
+///
+/// Files are only read when their procedure is asked for, so one broken file does not stop
+/// the others from being used.
 pub struct Catalog {
-    entries: BTreeMap<String, (String, String)>,
+    entries: BTreeMap<String, Vec<CatalogSource>>,
+}
+
+enum CatalogSource {
+    Builtin(&'static str),
+    File(PathBuf),
 }
 
 impl Catalog {
     pub fn load(plans_dir: Option<&Path>) -> Result<Catalog, ProcedureError> {
-        let mut entries = BTreeMap::new();
+        let mut entries: BTreeMap<String, Vec<CatalogSource>> = BTreeMap::new();
         for (name, text) in builtin::BUILTIN_PLANS {
-            entries.insert(
-                name.to_string(),
-                (format!("plans/{name}.yaml (built in)"), text.to_string()),
-            );
+            entries.insert(name.to_string(), vec![CatalogSource::Builtin(text)]);
         }
         if let Some(dir) = plans_dir {
             let read = std::fs::read_dir(dir).map_err(|source| ProcedureError::Read {
                 path: dir.to_path_buf(),
                 source,
             })?;
-            for entry in read.flatten() {
-                let path = entry.path();
+            let mut files: Vec<PathBuf> = read.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for path in files {
                 let Some(name) = path
                     .file_name()
                     .and_then(|n| n.to_str())
@@ -1366,12 +1476,10 @@ impl Catalog {
                 else {
                     continue;
                 };
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| ProcedureError::Read {
-                        path: path.clone(),
-                        source,
-                    })?;
-                entries.insert(name.to_string(), (path.display().to_string(), text));
+                let list = entries.entry(name.to_string()).or_default();
+                // A file overrides the built-in procedure of the same name.
+                list.retain(|s| matches!(s, CatalogSource::File(_)));
+                list.push(CatalogSource::File(path.clone()));
             }
         }
         Ok(Catalog { entries })
@@ -1382,16 +1490,44 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
-        let Some((file, text)) = self.entries.get(name) else {
+        let Some(sources) = self.entries.get(name) else {
             let hint = closest(name, self.names())
-                .map(|c| format!("; did you mean `{c}`?"))
+                .map(|c| format!(" (did you mean `{c}`?)"))
                 .unwrap_or_default();
             return Err(ProcedureError::Unknown {
                 name: name.to_string(),
                 hint,
             });
         };
-        Procedure::parse(file, text, Some(name))
+        match sources.as_slice() {
+            [CatalogSource::Builtin(text)] => {
+                Procedure::parse(&format!("plans/{name}.yaml (built in)"), text, Some(name))
+            }
+            [CatalogSource::File(path)] => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ProcedureError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Procedure::parse(&path.display().to_string(), &text, Some(name))
+            }
+            many => {
+                let files: Vec<String> = many
+                    .iter()
+                    .filter_map(|s| match s {
+                        CatalogSource::File(p) => Some(p.display().to_string()),
+                        CatalogSource::Builtin(_) => None,
+                    })
+                    .collect();
+                Err(ProcedureError::Invalid(vec![Diagnostic {
+                    location: None,
+                    message: format!(
+                        "procedure `{name}` is defined by more than one file: {}; keep one",
+                        files.join(" and ")
+                    ),
+                }]))
+            }
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub struct TemplateUse {
 /// Collects diagnostics and template uses while a procedure file is read.
 pub struct Reader {
     pub file: String,
+    /// How deep the phase being read is nested (groups inside groups).
+    pub depth: usize,
     pub diagnostics: Vec<Diagnostic>,
     pub templates: Vec<TemplateUse>,
     pub locals: Vec<String>,
@@ -67,6 +69,7 @@ impl Reader {
     pub fn new(file: &str) -> Self {
         Reader {
             file: file.to_string(),
+            depth: 0,
             diagnostics: Vec::new(),
             templates: Vec::new(),
             locals: Vec::new(),
@@ -111,14 +114,14 @@ impl Reader {
             Node::Scalar(s) => Some(s),
             Node::Mapping(_) => {
                 self.error(
-                    node.span(),
+                    &start_span(node),
                     format!("{what} must be a single value, not a mapping"),
                 );
                 None
             }
             Node::Sequence(_) => {
                 self.error(
-                    node.span(),
+                    &start_span(node),
                     format!("{what} must be a single value, not a list"),
                 );
                 None
@@ -133,7 +136,7 @@ impl Reader {
             "false" | "no" | "off" => Some(false),
             other => {
                 self.error(
-                    node.span(),
+                    &start_span(node),
                     format!("{what} must be true or false, not `{other}`"),
                 );
                 None
@@ -147,7 +150,7 @@ impl Reader {
             Ok(n) => Some(n),
             Err(_) => {
                 self.error(
-                    node.span(),
+                    &start_span(node),
                     format!(
                         "{what} must be a whole number such as 3, not `{}`",
                         s.as_str()
@@ -162,10 +165,17 @@ impl Reader {
     pub fn duration(&mut self, node: &Node, what: &str) -> Option<f64> {
         let s = self.scalar(node, what)?;
         match parse_duration(s.as_str()) {
+            Some(d) if d > MAX_DURATION_SECS => {
+                self.error(
+                    &start_span(node),
+                    format!("{what} must be at most 30 days, not `{}`", s.as_str()),
+                );
+                None
+            }
             Some(d) => Some(d),
             None => {
                 self.error(
-                    node.span(),
+                    &start_span(node),
                     format!(
                         "{what} must be a duration such as 30s, 10m or 1h, not `{}`",
                         s.as_str()
@@ -176,6 +186,24 @@ impl Reader {
         }
     }
 }
+
+/// Where a node starts. A block mapping's own marker sits after its first key (a flow
+/// mapping's is at its `{`), so the earlier of the two positions is used.
+pub fn start_span(node: &Node) -> Span {
+    if let Node::Mapping(map) = node {
+        if let (Some(first), Some(own)) = (map.keys().next(), node.span().start()) {
+            if let Some(key) = first.span().start() {
+                if (key.line(), key.column()) < (own.line(), own.column()) {
+                    return *first.span();
+                }
+            }
+        }
+    }
+    *node.span()
+}
+
+/// The longest duration medic accepts anywhere (a timeout, an interval, a delay).
+pub const MAX_DURATION_SECS: f64 = 30.0 * 24.0 * 3600.0;
 
 /// Parses `30s`, `10m`, `1h30m`, `500ms` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<f64> {
@@ -192,6 +220,7 @@ pub fn parse_duration(text: &str) -> Option<f64> {
 /// The keys of a mapping, checked against the keys a reader knows.
 pub struct Fields<'n> {
     map: &'n MarkedMappingNode,
+    start: Span,
 }
 
 impl<'n> Fields<'n> {
@@ -204,7 +233,7 @@ impl<'n> Fields<'n> {
     ) -> Option<Fields<'n>> {
         let Node::Mapping(map) = node else {
             reader.error(
-                node.span(),
+                &start_span(node),
                 format!(
                     "{what} must be a mapping with the keys {}",
                     known.join(", ")
@@ -223,7 +252,10 @@ impl<'n> Fields<'n> {
                 );
             }
         }
-        Some(Fields { map })
+        Some(Fields {
+            map,
+            start: start_span(node),
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&'n Node> {
@@ -234,8 +266,9 @@ impl<'n> Fields<'n> {
         self.map.keys()
     }
 
-    pub fn span(&self) -> &'n Span {
-        self.map.span()
+    /// Where the mapping starts (its first key).
+    pub fn span(&self) -> &Span {
+        &self.start
     }
 }
 
