@@ -886,7 +886,7 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
     };
     if ctx.json() {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, &view.to_json());
+        let _ = out.write_all(view.json_string().as_bytes());
         let _ = writeln!(out);
     } else {
         print!("{}", view.to_text(short));
@@ -912,7 +912,7 @@ async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
             interrupted: &interrupted,
         };
         let rendered = if ctx.json() {
-            view.to_json().to_string()
+            view.json_string()
         } else {
             view.to_text(false)
         };
@@ -1055,7 +1055,7 @@ fn export(
         vars: &vars,
     };
     match (format, ctx.json()) {
-        (ExportFormat::Json, _) | (_, true) => print_json(&export.to_json()),
+        (ExportFormat::Json, _) | (_, true) => println!("{}", export.json_string()),
         (ExportFormat::Markdown, false) => print!("{}", export.to_markdown()),
         (ExportFormat::Dot, false) => print!("{}", export.to_dot()),
     }

@@ -977,12 +977,26 @@ impl Shared {
             detail,
         );
         let logs = std::mem::take(&mut *self.pending_logs.lock().expect("logs lock"));
-        self.commit(Commit {
+        let commit = Commit {
             records: vec![(id.clone(), next.clone())],
             history: vec![entry],
             logs,
             vars: vars.clone(),
             ..Default::default()
+        };
+        // The start of a phase is flushed at once (before its action runs); its end is flushed
+        // by the next start, by release, or before any slow action.
+        let ends_phase = matches!(
+            t,
+            Transition::Complete
+                | Transition::Fail
+                | Transition::FinishRollback
+                | Transition::FailRollback
+        );
+        self.commit(if ends_phase {
+            commit.deferred()
+        } else {
+            commit
         })?;
         if let Some(v) = vars {
             *self.vars.lock().expect("vars lock") = v;

@@ -323,6 +323,12 @@ pub struct Plan {
     pub nodes: Vec<PlanNode>,
     #[serde(skip)]
     index: HashMap<PhaseId, usize>,
+    /// Each node's position among its parent's children.
+    #[serde(skip)]
+    position: Vec<usize>,
+    /// One past the last node of each subtree.
+    #[serde(skip)]
+    subtree_end: Vec<usize>,
 }
 
 impl Plan {
@@ -331,6 +337,8 @@ impl Plan {
         let mut plan = Plan {
             nodes,
             index: HashMap::new(),
+            position: Vec::new(),
+            subtree_end: Vec::new(),
         };
         plan.rebuild_index();
         plan
@@ -349,6 +357,18 @@ impl Plan {
             .enumerate()
             .map(|(i, n)| (n.id.clone(), i))
             .collect();
+        self.position = vec![0; self.nodes.len()];
+        for node in &self.nodes {
+            for (pos, c) in node.children.iter().enumerate() {
+                self.position[*c] = pos;
+            }
+        }
+        self.subtree_end = (1..=self.nodes.len()).collect();
+        for i in (0..self.nodes.len()).rev() {
+            if let Some(last) = self.nodes[i].children.last() {
+                self.subtree_end[i] = self.subtree_end[*last];
+            }
+        }
     }
 
     pub fn find(&self, id: &PhaseId) -> Option<usize> {
@@ -386,11 +406,7 @@ impl Plan {
 
     /// `i` and its descendants (a contiguous range in depth-first order).
     pub fn subtree(&self, i: usize) -> std::ops::Range<usize> {
-        let mut end = i + 1;
-        while end < self.nodes.len() && self.contains(i, end) {
-            end += 1;
-        }
-        i..end
+        i..self.subtree_end[i]
     }
 
     pub fn ancestors(&self, i: usize) -> Vec<usize> {
@@ -410,11 +426,9 @@ impl Plan {
         let mut out: Vec<usize> = node.requires.iter().filter_map(|r| self.find(r)).collect();
         if let Some(p) = node.parent {
             let parent = &self.nodes[p];
-            if !parent.parallel {
-                let pos = parent.children.iter().position(|c| *c == i);
-                if let Some(pos) = pos.filter(|p| *p > 0) {
-                    out.push(parent.children[pos - 1]);
-                }
+            let pos = self.position[i];
+            if !parent.parallel && pos > 0 {
+                out.push(parent.children[pos - 1]);
             }
         }
         out.sort_unstable();

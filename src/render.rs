@@ -99,6 +99,7 @@ impl PlanView<'_> {
                 id: node.id.to_string(),
                 depth: node.id.depth(),
                 leaf: node.is_leaf(),
+                group: !node.is_leaf(),
                 state: shown_state(states[i], interrupted).to_string(),
                 description: node.description.clone(),
                 target,
@@ -113,33 +114,34 @@ impl PlanView<'_> {
         rows
     }
 
-    /// The plan as JSON for `medic plan -o json`.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The plan as JSON for `medic plan -o json`, serialized straight from the rows.
+    pub fn json_string(&self) -> String {
         let rows = self.node_rows();
-        let leaves = rows.iter().filter(|r| r.leaf).count();
-        let done = rows
-            .iter()
-            .filter(|r| r.leaf && r.state == "completed")
-            .count();
-        json!({
-            "operation": operation_json(self.operation),
-            "state": rows.first().map(|r| r.state.clone()),
-            "progress": {"completed": done, "leaves": leaves},
-            "executor": self.lease.filter(|l| l.is_alive()),
-            "phases": rows.iter().skip(1).map(|r| json!({
-                "id": r.id,
-                "state": r.state,
-                "group": !r.leaf,
-                "description": r.description,
-                "target": r.target,
-                "requires": r.requires,
-                "attempts": r.attempts,
-                "rolling_back": r.rolling_back,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "error": r.error,
-            })).collect::<Vec<_>>(),
-        })
+        let doc = self.document(&rows, rows.iter().skip(1).collect::<Vec<_>>());
+        serde_json::to_string(&doc).expect("plan serializes")
+    }
+
+    fn document<'r, P: serde::Serialize>(
+        &'r self,
+        rows: &'r [NodeRow],
+        phases: P,
+    ) -> PlanDocument<'r, P> {
+        PlanDocument {
+            operation: operation_json(self.operation),
+            state: rows
+                .first()
+                .map(|r| r.state.as_str())
+                .unwrap_or("unstarted"),
+            progress: Progress {
+                completed: rows
+                    .iter()
+                    .filter(|r| r.leaf && r.state == "completed")
+                    .count(),
+                leaves: rows.iter().filter(|r| r.leaf).count(),
+            },
+            executor: self.lease.filter(|l| l.is_alive()),
+            phases,
+        }
     }
 
     /// The plan table for `medic plan`; `short` keeps top-level phases only.
@@ -277,10 +279,29 @@ impl PlanView<'_> {
     }
 }
 
+#[derive(serde::Serialize)]
+struct PlanDocument<'a, P> {
+    operation: serde_json::Value,
+    state: &'a str,
+    progress: Progress,
+    executor: Option<&'a Lease>,
+    phases: P,
+}
+
+#[derive(serde::Serialize)]
+struct Progress {
+    completed: usize,
+    leaves: usize,
+}
+
+#[derive(serde::Serialize)]
 struct NodeRow {
     id: String,
+    #[serde(skip)]
     depth: usize,
+    #[serde(skip)]
     leaf: bool,
+    group: bool,
     state: String,
     description: String,
     target: String,
@@ -346,25 +367,31 @@ impl Export<'_> {
         (render(node.action.as_ref()), render(node.rollback.as_ref()))
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut doc = self.view.to_json();
+    pub fn json_string(&self) -> String {
         let plan = self.view.plan;
-        if let Some(phases) = doc["phases"].as_array_mut() {
-            for (k, entry) in phases.iter_mut().enumerate() {
-                let i = k + 1;
+        let rows = self.view.node_rows();
+        let phases: Vec<ExportRow<'_>> = rows
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, row)| {
                 let (action, rollback) = self.actions(i);
                 let node = plan.node(i);
-                entry["action"] = json!(action);
-                entry["rollback"] = json!(rollback);
-                entry["kind"] = json!(node.action.as_ref().map(|a| a.kind()));
-                entry["idempotent"] = json!(node.idempotent);
-                entry["parallel"] = json!(node.parallel);
-                entry["timeout_secs"] = json!(node.timeout_secs);
-                entry["retries"] = json!(node.retries);
-                entry["capture"] = json!(node.capture);
-            }
-        }
-        doc
+                ExportRow {
+                    row,
+                    kind: node.action.as_ref().map(|a| a.kind()),
+                    action,
+                    rollback,
+                    idempotent: node.idempotent,
+                    parallel: node.parallel,
+                    timeout_secs: node.timeout_secs,
+                    retries: node.retries,
+                    capture: &node.capture,
+                }
+            })
+            .collect();
+        let doc = self.view.document(&rows, phases);
+        serde_json::to_string_pretty(&doc).expect("export serializes")
     }
 
     pub fn to_markdown(&self) -> String {
@@ -513,6 +540,20 @@ impl Export<'_> {
         out.push_str("}\n");
         out
     }
+}
+
+#[derive(serde::Serialize)]
+struct ExportRow<'a> {
+    #[serde(flatten)]
+    row: &'a NodeRow,
+    kind: Option<&'static str>,
+    action: Vec<String>,
+    rollback: Vec<String>,
+    idempotent: bool,
+    parallel: bool,
+    timeout_secs: Option<f64>,
+    retries: u32,
+    capture: &'a std::collections::BTreeMap<String, String>,
 }
 
 fn md_cell(s: &str) -> String {

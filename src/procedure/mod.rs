@@ -426,8 +426,7 @@ fn load_error(file: &str, text: &str, e: &marked_yaml::LoadError) -> Diagnostic 
                 .contains("tab")
                 .then(|| {
                     text.lines().position(|l| {
-                        l.starts_with([' ', '\t'])
-                            && l.trim_start_matches(' ').starts_with('\t')
+                        l.starts_with([' ', '\t']) && l.trim_start_matches(' ').starts_with('\t')
                     })
                 })
                 .flatten();

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Core benchmark: medic's per-phase cost against ansible-playbook's per-task cost, and the cost
+# of `medic plan` on a large finished operation.
+#
+#   bench/core.sh
+#
+# Steps:
+#   1. cargo build --release (reuses target/, or $CARGO_TARGET_DIR).
+#   2. medic start on a generated procedure of $BENCH_PHASES (10000) phases, each `check: "true"`,
+#      with a fresh state dir: wall time, peak RSS, ms/phase. A 1-phase run gives the startup cost.
+#   3. ansible-core from PyPI in a venv under $MEDIC_BENCH_CACHE (~/.cache/medic-bench; reused),
+#      ansible-playbook on $BENCH_TASKS (1000) tasks of $BENCH_ANSIBLE_TASK (debug: msg=x, an
+#      in-controller action like medic's in-process check; or `command`, which runs `true` through
+#      a module), localhost, connection: local, gather_facts: false. Ratio of per-step times.
+#   4. medic plan and medic plan -o json on the finished 10000-phase operation, $BENCH_PLAN_RUNS (5)
+#      runs each: best/median wall time and peak RSS.
+#   5. A summary table with the targets (ratio >= 20x; plan < 100 ms median and < 50 MB).
+#
+# Wall time, CPU time and peak RSS of each run come from bench/rusage.rs, a tiny helper built
+# here with rustc (no GNU time needed); see bench/bench.py for the fallback.
+# Needs: cargo, python3 (with venv), network to PyPI on the first run. Temp files are removed.
+# Exit code: 0 when it ran (targets missed are shown as FAIL in the table, not as an exit code),
+# 1 when a step failed. BENCH_STRICT=1 makes a missed target exit 1 too.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench/bench.py"
+PHASES=${BENCH_PHASES:-10000}
+TASKS=${BENCH_TASKS:-1000}
+PLAN_RUNS=${BENCH_PLAN_RUNS:-5}
+TASK_KIND=${BENCH_ANSIBLE_TASK:-debug}
+CACHE=${MEDIC_BENCH_CACHE:-$HOME/.cache/medic-bench}
+PY=${PYTHON:-python3}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/medic-bench.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+trap 'exit 130' INT TERM
+RESULTS="$TMP/results.jsonl"
+: >"$RESULTS"
+
+say() { printf '\n== %s\n' "$*"; }
+
+# Keep the caller's environment from steering medic elsewhere.
+unset MEDIC_STATE_DIR MEDIC_PLANS_DIR MEDIC_INVENTORY
+export NO_COLOR=1
+
+say "1. cargo build --release"
+(cd "$ROOT" && cargo build --release)
+MEDIC="${CARGO_TARGET_DIR:-$ROOT/target}/release/medic"
+[[ -x "$MEDIC" ]] || { echo "no binary at $MEDIC" >&2; exit 1; }
+"$MEDIC" --version
+# The timing helper (see bench/rusage.rs); without rustc, bench.py measures by itself.
+if rustc -O -o "$TMP/rusage" "$ROOT/bench/rusage.rs" 2>"$TMP/rustc.err"; then
+    export RUSAGE_BIN="$TMP/rusage"
+else
+    cat "$TMP/rustc.err" >&2
+    echo "warning: could not build bench/rusage.rs; peak RSS will include python's own" >&2
+    unset RUSAGE_BIN
+fi
+
+say "2. medic start on $PHASES phases of check: \"true\""
+mkdir -p "$TMP/plans" "$TMP/work"
+NAME=bench-core
+"$PY" "$BENCH" gen-procedure "$NAME" "$PHASES" "$TMP/plans/$NAME.yaml"
+"$PY" "$BENCH" gen-procedure "$NAME-one" 1 "$TMP/plans/$NAME-one.yaml"
+echo "procedure: $(wc -c <"$TMP/plans/$NAME.yaml") bytes"
+cd "$TMP/work"   # medic's default ./cluster.yaml and ./state would be looked up here
+m() { "$MEDIC" --plans-dir "$TMP/plans" "$@"; }
+"$PY" "$BENCH" measure "$RESULTS" "medic start 1" 1 "$TMP/start1.out" -- \
+    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state1" start "$NAME-one"
+"$PY" "$BENCH" measure "$RESULTS" "medic start N" 1 "$TMP/start.out" -- \
+    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state" start "$NAME"
+tail -n 1 "$TMP/start.out"
+done_count=$(m --state-dir "$TMP/state" plan -o json | "$PY" -c \
+    'import json,sys; print(json.load(sys.stdin)["progress"]["completed"])')
+echo "phases completed: $done_count of $PHASES; state dir: $(du -sh "$TMP/state" | cut -f1)"
+[[ "$done_count" == "$PHASES" ]] || { echo "not every phase completed" >&2; exit 1; }
+
+say "3. ansible-playbook on $TASKS $TASK_KIND tasks"
+VENV="$CACHE/venv"
+if [[ ! -x "$VENV/bin/ansible-playbook" ]]; then
+    mkdir -p "$CACHE"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check ansible-core
+fi
+export ANSIBLE_HOME="$TMP/ansible-home" ANSIBLE_LOCAL_TEMP="$TMP/ansible-tmp" \
+    ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0 \
+    ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0 \
+    ANSIBLE_PYTHON_INTERPRETER="$VENV/bin/python" LC_ALL=C.UTF-8
+"$VENV/bin/ansible-playbook" --version | sed -n 1p
+"$PY" "$BENCH" gen-playbook "$TASKS" "$TMP/playbook.yaml" "$TASK_KIND"
+"$PY" "$BENCH" gen-playbook 1 "$TMP/playbook1.yaml" "$TASK_KIND"
+"$PY" "$BENCH" measure "$RESULTS" "ansible-playbook 1" 1 "$TMP/ansible1.out" -- \
+    "$VENV/bin/ansible-playbook" -i localhost, "$TMP/playbook1.yaml"
+"$PY" "$BENCH" measure "$RESULTS" "ansible-playbook N" 1 "$TMP/ansible.out" -- \
+    "$VENV/bin/ansible-playbook" -i localhost, "$TMP/playbook.yaml"
+grep -E '^localhost +:' "$TMP/ansible.out" || true
+grep -qE "^localhost +: ok=$TASKS " "$TMP/ansible.out" \
+    || { echo "ansible did not report ok=$TASKS" >&2; exit 1; }
+
+say "4. medic plan on the finished $PHASES-phase operation, $PLAN_RUNS runs each"
+"$PY" "$BENCH" measure "$RESULTS" "medic plan" "$PLAN_RUNS" "$TMP/plan.out" -- \
+    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state" plan
+"$PY" "$BENCH" measure "$RESULTS" "medic plan -o json" "$PLAN_RUNS" "$TMP/plan.json" -- \
+    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state" plan -o json
+
+say "5. summary ($(nproc) CPUs, $(uname -m), medic $("$MEDIC" --version | awk '{print $2}'))"
+status=0
+"$PY" "$BENCH" summary "$RESULTS" "$PHASES" "$TASKS" "$TASK_KIND" | tee "$TMP/summary.txt"
+if [[ "${BENCH_STRICT:-0}" == 1 ]] && grep -q '| FAIL |' "$TMP/summary.txt"; then
+    status=1
+fi
+exit $status
