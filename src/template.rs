@@ -135,7 +135,23 @@ impl Templates {
 impl Templates {
     /// Filters (`| name`) and tests (`is name`) a template uses that do not exist. minijinja
     /// only finds these while rendering, so they are checked here by name at load time.
-    pub fn unknown_filters_and_tests(&self, source: &str) -> Vec<String> {
+    pub fn unknown_filters_and_tests(&self, source: &str, expression: bool) -> Vec<String> {
+        // In a template only the `{{ }}` and `{% %}` blocks are Jinja; the rest is plain text
+        // (often a shell command with its own `|`).
+        static BLOCK: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let block = BLOCK
+            .get_or_init(|| regex::Regex::new(r"(?s)\{\{(.*?)\}\}|\{%(.*?)%\}").expect("valid"));
+        let code: String = if expression {
+            source.to_string()
+        } else {
+            block
+                .captures_iter(source)
+                .filter_map(|c| c.get(1).or_else(|| c.get(2)))
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let source = code.as_str();
         static FILTER: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
         static TEST: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
         let filter = FILTER
@@ -217,17 +233,19 @@ mod tests {
     #[test]
     fn unknown_filters_and_tests_are_found_by_name() {
         let t = Templates::new();
+        let check = |src: &str, expr: bool| t.unknown_filters_and_tests(src, expr);
         assert_eq!(
-            t.unknown_filters_and_tests("{{ x | lenght }} {{ y | length }}"),
+            check("{{ x | lenght }} {{ y | length }}", false),
             ["unknown filter `lenght`"]
         );
         assert_eq!(
-            t.unknown_filters_and_tests("{% if x is nmber %}{% endif %}"),
+            check("{% if x is nmber %}{% endif %}", false),
             ["unknown test `nmber`"]
         );
-        assert!(t
-            .unknown_filters_and_tests("{{ x | int >= 2 and y is defined }}")
-            .is_empty());
+        assert!(check("x | int >= 2 and y is defined", true).is_empty());
+        assert_eq!(check("x | lenght", true), ["unknown filter `lenght`"]);
+        // Shell pipes outside Jinja blocks are not filters.
+        assert!(check("df {{ dir }} | awk '{print}' && echo is ok", false).is_empty());
     }
 
     #[test]

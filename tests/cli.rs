@@ -689,3 +689,52 @@ phases:
         .code(0);
     assert!(dot.stdout.contains("\"/ok\" -> \"/bad\""), "{}", dot.stdout);
 }
+
+#[test]
+fn the_readme_procedure_example_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## Procedures").expect("section")..];
+    let start = section.find("```yaml\n").expect("yaml block") + 8;
+    let yaml = &section[start..start + section[start..].find("```").unwrap()];
+    let env = Env::new();
+    env.procedure("local-preflight", yaml);
+    env.medic(&["procedures", "show", "local-preflight"])
+        .run()
+        .code(0);
+    env.medic(&[
+        "start",
+        "local-preflight",
+        "--dry-run",
+        "--set",
+        "node=n1",
+        "--set",
+        "token=abc",
+    ])
+    .run()
+    .code(0)
+    .stdout_contains("/checks/sh")
+    .stdout_contains("check that members | length >= 2")
+    .stdout_lacks("abc");
+}
+
+#[test]
+fn the_built_in_preflight_runs_end_to_end() {
+    let env = Env::new();
+    let state = env.state_dir();
+    env.medic(&[
+        "start",
+        "local-preflight",
+        "--set",
+        &format!("state_dir={}", state.display()),
+    ])
+    .run()
+    .code(0)
+    .stdout_contains("every phase completed");
+    let json = env.medic(&["plan", "-o", "json"]).run().code(0).json();
+    assert_eq!(json["progress"]["completed"], json["progress"]["leaves"]);
+    env.medic(&["plan", "complete"])
+        .run()
+        .code(0)
+        .stdout_contains("completed");
+}

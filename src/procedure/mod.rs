@@ -1180,8 +1180,14 @@ fn validate_templates(procedure: &Procedure, r: &mut Reader) {
                     message: format!("bad template: {}", e.message),
                 });
             }
-            Ok(_) if !templates.unknown_filters_and_tests(&use_.source).is_empty() => {
-                for problem in templates.unknown_filters_and_tests(&use_.source) {
+            Ok(_)
+                if !templates
+                    .unknown_filters_and_tests(&use_.source, use_.kind == TemplateKind::Expression)
+                    .is_empty() =>
+            {
+                for problem in templates
+                    .unknown_filters_and_tests(&use_.source, use_.kind == TemplateKind::Expression)
+                {
                     r.diagnostics.push(Diagnostic {
                         location: Some(use_.location.clone()),
                         message: format!("bad template: {problem}"),
@@ -1574,6 +1580,27 @@ mod tests {
         let p = parse("name: t\nparams:\n  nodes: {type: list, required: true}\nphases:\n  - id: a\n    foreach: \"{{ nodes }}\"\n    run: echo {{ item }}\n").unwrap();
         let params = p.resolve_params(&["nodes=w-1, w-2".into()]).unwrap();
         assert_eq!(params.values["nodes"], serde_json::json!(["w-1", "w-2"]));
+    }
+
+    #[test]
+    fn every_built_in_procedure_is_valid_and_renders_with_its_defaults() {
+        let catalog = Catalog::load(None).unwrap();
+        let names: Vec<&str> = catalog.names().collect();
+        assert!(names.contains(&"local-preflight"), "{names:?}");
+        for name in names {
+            let p = catalog.get(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let sets: Vec<String> = p
+                .params
+                .iter()
+                .filter(|s| s.required && s.default.is_none())
+                .map(|s| format!("{}=example", s.name))
+                .collect();
+            let params = p
+                .resolve_params(&sets)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            p.build_plan(&params, &Templates::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
     }
 
     #[test]
