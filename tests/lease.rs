@@ -137,3 +137,70 @@ fn readers_get_in_while_the_executor_runs_many_quick_phases() {
     assert!(status.success());
     assert!(partial_seen, "no reader got in while the executor ran");
 }
+
+#[test]
+fn tail_follows_a_run_and_exits_with_its_result() {
+    let env = Env::new();
+    env.procedure(
+        "gated",
+        r#"
+name: gated
+params:
+  fail: {default: "no"}
+phases:
+  - id: gate
+    wait: {run: "test -f \"$WORK/go\"", timeout: 60s, interval: 50ms}
+  - id: last
+    run: test "{{ fail }}" = no
+"#,
+    );
+    for (fail, code) in [("no", 0), ("yes", 1)] {
+        let _ = std::fs::remove_file(env.file("go"));
+        env.medic(&[
+            "start",
+            "gated",
+            "--manual",
+            "--set",
+            &format!("fail={fail}"),
+        ])
+        .run()
+        .code(0);
+        let ops = env
+            .medic(&["operations", "-o", "json"])
+            .run()
+            .code(0)
+            .json();
+        let id = ops["operations"].as_array().unwrap().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let executor = env
+            .medic(&["plan", "resume", "--operation", &id])
+            .spawn_quiet();
+        wait_for("the gate to start", || {
+            let out = env
+                .medic(&["plan", "--operation", &id, "-o", "json"])
+                .run()
+                .code(0);
+            out.json()["phases"][0]["state"] == "in_progress"
+        });
+        let tail = env.medic(&["plan", "--tail", "--operation", &id]).spawn();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(env.file("go"), "").unwrap();
+        let out = tail.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{stdout}");
+        assert!(
+            stdout.contains("executing now"),
+            "tail showed the running state: {stdout}"
+        );
+        assert!(
+            stdout.contains(if code == 0 { "✔ /last" } else { "✘ /last" }),
+            "{stdout}"
+        );
+        let _ = executor.wait_with_output();
+        env.medic(&["plan", "complete", "--operation", &id])
+            .run()
+            .code(0);
+    }
+}
