@@ -14,9 +14,11 @@ use sha2::{Digest, Sha256};
 use crate::engine::{
     acquire_lease, interrupted_phases, Engine, EngineError, EngineSetup, EventSink,
 };
+use crate::inventory::Inventory;
 use crate::plan::PhaseId;
 use crate::procedure::{redact_set, Catalog, Params, ProcedureError};
 use crate::render::{operation_json, Export, JsonCollector, PlanView, TextRenderer};
+use crate::ssh::SshPool;
 use crate::store::{
     format_time, hostname, now_ms, username, Actor, Commit, HistoryEntry, Operation,
     OperationState, Store, StoreError,
@@ -289,6 +291,34 @@ impl Ctx {
     fn store(&self) -> Result<Store, CliError> {
         Ok(Store::open(&self.cli.state_dir)?)
     }
+
+    /// The inventory if its file exists (a broken one is an error); `None` if there is none.
+    fn inventory(&self) -> Result<Option<Arc<Inventory>>, CliError> {
+        let path = &self.cli.inventory;
+        if !path.exists() {
+            return Ok(None);
+        }
+        Inventory::load(path)
+            .map(|i| Some(Arc::new(i)))
+            .map_err(|e| CliError::usage(e.to_string()))
+    }
+}
+
+/// Action kinds that act on cluster nodes and so need the inventory.
+fn needs_inventory(plan: &crate::plan::Plan) -> bool {
+    plan.nodes.iter().any(|n| {
+        [n.action.as_ref(), n.rollback.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|a| a.kind() == "ssh")
+    })
+}
+
+fn missing_inventory(ctx: &Ctx) -> CliError {
+    CliError::usage(format!(
+        "this plan acts on cluster nodes and needs an inventory, but {} does not exist; pass --inventory FILE (or set MEDIC_INVENTORY)",
+        ctx.cli.inventory.display()
+    ))
 }
 
 async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
@@ -509,8 +539,12 @@ async fn run_operation(
     }
     let cancel = install_ctrl_c(ctx.json());
     let op_id = op.id.clone();
+    let inventory = ctx.inventory()?;
+    let ssh = Arc::new(SshPool::new());
     let engine = Engine::new(EngineSetup {
         store,
+        inventory: inventory.clone(),
+        ssh: ssh.clone(),
         operation: op,
         actor,
         reason,
@@ -518,6 +552,10 @@ async fn run_operation(
         cancel,
         force,
     })?;
+    if inventory.is_none() && needs_inventory(engine.plan()) {
+        let _ = engine.release();
+        return Err(missing_inventory(ctx));
+    }
     let result = match (&kind, dry_run) {
         (RunKind::Execute(p), true) => engine.dry_run_execute(p),
         (RunKind::Rollback(p), true) => engine.dry_run_rollback(p),
@@ -532,6 +570,7 @@ async fn run_operation(
         // Release the lease whatever happened, then report.
         engine.release()?;
     }
+    ssh.close_all().await;
     let outcome = result?;
     if ctx.json() {
         let events = std::mem::take(&mut *collector.events.lock().expect("events lock"));
@@ -567,12 +606,32 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
         finished_at: None,
         fingerprint: fingerprint(&plan_json),
     };
+    let inventory = ctx.inventory()?;
+    if inventory.is_none() && needs_inventory(&plan) {
+        return Err(missing_inventory(ctx));
+    }
+    let problems = Engine::preview(
+        operation.clone(),
+        plan.clone(),
+        params.clone(),
+        inventory.clone(),
+        Arc::new(JsonCollector::default()),
+    )
+    .check_targets();
+    if !problems.is_empty() {
+        return Err(CliError::usage(format!(
+            "{} problem{} with what the plan acts on:\n  {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            problems.join("\n  ")
+        )));
+    }
     if args.dry_run {
         let operation = Operation {
             id: "(not created: dry run)".into(),
             ..operation
         };
-        return preview(ctx, operation, plan, params);
+        return preview(ctx, operation, plan, params, inventory);
     }
     let mut store = ctx.store()?;
     let id = new_operation_id(&mut store)?;
@@ -654,6 +713,7 @@ fn preview(
     operation: Operation,
     plan: crate::plan::Plan,
     params: Params,
+    inventory: Option<Arc<Inventory>>,
 ) -> Result<i32, CliError> {
     let collector = Arc::new(JsonCollector::default());
     let sink: Arc<dyn EventSink> = if ctx.json() {
@@ -661,7 +721,7 @@ fn preview(
     } else {
         Arc::new(TextRenderer::new())
     };
-    let engine = Engine::preview(operation.clone(), plan, params, sink);
+    let engine = Engine::preview(operation.clone(), plan, params, inventory, sink);
     let result = engine.dry_run_execute(&PhaseId::root());
     engine.dry_run_finish(&result);
     let outcome = result?;
@@ -1049,8 +1109,11 @@ fn export(
         lease: lease.as_ref(),
         interrupted: &interrupted,
     };
+    // The export shows per-node commands when the inventory is at hand; it still works without.
+    let inventory = ctx.inventory().ok().flatten();
     let export = Export {
         view,
+        inventory: inventory.as_deref(),
         params: &params,
         vars: &vars,
     };

@@ -19,10 +19,12 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use crate::action::{cancelled, ActionCtx, ActionError, ActionSpec, Cancel, RenderScope, Stream};
+use crate::inventory::Inventory;
 use crate::plan::{
     IllegalTransition, PhaseId, PhaseRecord, PhaseState, Plan, Scheduler, SchedulerMode, Transition,
 };
 use crate::procedure::{pending_capture_placeholder, Params};
+use crate::ssh::SshPool;
 use crate::store::{
     now_ms, process_start_ticks, Actor, Commit, HistoryEntry, Lease, LogLine, Operation,
     OperationState, Store, StoreError,
@@ -245,6 +247,7 @@ pub fn phase_context(
     node: usize,
     params: &Params,
     vars: &serde_json::Map<String, serde_json::Value>,
+    inventory: Option<&Inventory>,
     reveal: bool,
 ) -> minijinja::Value {
     let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
@@ -268,10 +271,15 @@ pub fn phase_context(
         "operation".into(),
         serde_json::json!({ "id": op.id, "procedure": op.procedure }),
     );
+    if let Some(inv) = inventory {
+        ctx.insert("inventory".into(), inv.template_value());
+    }
     minijinja::Value::from_serialize(&ctx)
 }
 
 struct Shared {
+    inventory: Option<Arc<Inventory>>,
+    ssh: Arc<SshPool>,
     /// `None` for a preview of an operation that is not stored (start --dry-run).
     store: Mutex<Option<Store>>,
     op: Operation,
@@ -297,6 +305,8 @@ pub struct Engine {
 /// Everything the engine needs to run an operation.
 pub struct EngineSetup {
     pub store: Store,
+    pub inventory: Option<Arc<Inventory>>,
+    pub ssh: Arc<SshPool>,
     pub operation: Operation,
     pub actor: Actor,
     pub reason: Option<String>,
@@ -309,6 +319,8 @@ impl Engine {
     pub fn new(setup: EngineSetup) -> Result<Engine, EngineError> {
         let EngineSetup {
             mut store,
+            inventory,
+            ssh,
             operation,
             actor,
             reason,
@@ -327,6 +339,8 @@ impl Engine {
         let redactor = Redactor::new(&params.secrets);
         Ok(Engine {
             shared: Arc::new(Shared {
+                inventory,
+                ssh,
                 store: Mutex::new(Some(store)),
                 op: operation,
                 plan,
@@ -350,12 +364,15 @@ impl Engine {
         operation: Operation,
         plan: Plan,
         params: Params,
+        inventory: Option<Arc<Inventory>>,
         sink: Arc<dyn EventSink>,
     ) -> Engine {
         let (_tx, cancel) = tokio::sync::watch::channel(None);
         let redactor = Redactor::new(&params.secrets);
         Engine {
             shared: Arc::new(Shared {
+                inventory,
+                ssh: Arc::new(SshPool::new()),
                 store: Mutex::new(None),
                 actor: operation.created_by.clone(),
                 op: operation,
@@ -670,6 +687,7 @@ impl Engine {
                 let node = plan.node(leaf);
                 let ctx = self.shared.display_context(leaf);
                 let scope = RenderScope {
+                    inventory: self.shared.inventory.as_deref(),
                     templates: &self.shared.templates,
                     ctx,
                 };
@@ -733,6 +751,7 @@ impl Engine {
         for leaf in order {
             let node = plan.node(leaf);
             let scope = RenderScope {
+                inventory: self.shared.inventory.as_deref(),
                 templates: &self.shared.templates,
                 ctx: self.shared.display_context(leaf),
             };
@@ -752,6 +771,30 @@ impl Engine {
             });
         }
         Ok(Outcome::DryRun)
+    }
+
+    /// Problems with what the plan's actions name (nodes not in the inventory, ...), found
+    /// before anything runs.
+    pub fn check_targets(&self) -> Vec<String> {
+        let plan = &self.shared.plan;
+        let mut problems = Vec::new();
+        for leaf in plan.leaves() {
+            let node = plan.node(leaf);
+            let scope = RenderScope {
+                inventory: self.shared.inventory.as_deref(),
+                templates: &self.shared.templates,
+                ctx: self.shared.display_context(leaf),
+            };
+            for (what, action) in [
+                ("", node.action.as_ref()),
+                (" rollback", node.rollback.as_ref()),
+            ] {
+                if let Some(Err(e)) = action.map(|a| a.check_targets(&scope)) {
+                    problems.push(format!("phase {}{what}: {e}", node.id));
+                }
+            }
+        }
+        problems
     }
 
     /// Ends a dry-run report.
@@ -938,7 +981,15 @@ impl Shared {
 
     fn display_context(&self, node: usize) -> minijinja::Value {
         let vars = self.vars.lock().expect("vars lock").clone();
-        phase_context(&self.op, &self.plan, node, &self.params, &vars, false)
+        phase_context(
+            &self.op,
+            &self.plan,
+            node,
+            &self.params,
+            &vars,
+            self.inventory.as_deref(),
+            false,
+        )
     }
 
     /// Applies `t` to `leaf` and makes it durable (with pending logs and new variables)
@@ -957,6 +1008,9 @@ impl Shared {
         let mut next = current.apply(t, now_ms())?;
         if let Some(e) = &error {
             next.error = Some(self.redactor.redact(e));
+        }
+        if matches!(t, Transition::Complete | Transition::FinishRollback) {
+            next.summary = detail.as_ref().map(|d| self.redactor.redact(d));
         }
         let event = match t {
             Transition::Start => "start",
@@ -1051,6 +1105,7 @@ impl Shared {
             .then(|| "the previous executor was interrupted; running again".to_string());
         let record = self.record_transition(leaf, start, None, detail, None)?;
         let scope_display = RenderScope {
+            inventory: self.inventory.as_deref(),
             templates: &self.templates,
             ctx: self.display_context(leaf),
         };
@@ -1142,8 +1197,17 @@ impl Shared {
         loop {
             attempt += 1;
             let vars = self.vars.lock().expect("vars lock").clone();
-            let ctx = phase_context(&self.op, &self.plan, leaf, &self.params, &vars, true);
+            let ctx = phase_context(
+                &self.op,
+                &self.plan,
+                leaf,
+                &self.params,
+                &vars,
+                self.inventory.as_deref(),
+                true,
+            );
             let scope = RenderScope {
+                inventory: self.inventory.as_deref(),
                 templates: &self.templates,
                 ctx,
             };
@@ -1166,6 +1230,7 @@ impl Shared {
                 scope: &scope,
                 output: &output,
                 cancel: self.cancel.clone(),
+                ssh: self.ssh.clone(),
             };
             let run = action.execute(&ctx);
             let result = match node.timeout_secs {

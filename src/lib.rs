@@ -8,8 +8,10 @@
 pub mod action;
 pub mod cli;
 pub mod engine;
+pub mod inventory;
 pub mod plan;
 pub mod procedure;
 pub mod render;
+pub mod ssh;
 pub mod store;
 pub mod template;

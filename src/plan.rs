@@ -194,6 +194,9 @@ pub struct PhaseRecord {
     pub finished_at: Option<u64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// What the action reported when it finished (e.g. "50 nodes ok").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 impl Default for PhaseRecord {
@@ -205,6 +208,7 @@ impl Default for PhaseRecord {
             started_at: None,
             finished_at: None,
             error: None,
+            summary: None,
         }
     }
 }
@@ -217,6 +221,7 @@ impl PhaseRecord {
         next.state = state;
         match t {
             Transition::Start | Transition::Restart => {
+                next.summary = None;
                 next.rolling_back = false;
                 next.attempts += 1;
                 next.started_at = Some(now_ms);

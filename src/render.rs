@@ -90,11 +90,22 @@ impl PlanView<'_> {
                 .into_iter()
                 .map(|r| self.plan.node(r).id.to_string())
                 .collect();
-            let target = node
+            let mut target = node
                 .action
                 .as_ref()
                 .and_then(|a| a.target())
                 .unwrap_or_default();
+            // Fan-out phases show their node count and failures next to the target.
+            let outcome = record.and_then(|r| match (&r.summary, &r.error) {
+                (_, Some(e)) if e.contains(" nodes failed") => {
+                    e.split(':').next().map(|s| s.to_string())
+                }
+                (Some(s), _) if s.contains("node") => Some(s.clone()),
+                _ => None,
+            });
+            if let Some(o) = outcome {
+                target = format!("{target} ({o})");
+            }
             rows.push(NodeRow {
                 id: node.id.to_string(),
                 depth: node.id.depth(),
@@ -338,6 +349,7 @@ pub fn operation_json(op: &Operation) -> serde_json::Value {
 /// Export of a plan for change review.
 pub struct Export<'a> {
     pub view: PlanView<'a>,
+    pub inventory: Option<&'a crate::inventory::Inventory>,
     pub params: &'a Params,
     pub vars: &'a serde_json::Map<String, serde_json::Value>,
 }
@@ -352,9 +364,11 @@ impl Export<'_> {
             i,
             self.params,
             self.vars,
+            self.inventory,
             false,
         );
         let scope = RenderScope {
+            inventory: self.inventory,
             templates: &templates,
             ctx,
         };

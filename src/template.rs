@@ -87,6 +87,24 @@ impl Templates {
                 minijinja::escape_formatter(out, state, value)
             }
         });
+        // `{{ inventory.nodes | with_role('worker') }}`: the nodes that have a role.
+        env.add_filter(
+            "with_role",
+            |nodes: Value, role: String| -> Result<Value, minijinja::Error> {
+                let mut out = Vec::new();
+                for node in nodes.try_iter()? {
+                    let roles = node.get_attr("roles")?;
+                    let has = roles
+                        .try_iter()
+                        .map(|mut it| it.any(|r| r.as_str() == Some(role.as_str())))
+                        .unwrap_or(false);
+                    if has {
+                        out.push(node);
+                    }
+                }
+                Ok(Value::from(out))
+            },
+        );
         Templates { env }
     }
 

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod pause;
 pub mod run;
+pub mod ssh;
 pub mod wait;
 
 use std::future::Future;
@@ -19,8 +20,10 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::inventory::Inventory;
 use crate::plan::PhaseId;
 use crate::procedure::source::Reader;
+use crate::ssh::SshPool;
 use crate::template::{TemplateError, Templates};
 
 /// Which output stream a line came from.
@@ -33,10 +36,11 @@ pub enum Stream {
     Medic,
 }
 
-/// Templates rendered against one phase's variables.
+/// Templates rendered against one phase's variables, and the inventory to resolve nodes.
 pub struct RenderScope<'a> {
     pub templates: &'a Templates,
     pub ctx: Value,
+    pub inventory: Option<&'a Inventory>,
 }
 
 impl RenderScope<'_> {
@@ -81,6 +85,8 @@ pub struct ActionCtx<'a> {
     pub scope: &'a RenderScope<'a>,
     pub output: &'a (dyn Fn(Stream, &str) + Send + Sync),
     pub cancel: Cancel,
+    /// SSH master connections shared by every phase of this process.
+    pub ssh: std::sync::Arc<SshPool>,
 }
 
 impl ActionCtx<'_> {
@@ -116,6 +122,8 @@ pub enum ActionError {
     CommandKilled { signal: i32 },
     #[error("{message}")]
     CheckFailed { message: String },
+    #[error("{message}")]
+    Failed { message: String },
     #[error("condition not met after {waited_secs:.0}s ({attempts} attempts){}", tail_suffix(.last))]
     WaitTimedOut {
         waited_secs: f64,
@@ -154,6 +162,11 @@ pub trait Action: Sized {
     /// Where it acts, for the plan table (`local`, a node, the cluster); `None` for nowhere.
     fn target(&self) -> Option<String> {
         None
+    }
+    /// Checks, before anything runs, that the nodes or objects it names exist (e.g. nodes in
+    /// the inventory). Values not known yet (captured later) are not checked.
+    fn check_targets(&self, _scope: &RenderScope<'_>) -> Result<(), ActionError> {
+        Ok(())
     }
     /// The dry-run view: the fully rendered action, one line per step.
     fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError>;
@@ -196,6 +209,10 @@ macro_rules! actions {
                 match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::INLINE),* }
             }
 
+            pub fn check_targets(&self, scope: &RenderScope<'_>) -> Result<(), ActionError> {
+                match self { $(ActionSpec::$variant(a) => a.check_targets(scope)),* }
+            }
+
             pub fn target(&self) -> Option<String> {
                 match self { $(ActionSpec::$variant(a) => a.target()),* }
             }
@@ -213,6 +230,7 @@ macro_rules! actions {
 
 actions! {
     Run(run::RunSpec),
+    Ssh(ssh::SshSpec),
     Check(check::CheckSpec),
     Pause(pause::PauseSpec),
     Wait(wait::WaitSpec),

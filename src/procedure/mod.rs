@@ -31,7 +31,7 @@ mod builtin {
 }
 
 /// Names every template may use besides parameters, captures and loop items.
-const BUILTIN_NAMES: &[&str] = &["operation"];
+const BUILTIN_NAMES: &[&str] = &["operation", "inventory"];
 
 const PHASE_KEYS: &[&str] = &[
     "id",

@@ -189,3 +189,5 @@ pub fn state_of(env: &Env, id: &str) -> String {
         .map(|(_, s)| s)
         .unwrap_or_else(|| panic!("no phase {id}"))
 }
+
+pub mod sshd;

@@ -1,0 +1,524 @@
+//! `ssh`: a command on cluster nodes over SSH, fanned out to a node, a list, or a role.
+//!
+//! ```yaml
+//! ssh: {on: cp-1, run: "systemctl stop kubelet"}
+//! ssh: {on: [cp-1, cp-2], run: "...", sudo: true, env: {KUBECONFIG: /etc/kubernetes/admin.conf}}
+//! ssh: {on: {role: worker}, run: "...", max_parallel: 10, timeout: 2m}
+//! ```
+//!
+//! 1. `on:` is rendered and resolved against the inventory when the phase runs.
+//! 2. The remote command line is `[sudo -n --] [env K=V...] sh -c '<run>'`, every value quoted;
+//!    the dry-run shows exactly this line, per node, with the user it runs as.
+//! 3. Nodes run concurrently (up to `max_parallel`) over the pool's master connections; each
+//!    output line goes to the phase log prefixed with `[node]`.
+//! 4. The result has per-node stdout, stderr, exit code and duration (and `json` when stdout is
+//!    JSON); with one node its fields are also at the top level, for `capture`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marked_yaml::Node;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
+use crate::inventory::{NodeEntry, Selector};
+use crate::procedure::source::{start_span, Fields, Reader, TemplateKind};
+use crate::ssh::{describe_destination, SshPool};
+use crate::template::shell_quote;
+
+/// `on:` as written: node names (templates), or a role (template).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSpec {
+    Nodes(Vec<String>),
+    Role(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SshSpec {
+    pub on: OnSpec,
+    pub run: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
+}
+
+/// The line the remote shell runs.
+pub fn remote_command(run: &str, sudo: bool, env: &[(String, String)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if sudo {
+        parts.push("sudo -n --".to_string());
+    }
+    if !env.is_empty() {
+        parts.push("env".to_string());
+        for (k, v) in env {
+            parts.push(format!("{k}={}", shell_quote(v)));
+        }
+    }
+    parts.push("sh -c".to_string());
+    parts.push(shell_quote(run));
+    parts.join(" ")
+}
+
+impl SshSpec {
+    /// Renders `on:` into a selector: a template that is one `{{ expression }}` may give a list.
+    fn selector(&self, scope: &RenderScope<'_>) -> Result<Selector, ActionError> {
+        match &self.on {
+            OnSpec::Role(r) => Ok(Selector::Role(scope.render("ssh.on.role", r, false)?)),
+            OnSpec::Nodes(items) => {
+                let mut names = Vec::new();
+                for item in items {
+                    let whole_expression = item.trim().starts_with("{{")
+                        && item.trim().ends_with("}}")
+                        && item.matches("{{").count() == 1;
+                    if whole_expression {
+                        let value = scope.eval("ssh.on", item)?;
+                        match serde_json::to_value(&value).unwrap_or_default() {
+                            serde_json::Value::Array(list) => {
+                                for v in list {
+                                    names.push(match v {
+                                        serde_json::Value::String(s) => s,
+                                        serde_json::Value::Object(m) => m
+                                            .get("name")
+                                            .and_then(|n| n.as_str())
+                                            .unwrap_or_default()
+                                            .to_string(),
+                                        other => other.to_string(),
+                                    });
+                                }
+                            }
+                            serde_json::Value::String(s) => names.push(s),
+                            other => names.push(other.to_string()),
+                        }
+                    } else {
+                        names.push(scope.render("ssh.on", item, false)?);
+                    }
+                }
+                Ok(Selector::Nodes(names))
+            }
+        }
+    }
+
+    fn rendered(
+        &self,
+        scope: &RenderScope<'_>,
+    ) -> Result<(String, Vec<(String, String)>), ActionError> {
+        let run = scope.render("ssh.run", &self.run, true)?;
+        let mut env = Vec::new();
+        for (k, v) in &self.env {
+            env.push((k.clone(), scope.render("ssh.env", v, false)?));
+        }
+        Ok((run, env))
+    }
+
+    fn nodes<'i>(
+        &self,
+        scope: &RenderScope<'i>,
+    ) -> Result<(Selector, Vec<NodeEntry>), ActionError> {
+        let selector = self.selector(scope)?;
+        let Some(inventory) = scope.inventory else {
+            return Err(ActionError::Failed {
+                message: "ssh needs an inventory; pass --inventory FILE (or set MEDIC_INVENTORY)"
+                    .into(),
+            });
+        };
+        let nodes = inventory
+            .select(&selector)
+            .map_err(|message| ActionError::Failed { message })?
+            .into_iter()
+            .cloned()
+            .collect();
+        Ok((selector, nodes))
+    }
+}
+
+impl Action for SshSpec {
+    const KIND: &'static str = "ssh";
+    const IDEMPOTENT: bool = false;
+    const INLINE: bool = false;
+
+    fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
+        let fields = Fields::new(
+            node,
+            "ssh",
+            &["on", "run", "sudo", "env", "timeout", "max_parallel"],
+            reader,
+        )?;
+        let on = match fields.get("on") {
+            Some(Node::Scalar(s)) => OnSpec::Nodes(vec![reader.template(s, TemplateKind::Text)]),
+            Some(Node::Sequence(items)) => OnSpec::Nodes(
+                items
+                    .iter()
+                    .filter_map(|i| reader.scalar(i, "ssh.on item"))
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+            ),
+            Some(n @ Node::Mapping(_)) => {
+                let f = Fields::new(n, "ssh.on", &["role"], reader)?;
+                match f.get("role").and_then(|r| reader.scalar(r, "ssh.on.role")) {
+                    Some(s) => OnSpec::Role(reader.template(s, TemplateKind::Text)),
+                    None => {
+                        reader.error(
+                            &start_span(n),
+                            "ssh.on as a mapping needs `role:`, e.g. `on: {role: worker}`",
+                        );
+                        return None;
+                    }
+                }
+            }
+            None => {
+                reader.error(
+                    fields.span(),
+                    "ssh needs `on:` (a node, a list of nodes, or {role: NAME})",
+                );
+                return None;
+            }
+        };
+        let run = match fields.get("run") {
+            Some(n) => {
+                let s = reader.scalar(n, "ssh.run")?;
+                if s.as_str().trim().is_empty() {
+                    reader.error(&start_span(n), "ssh.run needs a command");
+                    return None;
+                }
+                reader.template(s, TemplateKind::Shell)
+            }
+            None => {
+                reader.error(
+                    fields.span(),
+                    "ssh needs `run:`, the command to run on the nodes",
+                );
+                return None;
+            }
+        };
+        let sudo = fields.get("sudo").and_then(|n| reader.bool(n, "ssh.sudo"));
+        let mut env = BTreeMap::new();
+        if let Some(n) = fields.get("env") {
+            if let Node::Mapping(map) = n {
+                for (k, v) in map.iter() {
+                    let valid = k
+                        .as_str()
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !k.as_str().starts_with(|c: char| c.is_ascii_digit());
+                    if !valid {
+                        reader.error(
+                            k.span(),
+                            format!("ssh.env name `{}` is not a valid variable name", k.as_str()),
+                        );
+                    }
+                    if let Some(s) = reader.scalar(v, "ssh.env value") {
+                        env.insert(
+                            k.as_str().to_string(),
+                            reader.template(s, TemplateKind::Text),
+                        );
+                    }
+                }
+            } else {
+                reader.error(&start_span(n), "ssh.env must map variable names to values");
+            }
+        }
+        let timeout_secs = fields
+            .get("timeout")
+            .and_then(|n| reader.duration(n, "ssh.timeout"));
+        let max_parallel = match fields
+            .get("max_parallel")
+            .map(|n| (n, reader.uint(n, "ssh.max_parallel")))
+        {
+            Some((n, Some(0))) => {
+                reader.error(n.span(), "ssh.max_parallel must be at least 1");
+                None
+            }
+            Some((_, v)) => v.map(|v| v as usize),
+            None => None,
+        };
+        Some(SshSpec {
+            on,
+            run,
+            sudo,
+            env,
+            timeout_secs,
+            max_parallel,
+        })
+    }
+
+    fn check_targets(&self, scope: &RenderScope<'_>) -> Result<(), ActionError> {
+        match self.selector(scope) {
+            // A value captured at run time cannot be checked yet.
+            Ok(selector) if selector.describe().contains("captured at run time") => Ok(()),
+            Ok(_) => self.nodes(scope).map(|_| ()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn target(&self) -> Option<String> {
+        Some(match &self.on {
+            OnSpec::Nodes(n) => n.join(","),
+            OnSpec::Role(r) => format!("role={r}"),
+        })
+    }
+
+    fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {
+        let (run, env) = self.rendered(scope)?;
+        match self.nodes(scope) {
+            Ok((_, nodes)) => Ok(nodes
+                .iter()
+                .map(|n| {
+                    let sudo = self.sudo.or(n.ssh.sudo).unwrap_or(false);
+                    format!(
+                        "ssh {} ({}): {}",
+                        n.name,
+                        describe_destination(n),
+                        remote_command(&run, sudo, &env)
+                    )
+                })
+                .collect()),
+            Err(e) => Ok(vec![format!(
+                "ssh on {}: {} ({e})",
+                self.target().unwrap_or_default(),
+                remote_command(&run, self.sudo.unwrap_or(false), &env)
+            )]),
+        }
+    }
+
+    async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
+        let (run, env) = self.rendered(ctx.scope)?;
+        let (selector, nodes) = self.nodes(ctx.scope)?;
+        let limit = self.max_parallel.unwrap_or(nodes.len()).max(1);
+        let semaphore = Arc::new(Semaphore::new(limit));
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Stream, String)>();
+        let mut tasks = tokio::task::JoinSet::new();
+        for node in nodes.iter().cloned() {
+            let sudo = self.sudo.or(node.ssh.sudo).unwrap_or(false);
+            let line = remote_command(&run, sudo, &env);
+            let pool = ctx.ssh.clone();
+            let permit = semaphore.clone();
+            let tx = tx.clone();
+            let timeout = self.timeout_secs;
+            tasks.spawn(async move {
+                let _permit = permit.acquire_owned().await;
+                run_on_node(&pool, &node, &line, timeout, tx).await
+            });
+        }
+        drop(tx);
+        let mut results: Vec<NodeResult> = Vec::new();
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some((node, stream, line)) => ctx.emit(stream, &format!("[{node}] {line}")),
+                    None => {
+                        while let Some(r) = tasks.join_next().await {
+                            if let Ok(r) = r { results.push(r); }
+                        }
+                        break;
+                    }
+                },
+                reason = cancelled(&ctx.cancel) => {
+                    tasks.abort_all();
+                    return Err(ActionError::Cancelled(reason));
+                }
+            }
+        }
+        results.sort_by_key(|r| nodes.iter().position(|n| n.name == r.node));
+        let failed: Vec<&NodeResult> = results.iter().filter(|r| !r.ok()).collect();
+        let mut per_node = serde_json::Map::new();
+        for r in &results {
+            per_node.insert(r.node.clone(), r.to_json());
+        }
+        let mut result = serde_json::json!({
+            "on": selector.describe(),
+            "nodes": per_node,
+            "failed": failed.iter().map(|r| r.node.clone()).collect::<Vec<_>>(),
+        });
+        if let [only] = results.as_slice() {
+            if let (serde_json::Value::Object(top), serde_json::Value::Object(fields)) =
+                (&mut result, only.to_json())
+            {
+                top.extend(fields);
+            }
+        }
+        if failed.is_empty() {
+            return Ok(ActionOutput {
+                result,
+                summary: Some(format!(
+                    "{} node{} ok",
+                    results.len(),
+                    if results.len() == 1 { "" } else { "s" }
+                )),
+            });
+        }
+        let details: Vec<String> = failed.iter().map(|r| r.failure()).collect();
+        Err(ActionError::Failed {
+            message: format!(
+                "{} of {} nodes failed: {}",
+                failed.len(),
+                results.len(),
+                details.join("; ")
+            ),
+        })
+    }
+}
+
+struct NodeResult {
+    node: String,
+    exit_code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    duration_ms: u64,
+    error: Option<String>,
+}
+
+impl NodeResult {
+    fn ok(&self) -> bool {
+        self.error.is_none() && self.exit_code == Some(0)
+    }
+
+    fn failure(&self) -> String {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        let tail: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+        match self.exit_code {
+            Some(code) => format!(
+                "{} exited with code {code}{}",
+                self.node,
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ),
+            None => format!(
+                "{} was terminated (signal or lost connection){}",
+                self.node,
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {tail}")
+                }
+            ),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "duration_ms": self.duration_ms,
+            "json": serde_json::from_str::<serde_json::Value>(self.stdout.trim()).ok(),
+            "error": self.error,
+        })
+    }
+}
+
+async fn run_on_node(
+    pool: &SshPool,
+    node: &NodeEntry,
+    line: &str,
+    timeout: Option<f64>,
+    tx: mpsc::UnboundedSender<(String, Stream, String)>,
+) -> NodeResult {
+    let started = Instant::now();
+    let mut result = NodeResult {
+        node: node.name.clone(),
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        duration_ms: 0,
+        error: None,
+    };
+    let session = match pool.session(node).await {
+        Ok(s) => s,
+        Err(e) => {
+            result.error = Some(e);
+            result.duration_ms = started.elapsed().as_millis() as u64;
+            return result;
+        }
+    };
+    let work = async {
+        let mut child = session
+            .raw_command(line)
+            .stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped())
+            .spawn()
+            .await
+            .map_err(|e| format!("{}: start command: {e}", node.name))?;
+        let stdout = child.stdout().take();
+        let stderr = child.stderr().take();
+        let read = |reader: Option<openssh::ChildStdout>, stream: Stream| {
+            let tx = tx.clone();
+            let name = node.name.clone();
+            async move {
+                let mut collected = String::new();
+                if let Some(r) = reader {
+                    let mut lines = BufReader::new(r).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        let _ = tx.send((name.clone(), stream, l.clone()));
+                        collected.push_str(&l);
+                        collected.push('\n');
+                    }
+                }
+                collected
+            }
+        };
+        let read_err = |reader: Option<openssh::ChildStderr>| {
+            let tx = tx.clone();
+            let name = node.name.clone();
+            async move {
+                let mut collected = String::new();
+                if let Some(r) = reader {
+                    let mut lines = BufReader::new(r).lines();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        let _ = tx.send((name.clone(), Stream::Stderr, l.clone()));
+                        collected.push_str(&l);
+                        collected.push('\n');
+                    }
+                }
+                collected
+            }
+        };
+        let (out, err) = tokio::join!(read(stdout, Stream::Stdout), read_err(stderr));
+        let status = child.wait().await;
+        Ok::<_, String>((out, err, status))
+    };
+    let outcome = match timeout {
+        Some(secs) => match tokio::time::timeout(Duration::from_secs_f64(secs), work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "{} timed out after {}",
+                node.name,
+                super::wait::human_secs(secs)
+            )),
+        },
+        None => work.await,
+    };
+    match outcome {
+        Ok((out, err, status)) => {
+            result.stdout = out;
+            result.stderr = err;
+            match status {
+                Ok(s) => result.exit_code = s.code(),
+                Err(openssh::Error::RemoteProcessTerminated) => result.exit_code = None,
+                Err(e) => result.error = Some(format!("{}: {e}", node.name)),
+            }
+        }
+        Err(e) => result.error = Some(e),
+    }
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result
+}

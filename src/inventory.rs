@@ -1,0 +1,532 @@
+//! The cluster inventory (`cluster.yaml`): nodes with addresses and roles, SSH settings with
+//! per-node overrides, the kubeconfig, and etcd access.
+//!
+//! 1. [`Inventory::load`] reads the file with positions and reports every problem at once
+//!    (unknown keys, duplicate names, missing identity files, host key checking turned off).
+//! 2. Relative paths are resolved against the inventory file's directory.
+//! 3. [`Inventory::select`] turns an `on:` selector (a node, a list, a role) into nodes.
+//! 4. [`Inventory::template_value`] is what procedures see as `inventory`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use marked_yaml::{LoaderOptions, Node as YamlNode};
+use serde::Serialize;
+
+use crate::procedure::source::{closest, start_span, Diagnostic, Fields, Reader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("read inventory {path}: {source}; pass --inventory FILE (or set MEDIC_INVENTORY)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+fn render(diags: &[Diagnostic]) -> String {
+    let mut out = format!(
+        "inventory: {} problem{} found:",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+    for d in diags {
+        out.push_str("\n  ");
+        out.push_str(&d.to_string());
+    }
+    out
+}
+
+/// How the SSH client treats host keys. Turning checking off is not offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyChecking {
+    /// The key must already be in known_hosts.
+    Strict,
+    /// Unknown hosts are added on first contact; a changed key is still refused.
+    AcceptNew,
+}
+
+/// SSH settings; node entries override the inventory-wide ones field by field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SshSettings {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub jump_host: Option<String>,
+    pub sudo: Option<bool>,
+    pub host_key_checking: Option<HostKeyChecking>,
+    pub connect_timeout_secs: Option<f64>,
+}
+
+impl SshSettings {
+    fn merged(&self, over: &SshSettings) -> SshSettings {
+        SshSettings {
+            user: over.user.clone().or_else(|| self.user.clone()),
+            port: over.port.or(self.port),
+            identity_file: over
+                .identity_file
+                .clone()
+                .or_else(|| self.identity_file.clone()),
+            known_hosts: over
+                .known_hosts
+                .clone()
+                .or_else(|| self.known_hosts.clone()),
+            jump_host: over.jump_host.clone().or_else(|| self.jump_host.clone()),
+            sudo: over.sudo.or(self.sudo),
+            host_key_checking: over.host_key_checking.or(self.host_key_checking),
+            connect_timeout_secs: over.connect_timeout_secs.or(self.connect_timeout_secs),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeEntry {
+    pub name: String,
+    pub address: String,
+    pub roles: Vec<String>,
+    /// Effective SSH settings (inventory-wide merged with the node's own).
+    pub ssh: SshSettings,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KubeSettings {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// `direct` (default) or `ssh`.
+    pub transport: Option<String>,
+    /// The node to run `etcdctl` on for the ssh transport.
+    pub via: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Inventory {
+    pub name: String,
+    pub path: PathBuf,
+    pub nodes: Vec<NodeEntry>,
+    pub kubernetes: KubeSettings,
+    pub etcd: EtcdSettings,
+}
+
+/// Which nodes an action runs on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    Nodes(Vec<String>),
+    Role(String),
+}
+
+impl Selector {
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::Nodes(n) => n.join(","),
+            Selector::Role(r) => format!("role={r}"),
+        }
+    }
+}
+
+const SSH_KEYS: &[&str] = &[
+    "user",
+    "port",
+    "identity_file",
+    "known_hosts",
+    "jump_host",
+    "sudo",
+    "host_key_checking",
+    "connect_timeout",
+];
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
+        let label = path.display().to_string();
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut r = Reader::new(&label);
+        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        let root =
+            marked_yaml::parse_yaml_with_options(0, text.trim_start_matches('\u{feff}'), options)
+                .map_err(|e| {
+                InventoryError::Invalid(vec![Diagnostic {
+                    location: None,
+                    message: format!("{label}: invalid YAML: {e}"),
+                }])
+            })?;
+        let inventory = read_inventory(&root, &mut r, &base, path);
+        if !r.diagnostics.is_empty() {
+            let mut diags = r.diagnostics;
+            diags.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
+            return Err(InventoryError::Invalid(diags));
+        }
+        Ok(inventory.expect("no diagnostics means it was read"))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The nodes a selector names, in inventory order (a list keeps its own order).
+    pub fn select(&self, selector: &Selector) -> Result<Vec<&NodeEntry>, String> {
+        match selector {
+            Selector::Nodes(names) => names
+                .iter()
+                .map(|n| {
+                    self.node(n).ok_or_else(|| {
+                        let hint = closest(n, self.nodes.iter().map(|x| x.name.as_str()))
+                            .map(|c| format!("; did you mean `{c}`?"))
+                            .unwrap_or_else(|| {
+                                format!(
+                                    "; its nodes are {}",
+                                    self.nodes
+                                        .iter()
+                                        .map(|x| x.name.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            });
+                        format!(
+                            "node `{n}` is not in the inventory {}{hint}",
+                            self.path.display()
+                        )
+                    })
+                })
+                .collect(),
+            Selector::Role(role) => {
+                let nodes: Vec<&NodeEntry> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.roles.iter().any(|r| r == role))
+                    .collect();
+                if nodes.is_empty() {
+                    let roles: BTreeSet<&str> = self
+                        .nodes
+                        .iter()
+                        .flat_map(|n| n.roles.iter().map(|r| r.as_str()))
+                        .collect();
+                    return Err(format!(
+                        "no node in the inventory {} has the role `{role}`; roles there: {}",
+                        self.path.display(),
+                        roles.into_iter().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                Ok(nodes)
+            }
+        }
+    }
+
+    /// What templates see as `inventory`.
+    pub fn template_value(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "nodes": self.nodes.iter().map(|n| serde_json::json!({
+                "name": n.name,
+                "address": n.address,
+                "roles": n.roles,
+            })).collect::<Vec<_>>(),
+            "etcd": {"endpoints": self.etcd.endpoints},
+        })
+    }
+}
+
+fn scalar_string(r: &mut Reader, node: &YamlNode, what: &str) -> Option<String> {
+    r.scalar(node, what).map(|s| s.as_str().to_string())
+}
+
+fn path_value(r: &mut Reader, node: &YamlNode, what: &str, base: &Path) -> Option<PathBuf> {
+    let s = scalar_string(r, node, what)?;
+    let expanded = match s.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => PathBuf::from(&s),
+    };
+    Some(if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    })
+}
+
+fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSettings {
+    let mut ssh = SshSettings::default();
+    let Some(f) = Fields::new(node, what, SSH_KEYS, r) else {
+        return ssh;
+    };
+    if let Some(n) = f.get("user") {
+        ssh.user = scalar_string(r, n, "ssh.user");
+    }
+    if let Some(n) = f.get("port") {
+        match r.uint(n, "ssh.port") {
+            Some(p) if (1..=65535).contains(&p) => ssh.port = Some(p as u16),
+            Some(p) => r.error(n.span(), format!("ssh.port must be 1-65535, not {p}")),
+            None => {}
+        }
+    }
+    if let Some(n) = f.get("identity_file") {
+        if let Some(p) = path_value(r, n, "ssh.identity_file", base) {
+            if !p.is_file() {
+                r.error(
+                    n.span(),
+                    format!("ssh.identity_file {} does not exist", p.display()),
+                );
+            }
+            ssh.identity_file = Some(p);
+        }
+    }
+    if let Some(n) = f.get("known_hosts") {
+        ssh.known_hosts = path_value(r, n, "ssh.known_hosts", base);
+    }
+    if let Some(n) = f.get("jump_host") {
+        ssh.jump_host = scalar_string(r, n, "ssh.jump_host");
+    }
+    if let Some(n) = f.get("sudo") {
+        ssh.sudo = r.bool(n, "ssh.sudo");
+    }
+    if let Some(n) = f.get("connect_timeout") {
+        ssh.connect_timeout_secs = r.duration(n, "ssh.connect_timeout");
+    }
+    if let Some(n) = f.get("host_key_checking") {
+        if let Some(s) = r.scalar(n, "ssh.host_key_checking") {
+            match s.as_str() {
+                "strict" | "yes" => ssh.host_key_checking = Some(HostKeyChecking::Strict),
+                "accept-new" => ssh.host_key_checking = Some(HostKeyChecking::AcceptNew),
+                "no" | "off" | "false" | "accept" => r.error(
+                    n.span(),
+                    "ssh.host_key_checking cannot be turned off; use `strict` (the default) or `accept-new` to trust hosts on first contact",
+                ),
+                other => r.error(
+                    n.span(),
+                    format!("ssh.host_key_checking must be `strict` or `accept-new`, not `{other}`"),
+                ),
+            }
+        }
+    }
+    ssh
+}
+
+fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> Option<Inventory> {
+    let f = Fields::new(
+        root,
+        "the inventory",
+        &["name", "ssh", "nodes", "kubernetes", "etcd"],
+        r,
+    )?;
+    let name = f
+        .get("name")
+        .and_then(|n| scalar_string(r, n, "name"))
+        .unwrap_or_default();
+    let defaults = match f.get("ssh") {
+        Some(n) => read_ssh(n, r, base, "ssh"),
+        None => SshSettings::default(),
+    };
+    let mut nodes: Vec<NodeEntry> = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    match f.get("nodes") {
+        Some(YamlNode::Sequence(items)) => {
+            for item in items.iter() {
+                let Some(nf) = Fields::new(item, "a node", &["name", "address", "roles", "ssh"], r)
+                else {
+                    continue;
+                };
+                let Some(name_node) = nf.get("name") else {
+                    r.error(nf.span(), "every node needs a `name:`");
+                    continue;
+                };
+                let Some(name) = scalar_string(r, name_node, "node name") else {
+                    continue;
+                };
+                let line = r.location(name_node.span()).line;
+                if let Some(first) = seen.insert(name.clone(), line) {
+                    r.error(
+                        name_node.span(),
+                        format!("duplicate node name `{name}` (first at line {first})"),
+                    );
+                }
+                let address = match nf.get("address") {
+                    Some(n) => scalar_string(r, n, "address").unwrap_or_default(),
+                    None => name.clone(),
+                };
+                let roles = match nf.get("roles") {
+                    Some(YamlNode::Sequence(rs)) => rs
+                        .iter()
+                        .filter_map(|x| scalar_string(r, x, "role"))
+                        .collect(),
+                    Some(n) => scalar_string(r, n, "roles")
+                        .map(|s| vec![s])
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let own = match nf.get("ssh") {
+                    Some(n) => read_ssh(n, r, base, &format!("ssh of node `{name}`")),
+                    None => SshSettings::default(),
+                };
+                nodes.push(NodeEntry {
+                    name,
+                    address,
+                    roles,
+                    ssh: defaults.merged(&own),
+                });
+            }
+        }
+        Some(other) => r.error(
+            &start_span(other),
+            "nodes must be a list of nodes (`- name: cp-1`)",
+        ),
+        None => r.error(f.span(), "the inventory needs `nodes:`"),
+    }
+    let mut kubernetes = KubeSettings::default();
+    if let Some(n) = f.get("kubernetes") {
+        if let Some(kf) = Fields::new(n, "kubernetes", &["kubeconfig", "context"], r) {
+            if let Some(k) = kf.get("kubeconfig") {
+                kubernetes.kubeconfig = path_value(r, k, "kubernetes.kubeconfig", base);
+            }
+            if let Some(c) = kf.get("context") {
+                kubernetes.context = scalar_string(r, c, "kubernetes.context");
+            }
+        }
+    }
+    let mut etcd = EtcdSettings::default();
+    if let Some(n) = f.get("etcd") {
+        if let Some(ef) = Fields::new(
+            n,
+            "etcd",
+            &["endpoints", "ca", "cert", "key", "transport", "via"],
+            r,
+        ) {
+            if let Some(e) = ef.get("endpoints") {
+                etcd.endpoints = match e {
+                    YamlNode::Sequence(items) => items
+                        .iter()
+                        .filter_map(|x| scalar_string(r, x, "endpoint"))
+                        .collect(),
+                    other => scalar_string(r, other, "endpoints")
+                        .map(|s| vec![s])
+                        .unwrap_or_default(),
+                };
+            }
+            for (key, slot) in [
+                ("ca", &mut etcd.ca),
+                ("cert", &mut etcd.cert),
+                ("key", &mut etcd.key),
+            ] {
+                if let Some(p) = ef.get(key) {
+                    *slot = path_value(r, p, &format!("etcd.{key}"), base);
+                }
+            }
+            if let Some(t) = ef.get("transport") {
+                if let Some(s) = scalar_string(r, t, "etcd.transport") {
+                    if s != "direct" && s != "ssh" {
+                        r.error(
+                            t.span(),
+                            format!("etcd.transport must be `direct` or `ssh`, not `{s}`"),
+                        );
+                    }
+                    etcd.transport = Some(s);
+                }
+            }
+            if let Some(v) = ef.get("via") {
+                etcd.via = scalar_string(r, v, "etcd.via");
+                if let Some(via) = &etcd.via {
+                    if !nodes.iter().any(|x| &x.name == via) {
+                        r.error(
+                            v.span(),
+                            format!(
+                                "etcd.via names `{via}`, which is not a node of this inventory"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Some(Inventory {
+        name,
+        path: path.to_path_buf(),
+        nodes,
+        kubernetes,
+        etcd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Inventory, Vec<String>> {
+        Inventory::parse(Path::new("/tmp/cluster.yaml"), text).map_err(|e| match e {
+            InventoryError::Invalid(d) => d.into_iter().map(|d| d.to_string()).collect(),
+            other => vec![other.to_string()],
+        })
+    }
+
+    #[test]
+    fn node_settings_override_the_defaults_and_roles_select() {
+        let inv = parse(
+            "name: c\nssh: {user: ops, port: 22, host_key_checking: accept-new}\nnodes:\n  - {name: cp-1, address: 10.0.0.1, roles: [control-plane, etcd]}\n  - {name: w-1, address: 10.0.0.2, roles: [worker], ssh: {user: root, port: 2222}}\n",
+        )
+        .unwrap();
+        assert_eq!(inv.nodes[0].ssh.user.as_deref(), Some("ops"));
+        assert_eq!(inv.nodes[1].ssh.user.as_deref(), Some("root"));
+        assert_eq!(inv.nodes[1].ssh.port, Some(2222));
+        assert_eq!(
+            inv.nodes[1].ssh.host_key_checking,
+            Some(HostKeyChecking::AcceptNew)
+        );
+        let workers = inv.select(&Selector::Role("worker".into())).unwrap();
+        assert_eq!(
+            workers.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["w-1"]
+        );
+        assert!(inv
+            .select(&Selector::Nodes(vec!["cp-2".into()]))
+            .unwrap_err()
+            .contains("did you mean `cp-1`?"));
+        assert!(inv
+            .select(&Selector::Role("db".into()))
+            .unwrap_err()
+            .contains("roles there: control-plane, etcd, worker"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let errs = parse(
+            "name: c\nssh:\n  host_key_checking: no\n  identity_file: /nonexistent/key\nnodes:\n  - name: a\n  - name: a\n    adress: x\n",
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(
+            errs[0].contains("cluster.yaml:3:22: ssh.host_key_checking cannot be turned off"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains(":4:18: ssh.identity_file /nonexistent/key does not exist"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].contains(":7:11: duplicate node name `a` (first at line 6)"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3].contains(":8:5: unknown key `adress` in a node; did you mean `address`?"),
+            "{errs:?}"
+        );
+    }
+}
