@@ -392,3 +392,34 @@ fn ssh_masters(env: &Env) -> Vec<String> {
         .filter(|c| c.starts_with("ssh ") && c.contains(" -M ") && c.contains(&key))
         .collect()
 }
+
+#[test]
+fn unknown_nodes_and_broken_inventories_are_input_errors_before_anything_runs() {
+    let (env, _sshd) = setup(2, "name: p\nparams:\n  node: {required: true}\nphases:\n  - id: a\n    ssh: {on: \"{{ node }}\", run: \"touch $HOME/should-not-exist\"}\n");
+    env.medic(&["start", "p", "--set", "node=n9"])
+        .run()
+        .code(2)
+        .stderr_contains("phase /a: node `n9` is not in the inventory")
+        .stderr_contains("did you mean `n1`?");
+    env.medic(&["operations", "-o", "json"])
+        .run()
+        .code(0)
+        .stdout_contains("\"operations\": []");
+    // No inventory at all.
+    std::fs::rename(env.file("cluster.yaml"), env.file("elsewhere.yaml")).unwrap();
+    env.medic(&["start", "p", "--set", "node=n1"])
+        .run()
+        .code(2)
+        .stderr_contains("needs an inventory");
+    // A broken one: every problem with its line.
+    std::fs::write(
+        env.file("cluster.yaml"),
+        "name: c\nnodes:\n  - {name: n1, address: 127.0.0.2}\n  - {name: n1, address: 127.0.0.3}\nssh: {identity_file: /nonexistent/key}\n",
+    )
+    .unwrap();
+    env.medic(&["start", "p", "--set", "node=n1"])
+        .run()
+        .code(2)
+        .stderr_contains("cluster.yaml:4:12: duplicate node name `n1` (first at line 3)")
+        .stderr_contains("cluster.yaml:5:22: ssh.identity_file /nonexistent/key does not exist");
+}
