@@ -310,7 +310,7 @@ fn needs_inventory(plan: &crate::plan::Plan) -> bool {
         [n.action.as_ref(), n.rollback.as_ref()]
             .into_iter()
             .flatten()
-            .any(|a| a.kind() == "ssh")
+            .any(|a| matches!(a.kind(), "ssh" | "etcd"))
     })
 }
 

@@ -99,8 +99,18 @@ pub enum Event {
 pub enum Outcome {
     Completed,
     AlreadyCompleted,
-    Paused { phases: Vec<PhaseId> },
-    Failed { phase: PhaseId, error: String },
+    Paused {
+        phases: Vec<PhaseId>,
+    },
+    Failed {
+        phase: PhaseId,
+        error: String,
+    },
+    /// A safety guard refused a phase (exit 3); `--force` overrides.
+    Refused {
+        phase: PhaseId,
+        error: String,
+    },
     Interrupted,
     RolledBack,
     NothingToRollBack,
@@ -111,6 +121,7 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Failed { .. } | Outcome::Interrupted => 1,
+            Outcome::Refused { .. } => 3,
             _ => 0,
         }
     }
@@ -278,6 +289,7 @@ pub fn phase_context(
 }
 
 struct Shared {
+    force: bool,
     inventory: Option<Arc<Inventory>>,
     ssh: Arc<SshPool>,
     /// `None` for a preview of an operation that is not stored (start --dry-run).
@@ -293,6 +305,8 @@ struct Shared {
     templates: Templates,
     cancel: Cancel,
     pending_logs: Mutex<Vec<LogLine>>,
+    /// History entries written with the next transition (e.g. a guard override).
+    pending_history: Mutex<Vec<HistoryEntry>>,
     redactor: Redactor,
 }
 
@@ -339,6 +353,7 @@ impl Engine {
         let redactor = Redactor::new(&params.secrets);
         Ok(Engine {
             shared: Arc::new(Shared {
+                force,
                 inventory,
                 ssh,
                 store: Mutex::new(Some(store)),
@@ -353,6 +368,7 @@ impl Engine {
                 templates: Templates::new(),
                 cancel,
                 pending_logs: Mutex::new(Vec::new()),
+                pending_history: Mutex::new(Vec::new()),
                 redactor,
             }),
             force,
@@ -371,6 +387,7 @@ impl Engine {
         let redactor = Redactor::new(&params.secrets);
         Engine {
             shared: Arc::new(Shared {
+                force: false,
                 inventory,
                 ssh: Arc::new(SshPool::new()),
                 store: Mutex::new(None),
@@ -385,6 +402,7 @@ impl Engine {
                 templates: Templates::new(),
                 cancel,
                 pending_logs: Mutex::new(Vec::new()),
+                pending_history: Mutex::new(Vec::new()),
                 redactor,
             }),
             force: false,
@@ -543,7 +561,11 @@ impl Engine {
         }
         heartbeat.abort();
         self.shared.flush_logs()?;
-        let outcome = if let Some(leaf) = first_failure {
+        let outcome = if let Some(leaf) = first_failure.filter(|l| self.refused(*l)) {
+            let id = plan.node(leaf).id.clone();
+            let error = self.error_of(&id);
+            Outcome::Refused { phase: id, error }
+        } else if let Some(leaf) = first_failure {
             let id = plan.node(leaf).id.clone();
             let error = self
                 .shared
@@ -585,6 +607,22 @@ impl Engine {
             Outcome::Completed
         };
         Ok(self.finish(outcome))
+    }
+
+    fn error_of(&self, id: &PhaseId) -> String {
+        self.shared
+            .records
+            .lock()
+            .expect("records lock")
+            .get(id)
+            .and_then(|r| r.error.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether a leaf's last failure was a safety guard's refusal.
+    fn refused(&self, leaf: usize) -> bool {
+        self.error_of(&self.shared.plan.node(leaf).id)
+            .starts_with("refused: ")
     }
 
     /// Rolls back `target`: its started leaves, in reverse execution order.
@@ -1031,9 +1069,11 @@ impl Shared {
             detail,
         );
         let logs = std::mem::take(&mut *self.pending_logs.lock().expect("logs lock"));
+        let mut history = std::mem::take(&mut *self.pending_history.lock().expect("history lock"));
+        history.push(entry);
         let commit = Commit {
             records: vec![(id.clone(), next.clone())],
-            history: vec![entry],
+            history,
             logs,
             vars: vars.clone(),
             ..Default::default()
@@ -1225,12 +1265,32 @@ impl Shared {
                     line: text,
                 });
             };
+            let record_forced = |guard: &str| {
+                let entry = self.history(
+                    "forced",
+                    Some(id.clone()),
+                    None,
+                    None,
+                    None,
+                    true,
+                    Some(format!("--force overrode a safety guard: {guard}")),
+                );
+                self.pending_history
+                    .lock()
+                    .expect("history lock")
+                    .push(entry);
+                self.sink.emit(&Event::Forced {
+                    detail: format!("{id}: {guard}"),
+                });
+            };
             let ctx = ActionCtx {
                 phase: &id,
                 scope: &scope,
                 output: &output,
                 cancel: self.cancel.clone(),
                 ssh: self.ssh.clone(),
+                force: self.force,
+                record_forced: &record_forced,
             };
             let run = action.execute(&ctx);
             let result = match node.timeout_secs {
@@ -1249,7 +1309,9 @@ impl Shared {
             };
             let error = match result {
                 Ok(out) => return Ok(out),
-                Err(e) if e.is_cancelled() => return Err(e.to_string()),
+                Err(e) if e.is_cancelled() || matches!(e, ActionError::Refused { .. }) => {
+                    return Err(e.to_string())
+                }
                 Err(e) => e.to_string(),
             };
             if attempt > node.retries || self.cancel.borrow().is_some() {
@@ -1297,10 +1359,16 @@ impl Shared {
         result: &serde_json::Value,
     ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
         let node = self.plan.node(leaf);
-        let mut ctx = match result {
-            serde_json::Value::Object(map) => map.clone(),
-            _ => serde_json::Map::new(),
-        };
+        // Parameters and earlier captures are visible too; the result's fields win.
+        let phase_ctx = self.display_context(leaf);
+        let mut ctx: serde_json::Map<String, serde_json::Value> =
+            match serde_json::to_value(&phase_ctx) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            };
+        if let serde_json::Value::Object(map) = result {
+            ctx.extend(map.clone());
+        }
         ctx.insert("result".into(), result.clone());
         let ctx = minijinja::Value::from_serialize(&ctx);
         let mut vars = self.vars.lock().expect("vars lock").clone();

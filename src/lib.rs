@@ -8,6 +8,7 @@
 pub mod action;
 pub mod cli;
 pub mod engine;
+pub mod etcd;
 pub mod inventory;
 pub mod plan;
 pub mod procedure;

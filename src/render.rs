@@ -796,6 +796,10 @@ impl EventSink for TextRenderer {
                         "{} stopped: {phase} failed. See `medic plan logs --phase={phase}`; fix and run `medic plan execute --phase={phase}`, or undo with `medic plan rollback --phase={phase}`",
                         style("✘").red().bold()
                     ),
+                    Outcome::Refused { phase, error } => format!(
+                        "{} {phase} was refused for safety (exit 3): {error}",
+                        style("⛔").red().bold()
+                    ),
                     Outcome::Interrupted => format!("{} interrupted; `medic plan resume` continues", style("⚠").yellow()),
                     Outcome::RolledBack => format!("{} rolled back", style("↺").magenta()),
                     Outcome::NothingToRollBack => format!("{} nothing to roll back", style("·").dim()),

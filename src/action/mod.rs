@@ -8,6 +8,7 @@
 //! 3. `execute` returns a structured result (JSON) that `capture:` expressions read.
 
 pub mod check;
+pub mod etcd;
 pub mod pause;
 pub mod run;
 pub mod ssh;
@@ -87,11 +88,29 @@ pub struct ActionCtx<'a> {
     pub cancel: Cancel,
     /// SSH master connections shared by every phase of this process.
     pub ssh: std::sync::Arc<SshPool>,
+    /// The operator passed `--force`: guards report what they override instead of refusing.
+    pub force: bool,
+    /// Records a guard that `--force` overrode, in history, before the action goes on.
+    pub record_forced: &'a (dyn Fn(&str) + Send + Sync),
 }
 
 impl ActionCtx<'_> {
     pub fn emit(&self, stream: Stream, line: &str) {
         (self.output)(stream, line)
+    }
+
+    /// A guard would refuse: with `--force`, records the override and returns Ok; else the
+    /// refusal.
+    pub fn guard(&self, refusal: Option<String>) -> Result<(), ActionError> {
+        match refusal {
+            None => Ok(()),
+            Some(message) if self.force => {
+                self.emit(Stream::Medic, &format!("--force overrides: {message}"));
+                (self.record_forced)(&message);
+                Ok(())
+            }
+            Some(message) => Err(ActionError::Refused { message }),
+        }
     }
 }
 
@@ -124,6 +143,9 @@ pub enum ActionError {
     CheckFailed { message: String },
     #[error("{message}")]
     Failed { message: String },
+    /// A safety guard refused the action (exit 3 unless `--force`).
+    #[error("refused: {message}")]
+    Refused { message: String },
     #[error("condition not met after {waited_secs:.0}s ({attempts} attempts){}", tail_suffix(.last))]
     WaitTimedOut {
         waited_secs: f64,
@@ -231,6 +253,7 @@ macro_rules! actions {
 actions! {
     Run(run::RunSpec),
     Ssh(ssh::SshSpec),
+    Etcd(etcd::EtcdSpec),
     Check(check::CheckSpec),
     Pause(pause::PauseSpec),
     Wait(wait::WaitSpec),

@@ -190,4 +190,5 @@ pub fn state_of(env: &Env, id: &str) -> String {
         .unwrap_or_else(|| panic!("no phase {id}"))
 }
 
+pub mod etcd;
 pub mod sshd;

@@ -1,0 +1,648 @@
+//! `etcd`: membership and health operations with quorum guards.
+//!
+//! ```yaml
+//! etcd: {member_list: {name: cp-2}}            # result: members, member (the named one)
+//! etcd: {health: {}}                           # per member, short timeout each
+//! etcd: {status: {}}                           # leader, raft index, db size
+//! etcd: {member_remove: {name: cp-2}}          # or {node: cp-2} or {id: 8e9e05c52164694d}
+//! etcd: {member_add: {name: cp-4, peer_urls: ["https://10.0.0.4:2380"], learner: true}}
+//! etcd: {member_promote: {name: cp-4, timeout: 2m}}
+//! etcd: {snapshot: {path: ./etcd-backup.db}}   # on this machine; an empty path skips
+//! transport: ssh, via: cp-1                    # optional, next to the operation
+//! ```
+//!
+//! 1. The transport comes from the inventory (`etcd.transport`), a phase may override it.
+//! 2. `member_remove` and `member_add` check quorum first and refuse (exit 3) with the
+//!    arithmetic; `--force` overrides and the engine records the override in history.
+//! 3. Removing a member that is already gone, or adding one that already exists with the same
+//!    peer URL, succeeds and says so: resume relies on this.
+
+use std::time::{Duration, Instant};
+
+use marked_yaml::Node;
+use serde::{Deserialize, Serialize};
+
+use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
+use crate::etcd::{addition_refusal, parse_id, removal_refusal, MemberInfo, Quorum, Transport};
+use crate::procedure::source::{start_span, Fields, Reader, TemplateKind};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EtcdOp {
+    MemberList {
+        name: Option<String>,
+    },
+    Health,
+    Status,
+    MemberRemove {
+        name: Option<String>,
+        node: Option<String>,
+        id: Option<String>,
+    },
+    MemberAdd {
+        name: String,
+        peer_urls: Vec<String>,
+        learner: bool,
+    },
+    MemberPromote {
+        name: Option<String>,
+        id: Option<String>,
+        timeout_secs: f64,
+    },
+    Snapshot {
+        path: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EtcdSpec {
+    pub op: EtcdOp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+}
+
+const OPS: &[&str] = &[
+    "member_list",
+    "health",
+    "status",
+    "member_remove",
+    "member_add",
+    "member_promote",
+    "snapshot",
+];
+
+fn text_field(f: &Fields<'_>, key: &str, reader: &mut Reader) -> Option<String> {
+    let n = f.get(key)?;
+    let s = reader.scalar(n, &format!("etcd {key}"))?;
+    Some(reader.template(s, TemplateKind::Text))
+}
+
+impl EtcdSpec {
+    fn transport(&self, scope: &RenderScope<'_>) -> Result<Transport, ActionError> {
+        let inventory = scope.inventory.ok_or_else(|| ActionError::Failed {
+            message: "etcd needs an inventory with etcd endpoints; pass --inventory FILE (or set MEDIC_INVENTORY)".into(),
+        })?;
+        Transport::choose(inventory, self.transport.as_deref(), self.via.as_deref())
+            .map_err(|message| ActionError::Failed { message })
+    }
+
+    fn render(
+        &self,
+        scope: &RenderScope<'_>,
+        v: &Option<String>,
+    ) -> Result<Option<String>, ActionError> {
+        v.as_ref()
+            .map(|s| scope.render("etcd", s, false))
+            .transpose()
+    }
+
+    /// Voting members the inventory expects (nodes with the etcd role, else endpoints).
+    fn expected_members(scope: &RenderScope<'_>) -> Option<usize> {
+        let inv = scope.inventory?;
+        let by_role = inv
+            .nodes
+            .iter()
+            .filter(|n| n.roles.iter().any(|r| r == "etcd"))
+            .count();
+        Some(if by_role > 0 {
+            by_role
+        } else {
+            inv.etcd.endpoints.len()
+        })
+        .filter(|n| *n > 0)
+    }
+
+    async fn find(
+        &self,
+        ctx: &ActionCtx<'_>,
+        members: &[MemberInfo],
+        name: Option<String>,
+        node: Option<String>,
+        id: Option<String>,
+    ) -> Result<Option<MemberInfo>, ActionError> {
+        if let Some(id) = id.filter(|s| !s.is_empty()) {
+            let wanted = parse_id(&id).ok_or_else(|| ActionError::Failed {
+                message: format!("`{id}` is not an etcd member id (hex as etcdctl prints it)"),
+            })?;
+            return Ok(members.iter().find(|m| m.id_u64() == wanted).cloned());
+        }
+        if let Some(name) = name {
+            return Ok(members.iter().find(|m| m.name == name).cloned());
+        }
+        if let Some(node) = node {
+            let address = ctx
+                .scope
+                .inventory
+                .and_then(|i| i.node(&node))
+                .map(|n| n.address.clone());
+            return Ok(members
+                .iter()
+                .find(|m| {
+                    m.name == node
+                        || address.as_ref().is_some_and(|a| {
+                            m.peer_urls.iter().any(|u| u.contains(&format!("//{a}:")))
+                        })
+                })
+                .cloned());
+        }
+        Err(ActionError::Failed {
+            message: "say which member: name, node or id".into(),
+        })
+    }
+}
+
+impl Action for EtcdSpec {
+    const KIND: &'static str = "etcd";
+    const IDEMPOTENT: bool = true;
+    const INLINE: bool = false;
+
+    fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
+        let mut known: Vec<&str> = OPS.to_vec();
+        known.extend(["transport", "via"]);
+        let fields = Fields::new(node, "etcd", &known, reader)?;
+        let ops: Vec<&str> = fields
+            .keys()
+            .map(|k| k.as_str())
+            .filter(|k| OPS.contains(k))
+            .collect();
+        let [op_name] = ops.as_slice() else {
+            reader.error(
+                fields.span(),
+                format!("etcd needs exactly one operation: {}", OPS.join(", ")),
+            );
+            return None;
+        };
+        let body = fields.get(op_name).expect("listed");
+        let empty = matches!(body, Node::Scalar(s) if s.as_str().is_empty());
+        let keys: &[&str] = match *op_name {
+            "member_list" => &["name"],
+            "member_remove" => &["name", "node", "id"],
+            "member_add" => &["name", "peer_urls", "learner"],
+            "member_promote" => &["name", "id", "timeout"],
+            "snapshot" => &["path"],
+            _ => &[],
+        };
+        let f = if empty {
+            None
+        } else {
+            Some(Fields::new(body, &format!("etcd {op_name}"), keys, reader)?)
+        };
+        let op = match (*op_name, f) {
+            ("health", _) => EtcdOp::Health,
+            ("status", _) => EtcdOp::Status,
+            ("member_list", f) => EtcdOp::MemberList {
+                name: f.and_then(|f| text_field(&f, "name", reader)),
+            },
+            ("member_remove", Some(f)) => {
+                let name = text_field(&f, "name", reader);
+                let nd = text_field(&f, "node", reader);
+                let id = text_field(&f, "id", reader);
+                if [&name, &nd, &id].iter().filter(|x| x.is_some()).count() != 1 {
+                    reader.error(
+                        f.span(),
+                        "etcd member_remove needs exactly one of name, node or id",
+                    );
+                    return None;
+                }
+                EtcdOp::MemberRemove { name, node: nd, id }
+            }
+            ("member_add", Some(f)) => {
+                let Some(name) = text_field(&f, "name", reader) else {
+                    reader.error(f.span(), "etcd member_add needs `name:`");
+                    return None;
+                };
+                let peer_urls = match f.get("peer_urls") {
+                    Some(Node::Sequence(items)) => items
+                        .iter()
+                        .filter_map(|i| reader.scalar(i, "peer url"))
+                        .map(|s| s.as_str().to_string())
+                        .collect(),
+                    Some(n) => match reader.scalar(n, "peer_urls") {
+                        Some(s) => vec![reader.template(s, TemplateKind::Text)],
+                        None => return None,
+                    },
+                    None => {
+                        reader.error(f.span(), "etcd member_add needs `peer_urls:`");
+                        return None;
+                    }
+                };
+                let learner = f
+                    .get("learner")
+                    .and_then(|n| reader.bool(n, "learner"))
+                    .unwrap_or(false);
+                EtcdOp::MemberAdd {
+                    name,
+                    peer_urls,
+                    learner,
+                }
+            }
+            ("member_promote", Some(f)) => {
+                let name = text_field(&f, "name", reader);
+                let id = text_field(&f, "id", reader);
+                if name.is_none() && id.is_none() {
+                    reader.error(f.span(), "etcd member_promote needs name or id");
+                    return None;
+                }
+                let timeout_secs = f
+                    .get("timeout")
+                    .and_then(|n| reader.duration(n, "timeout"))
+                    .unwrap_or(120.0);
+                EtcdOp::MemberPromote {
+                    name,
+                    id,
+                    timeout_secs,
+                }
+            }
+            ("snapshot", Some(f)) => EtcdOp::Snapshot {
+                path: text_field(&f, "path", reader).unwrap_or_default(),
+            },
+            (other, None) => {
+                reader.error(
+                    &start_span(body),
+                    format!("etcd {other} needs its settings, e.g. {{name: cp-2}}"),
+                );
+                return None;
+            }
+            _ => return None,
+        };
+        let transport = fields
+            .get("transport")
+            .and_then(|n| reader.scalar(n, "transport"))
+            .map(|s| s.as_str().to_string());
+        if let Some(t) = &transport {
+            if t != "direct" && t != "ssh" {
+                reader.error(
+                    &start_span(fields.get("transport").expect("present")),
+                    format!("etcd transport must be direct or ssh, not `{t}`"),
+                );
+            }
+        }
+        let via = fields
+            .get("via")
+            .and_then(|n| reader.scalar(n, "via"))
+            .map(|s| s.as_str().to_string());
+        Some(EtcdSpec { op, transport, via })
+    }
+
+    fn target(&self) -> Option<String> {
+        Some(format!(
+            "etcd{}",
+            self.via
+                .as_ref()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default()
+        ))
+    }
+
+    fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {
+        let how = self
+            .transport(scope)
+            .map(|t| t.describe())
+            .unwrap_or_else(|e| format!("({e})"));
+        let expected = Self::expected_members(scope);
+        let quorum_line = |delta: isize| {
+            expected.map(|n| {
+                let after = (n as isize + delta).max(0) as usize;
+                format!(
+                    "quorum: {} → {} (as the inventory expects)",
+                    Quorum::of(n).describe(),
+                    Quorum::of(after).describe()
+                )
+            })
+        };
+        let r = |v: &Option<String>| -> Result<String, ActionError> {
+            Ok(self.render(scope, v)?.unwrap_or_default())
+        };
+        let mut lines = match &self.op {
+            EtcdOp::MemberList { name } => vec![format!(
+                "etcd member list{} {how}",
+                name.as_ref()
+                    .map(|_| r(name))
+                    .transpose()?
+                    .map(|n| format!(", find {n}"))
+                    .unwrap_or_default()
+            )],
+            EtcdOp::Health => vec![format!("etcd health of every member {how}")],
+            EtcdOp::Status => vec![format!("etcd status of every member {how}")],
+            EtcdOp::MemberRemove { name, node, id } => {
+                let who = [("name", name), ("node", node), ("id", id)]
+                    .iter()
+                    .find_map(|(k, v)| v.as_ref().map(|_| (k, v)))
+                    .map(|(k, v)| Ok::<_, ActionError>(format!("{k} {}", r(v)?)))
+                    .transpose()?
+                    .unwrap_or_default();
+                let mut l = vec![format!(
+                    "etcd member remove ({who}) {how}; refused unless the survivors keep quorum"
+                )];
+                l.extend(quorum_line(-1));
+                l
+            }
+            EtcdOp::MemberAdd {
+                name,
+                peer_urls,
+                learner,
+            } => {
+                let urls: Vec<String> = peer_urls
+                    .iter()
+                    .map(|u| scope.render("etcd", u, false))
+                    .collect::<Result<_, _>>()?;
+                let mut l = vec![format!(
+                    "etcd member add {} peer {}{} {how}; refused while another added member has not started",
+                    scope.render("etcd", name, false)?,
+                    urls.join(","),
+                    if *learner { " as a learner" } else { "" }
+                )];
+                if !learner {
+                    l.extend(quorum_line(1));
+                } else {
+                    l.push("quorum: unchanged (a learner does not vote until promoted)".into());
+                }
+                l
+            }
+            EtcdOp::MemberPromote {
+                name,
+                id,
+                timeout_secs,
+            } => {
+                let mut l = vec![format!(
+                    "etcd member promote {} {how}, retrying until it is in sync (up to {})",
+                    if name.is_some() { r(name)? } else { r(id)? },
+                    super::wait::human_secs(*timeout_secs)
+                )];
+                l.extend(quorum_line(1));
+                l
+            }
+            EtcdOp::Snapshot { path } => {
+                let p = scope.render("etcd", path, false)?;
+                vec![if p.is_empty() {
+                    "etcd snapshot: skipped (no path given)".to_string()
+                } else {
+                    format!("etcd snapshot {how}, saved to {p} on this machine")
+                }]
+            }
+        };
+        if lines.is_empty() {
+            lines.push("etcd".into());
+        }
+        Ok(lines)
+    }
+
+    async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
+        let scope = ctx.scope;
+        let transport = self.transport(scope)?;
+        let pool = &ctx.ssh;
+        let fail = |message: String| ActionError::Failed { message };
+        if let EtcdOp::Snapshot { path } = &self.op {
+            let p = scope.render("etcd.snapshot.path", path, false)?;
+            if p.is_empty() {
+                return Ok(ActionOutput {
+                    result: serde_json::json!({"skipped": true}),
+                    summary: Some("skipped: no snapshot path given".into()),
+                });
+            }
+            let size = transport
+                .snapshot(pool, std::path::Path::new(&p))
+                .await
+                .map_err(fail)?;
+            return Ok(ActionOutput {
+                result: serde_json::json!({"path": p, "size": size}),
+                summary: Some(format!("saved {size} bytes to {p}")),
+            });
+        }
+        let members = transport.member_list(pool).await.map_err(fail)?;
+        let voting = members.iter().filter(|m| !m.is_learner).count();
+        match &self.op {
+            EtcdOp::MemberList { name } => {
+                let name = self.render(scope, name)?;
+                let found = name
+                    .as_ref()
+                    .and_then(|n| members.iter().find(|m| &m.name == n));
+                Ok(ActionOutput {
+                    result: serde_json::json!({
+                        "members": members,
+                        "count": members.len(),
+                        "voting": voting,
+                        "names": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+                        "member": found,
+                        "quorum": Quorum::of(voting),
+                    }),
+                    summary: Some(format!(
+                        "{} members{}",
+                        members.len(),
+                        name.map(|n| if found.is_some() {
+                            format!(", {n} found")
+                        } else {
+                            format!(", {n} not a member")
+                        })
+                        .unwrap_or_default()
+                    )),
+                })
+            }
+            EtcdOp::Health => {
+                let health = transport.health(pool, &members).await;
+                let healthy = health.iter().filter(|h| h.healthy).count();
+                for h in &health {
+                    ctx.emit(
+                        Stream::Medic,
+                        &format!(
+                            "{} {}{}",
+                            if h.healthy { "healthy  " } else { "UNHEALTHY" },
+                            if h.name.is_empty() { &h.id } else { &h.name },
+                            h.error
+                                .as_ref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                    );
+                }
+                Ok(ActionOutput {
+                    result: serde_json::json!({"members": health, "healthy": healthy, "total": health.len(), "quorum": Quorum::of(voting)}),
+                    summary: Some(format!("{healthy} of {} members healthy", health.len())),
+                })
+            }
+            EtcdOp::Status => {
+                let status = transport.status(pool, &members).await;
+                let ok: Vec<_> = status.iter().filter_map(|s| s.as_ref().ok()).collect();
+                let leader = ok.iter().find(|s| s.is_leader).map(|s| s.endpoint.clone());
+                Ok(ActionOutput {
+                    result: serde_json::json!({"members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
+                    summary: Some(format!(
+                        "{} of {} members answered; leader {}",
+                        ok.len(),
+                        members.len(),
+                        leader.unwrap_or_else(|| "unknown".into())
+                    )),
+                })
+            }
+            EtcdOp::MemberRemove { name, node, id } => {
+                let target = self
+                    .find(
+                        ctx,
+                        &members,
+                        self.render(scope, name)?,
+                        self.render(scope, node)?,
+                        self.render(scope, id)?,
+                    )
+                    .await?;
+                let Some(target) = target else {
+                    return Ok(ActionOutput {
+                        result: serde_json::json!({"removed": false, "already_gone": true, "members": members}),
+                        summary: Some("already gone: no such member, nothing to remove".into()),
+                    });
+                };
+                let health = transport.health(pool, &members).await;
+                ctx.guard(removal_refusal(&target, &health))?;
+                let before = Quorum::of(voting);
+                retry_unhealthy(ctx, || transport.member_remove(pool, target.id_u64()))
+                    .await
+                    .map_err(fail)?;
+                let after = Quorum::of(if target.is_learner {
+                    voting
+                } else {
+                    voting - 1
+                });
+                Ok(ActionOutput {
+                    result: serde_json::json!({"removed": true, "already_gone": false, "member": target, "before": before, "after": after}),
+                    summary: Some(format!(
+                        "removed {} ({}); now {}",
+                        target.label(),
+                        target.id,
+                        after.describe()
+                    )),
+                })
+            }
+            EtcdOp::MemberAdd {
+                name,
+                peer_urls,
+                learner,
+            } => {
+                let name = scope.render("etcd.member_add.name", name, false)?;
+                let urls: Vec<String> = peer_urls
+                    .iter()
+                    .map(|u| scope.render("etcd.member_add.peer_urls", u, false))
+                    .collect::<Result<_, _>>()?;
+                if let Some(existing) = members
+                    .iter()
+                    .find(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
+                {
+                    return Ok(ActionOutput {
+                        result: serde_json::json!({"added": false, "already_member": true, "member": existing, "initial_cluster": initial_cluster(&members, None)}),
+                        summary: Some(format!(
+                            "already a member with peer URL {}: {}",
+                            urls.join(","),
+                            existing.id
+                        )),
+                    });
+                }
+                let health = transport.health(pool, &members).await;
+                ctx.guard(addition_refusal(&urls, *learner, &health, &members))?;
+                let added =
+                    retry_unhealthy(ctx, || transport.member_add(pool, &name, &urls, *learner))
+                        .await
+                        .map_err(fail)?;
+                let cluster = initial_cluster(&members, Some((&name, &urls)));
+                ctx.emit(Stream::Medic, &format!("start the new member with --initial-cluster={cluster} --initial-cluster-state=existing"));
+                Ok(ActionOutput {
+                    result: serde_json::json!({"added": true, "already_member": false, "member": added, "initial_cluster": cluster}),
+                    summary: Some(format!(
+                        "added {name} ({}){}",
+                        added.id,
+                        if *learner { " as a learner" } else { "" }
+                    )),
+                })
+            }
+            EtcdOp::MemberPromote {
+                name,
+                id,
+                timeout_secs,
+            } => {
+                let target = self
+                    .find(
+                        ctx,
+                        &members,
+                        self.render(scope, name)?,
+                        None,
+                        self.render(scope, id)?,
+                    )
+                    .await?;
+                let Some(target) = target else {
+                    return Err(fail(format!(
+                        "no etcd member {} to promote",
+                        self.render(scope, name)?
+                            .or(self.render(scope, id)?)
+                            .unwrap_or_default()
+                    )));
+                };
+                if !target.is_learner {
+                    return Ok(ActionOutput {
+                        result: serde_json::json!({"promoted": false, "already_voting": true, "member": target}),
+                        summary: Some(format!("{} is already a voting member", target.label())),
+                    });
+                }
+                let deadline = Instant::now() + Duration::from_secs_f64(*timeout_secs);
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    match transport.member_promote(pool, target.id_u64()).await {
+                        Ok(()) => break,
+                        Err(e)
+                            if (e.contains("in sync")
+                                || e.contains("not started")
+                                || e.contains("learner"))
+                                && Instant::now() < deadline =>
+                        {
+                            ctx.emit(Stream::Medic, &format!("attempt {attempts}: {e}; retrying"));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => return Err(fail(format!("promote {}: {e}", target.label()))),
+                    }
+                }
+                Ok(ActionOutput {
+                    result: serde_json::json!({"promoted": true, "member": target, "attempts": attempts}),
+                    summary: Some(format!(
+                        "promoted {} after {attempts} attempt(s)",
+                        target.label()
+                    )),
+                })
+            }
+            EtcdOp::Snapshot { .. } => unreachable!("handled above"),
+        }
+    }
+}
+
+/// etcd refuses membership changes for a few seconds after a member (re)connects ("unhealthy
+/// cluster"); that passes, so retry for a while before giving up.
+async fn retry_unhealthy<T, F, Fut>(ctx: &ActionCtx<'_>, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match call().await {
+            Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => {
+                ctx.emit(
+                    Stream::Medic,
+                    "etcd reports an unhealthy cluster (members still connecting); retrying",
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `name=peer,...` for starting a new member with `--initial-cluster`.
+fn initial_cluster(members: &[MemberInfo], new: Option<(&str, &[String])>) -> String {
+    let mut parts: Vec<String> = members
+        .iter()
+        .filter(|m| m.started)
+        .flat_map(|m| m.peer_urls.iter().map(move |u| format!("{}={u}", m.name)))
+        .collect();
+    if let Some((name, urls)) = new {
+        parts.extend(urls.iter().map(|u| format!("{name}={u}")));
+    }
+    parts.join(",")
+}

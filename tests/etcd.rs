@@ -1,0 +1,298 @@
+//! etcd membership phases against real etcd members: the etcd-remove-member procedure (plain,
+//! TLS, and through SSH), the quorum guards and --force, learners, and SIGKILL then resume.
+
+mod common;
+
+use std::time::Duration;
+
+use common::etcd::EtcdCluster;
+use common::{phase_states, Env};
+
+fn env_for(cluster: &EtcdCluster, extra: &str) -> Env {
+    let env = Env::new();
+    std::fs::write(env.file("cluster.yaml"), cluster.inventory(extra)).unwrap();
+    env
+}
+
+fn remove_failed_member(tls: bool) {
+    let mut cluster = EtcdCluster::start(3, tls);
+    cluster.kill(2);
+    let env = env_for(&cluster, "");
+    // The dry-run reads well in a change review: quorum before and after.
+    env.medic(&["start", "etcd-remove-member", "--set", "node=m3", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("etcd member remove (id <member_id: captured at run time>)")
+        .stdout_contains("quorum: 3 members (quorum 2, tolerates 1 failure) → 2 members (quorum 2, tolerates 0 failures)");
+    let snapshot = env.file("before.db");
+    let out = env
+        .medic(&[
+            "start",
+            "etcd-remove-member",
+            "--set",
+            "node=m3",
+            "--set",
+            &format!("snapshot={}", snapshot.display()),
+        ])
+        .run();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("removed m3"), "{}", out.stdout);
+    assert!(
+        std::fs::metadata(&snapshot).unwrap().len() > 0,
+        "snapshot saved"
+    );
+    assert_eq!(cluster.member_names(), ["m1", "m2"]);
+    cluster.wait_healthy(vec![0, 1]);
+    assert!(phase_states(&env).iter().all(|(_, s)| s == "completed"));
+}
+
+#[test]
+fn the_procedure_removes_a_killed_member_start_to_finish() {
+    remove_failed_member(false);
+}
+
+#[test]
+fn the_procedure_removes_a_killed_member_over_tls() {
+    remove_failed_member(true);
+}
+
+#[test]
+fn removing_a_second_member_while_one_is_down_is_refused() {
+    let mut cluster = EtcdCluster::start(3, false);
+    cluster.kill(1);
+    let env = env_for(&cluster, "");
+    env.procedure(
+        "rm",
+        "name: rm\nparams:\n  name: {required: true}\nphases:\n  - id: remove\n    etcd:\n      member_remove: {name: \"{{ name }}\"}\n",
+    );
+    let out = env
+        .medic(&["start", "rm", "--set", "name=m3"])
+        .run()
+        .code(3);
+    assert!(out.stdout.contains("changes the cluster from 3 members (quorum 2, tolerates 1 failure) to 2 members (quorum 2, tolerates 0 failures), but only 1 of the remaining members is started and healthy (m1); not healthy: m2"), "{}", out.stdout);
+    assert_eq!(
+        cluster.member_names(),
+        ["m1", "m2", "m3"],
+        "nothing was removed"
+    );
+    env.medic(&["plan"])
+        .run()
+        .code(0)
+        .stdout_contains("/remove failed: refused: removing m3");
+}
+
+#[test]
+fn removing_from_a_two_member_cluster_is_refused_force_is_recorded_and_a_gone_member_is_fine() {
+    let cluster = EtcdCluster::start(2, false);
+    let env = env_for(&cluster, "");
+    env.procedure(
+        "rm",
+        "name: rm\nparams:\n  name: {required: true}\nphases:\n  - id: remove\n    etcd:\n      member_remove: {name: \"{{ name }}\"}\n",
+    );
+    env.medic(&["start", "rm", "--set", "name=m2"])
+        .run()
+        .code(3)
+        .stdout_contains("two or fewer");
+    assert_eq!(cluster.member_names(), ["m1", "m2"]);
+    // --force overrides the guard, and history records it with the reason.
+    env.medic(&[
+        "plan",
+        "execute",
+        "--phase=/remove",
+        "--force",
+        "--reason",
+        "testing the guard",
+    ])
+    .run()
+    .code(0);
+    assert_eq!(cluster.member_names(), ["m1"]);
+    let history = env
+        .medic(&["plan", "history", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    let forced: Vec<&serde_json::Value> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["forced"] == true)
+        .collect();
+    assert_eq!(forced.len(), 1, "{history:#}");
+    assert!(forced[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("--force overrode a safety guard: removing m2"));
+    assert_eq!(forced[0]["reason"], "testing the guard");
+    env.medic(&["plan", "complete"]).run().code(0);
+    env.medic(&["start", "rm", "--set", "name=m9"])
+        .run()
+        .code(0)
+        .stdout_contains("already gone");
+    assert_eq!(cluster.member_names(), ["m1"]);
+}
+
+#[test]
+fn learner_add_start_promote_and_the_add_before_remove_trap() {
+    let mut cluster = EtcdCluster::start(3, false);
+    let env = env_for(&cluster, "");
+    let slot = cluster.new_slot("m4");
+    let peer = cluster.peer_url(slot);
+    let other = cluster.new_slot("m5");
+    let other_peer = cluster.peer_url(other);
+    env.procedure(
+        "grow",
+        &format!(
+            r#"
+name: grow
+phases:
+  - id: add
+    etcd:
+      member_add: {{name: m4, peer_urls: ["{peer}"], learner: true}}
+    capture: {{initial: initial_cluster}}
+  - id: start
+    pause: start m4 with --initial-cluster={{{{ initial }}}}
+  - id: promote
+    etcd:
+      member_promote: {{name: m4, timeout: 60s}}
+"#
+        ),
+    );
+    env.procedure(
+        "grow2",
+        &format!("name: grow2\nphases:\n  - id: add\n    etcd:\n      member_add: {{name: m5, peer_urls: [\"{other_peer}\"], learner: true}}\n"),
+    );
+    env.medic(&["start", "grow"])
+        .run()
+        .code(0)
+        .stdout_contains("paused before /start");
+    let names = cluster.member_names();
+    assert_eq!(names.len(), 4, "m4 added (not started yet): {names:?}");
+    // Adding another member while m4 was added but not started: refused.
+    let ops = env
+        .medic(&["operations", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    let grow_id = ops["operations"][0]["id"].as_str().unwrap().to_string();
+    env.medic(&["start", "grow2"])
+        .run()
+        .code(3)
+        .stdout_contains("add-before-remove");
+    // Re-adding m4 (same peer URL) is idempotent.
+    env.medic(&["plan", "execute", "--phase=/add", "--operation", &grow_id])
+        .run()
+        .code(0);
+    // Start m4 as the captured initial cluster says, then promote it.
+    let json = env
+        .medic(&[
+            "plan",
+            "export",
+            "--format",
+            "json",
+            "--operation",
+            &grow_id,
+        ])
+        .run()
+        .code(0)
+        .json();
+    assert!(
+        json.to_string().contains("m4="),
+        "initial cluster captured: {json}"
+    );
+    cluster.start_joining(
+        slot,
+        &format!("{},m4={peer}", cluster.initial_cluster(Some(&[0, 1, 2]))),
+    );
+    env.medic(&["plan", "execute", "--phase=/start", "--operation", &grow_id])
+        .run()
+        .code(0);
+    env.medic(&["plan", "resume", "--operation", &grow_id])
+        .run()
+        .code(0)
+        .stdout_contains("promoted m4");
+    let out = cluster.etcdctl(&["member", "list", "-w", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m4 = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m4")
+        .expect("m4 listed")
+        .clone();
+    assert_ne!(m4["isLearner"], true, "m4 was promoted: {m4}");
+}
+
+#[test]
+fn the_procedure_works_through_the_ssh_transport() {
+    let sshd = common::sshd::Sshd::start(3);
+    let mut cluster = EtcdCluster::start(3, false);
+    cluster.kill(2);
+    let env = Env::new();
+    // Nodes are reached over SSH (127.0.0.2..4); etcdctl runs on n1 against the endpoints.
+    let mut inventory = sshd.inventory(|_| "control-plane, etcd", "", "");
+    inventory = inventory
+        .replace("name: n1,", "name: m1,")
+        .replace("name: n2,", "name: m2,")
+        .replace("name: n3,", "name: m3,");
+    let endpoints: Vec<String> = (0..3).map(|i| cluster.client_url(i)).collect();
+    inventory.push_str(&format!(
+        "etcd:\n  endpoints: [{}]\n  transport: ssh\n  via: m1\n",
+        endpoints.join(", ")
+    ));
+    std::fs::write(env.file("cluster.yaml"), inventory).unwrap();
+    let out = env
+        .medic(&["start", "etcd-remove-member", "--set", "node=m3"])
+        .run();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("with etcdctl on m1 over ssh"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(cluster.member_names(), ["m1", "m2"]);
+}
+
+#[test]
+fn sigkill_during_the_removal_then_resume_removes_the_member_exactly_once() {
+    let mut cluster = EtcdCluster::start(3, false);
+    cluster.kill(2);
+    let env = env_for(&cluster, "");
+    env.medic(&[
+        "start",
+        "etcd-remove-member",
+        "--set",
+        "node=m3",
+        "--manual",
+    ])
+    .run()
+    .code(0);
+    let mut delay = 60u64;
+    for _ in 0..8 {
+        let child = env.medic(&["plan", "resume"]).spawn_quiet();
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        let _ = child.wait_with_output();
+        delay += 70;
+        let states = phase_states(&env);
+        if states.iter().all(|(_, s)| s == "completed") {
+            break;
+        }
+    }
+    env.medic(&["plan", "resume"]).run().code(0);
+    assert_eq!(cluster.member_names(), ["m1", "m2"]);
+    let history = env
+        .medic(&["plan", "history", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    let completes = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["phase"] == "/etcd/remove" && e["event"] == "complete")
+        .count();
+    assert_eq!(completes, 1, "{history:#}");
+}
