@@ -62,10 +62,12 @@ impl Action for CheckSpec {
             crate::template::strip_braces(&self.that)
         )];
         if let Some(m) = &self.message {
-            lines.push(format!(
-                "otherwise stop: {}",
+            let shown = if scope.uses_pending(m) {
+                m.trim().to_string()
+            } else {
                 scope.render("message", m, false)?
-            ));
+            };
+            lines.push(format!("otherwise stop: {shown}"));
         }
         Ok(lines)
     }

@@ -56,6 +56,22 @@ impl RenderScope<'_> {
             .map_err(|source| ActionError::Render { field, source })
     }
 
+    /// Whether `source` uses a captured value that is not known yet (dry-runs show such
+    /// templates as written rather than computing with a placeholder).
+    pub fn uses_pending(&self, source: &str) -> bool {
+        let names = self
+            .templates
+            .template_names(source, false)
+            .unwrap_or_default();
+        names.iter().any(|n| {
+            self.ctx
+                .get_attr(n)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| s.ends_with(": captured at run time>")))
+                .unwrap_or(false)
+        })
+    }
+
     pub fn eval(&self, field: &'static str, expr: &str) -> Result<Value, ActionError> {
         self.templates
             .eval(expr, &self.ctx)
