@@ -41,7 +41,10 @@ def free_port(taken):
 
 
 def port_free(port):
+    # SO_REUSEADDR as Rust's TcpListener::bind (tests/common/etcd.rs): connections of the killed
+    # member left in TIME_WAIT do not keep a new listener off the port.
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return True

@@ -12,8 +12,9 @@
 #      sshd listens on at most 16 addresses per process (MAX_LISTEN_SOCKS), so the addresses are
 #      split over ceil(N/16) sshd processes sharing the port, config and keys. A known_hosts file
 #      with every [address]:port; medic's inventory (role `node` on every node) and ansible's.
-#   3. Baseline: N plain `ssh host $CMD` in parallel (xargs -P N): the cost of N handshakes
-#      with no tool around them, the floor for any cold run.
+#   3. Baselines with no tool around ssh: N plain `ssh host $CMD` in parallel (xargs -P N), the
+#      cost of N handshakes, a floor for any cold run; then N masters opened with ssh -M and
+#      N `ssh -S master host $CMD` in parallel over them (an ssh client process per command).
 #   4. medic start on a procedure of two ssh phases on every node running $BENCH_SSH_CMD
 #      ("true"), -o json, $BENCH_SSH_RUNS (3) times with a fresh state dir: the first phase opens
 #      the connections (cold), the second runs on the open masters (warm); times are the
@@ -153,12 +154,29 @@ SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$
 ssh "${SSH_OPTS[@]}" 127.0.0.2 "$CMD" >/dev/null \
     || { echo "plain ssh to 127.0.0.2 failed:" >&2; cat "$TMP/sshd.log" >&2; exit 1; }
 
-say "3. baseline: $N plain ssh in parallel, $RUNS runs"
+# Everything here is CPU-bound on a small machine (handshakes, sshd, remote shells all run
+# locally), so other load skews the figures; say so.
+load=$(cut -d' ' -f1 /proc/loadavg)
+echo "load average before measuring: $load on $(nproc) CPUs"
+if "$PY" -c "import sys; sys.exit(0 if float('$load') > $(nproc) / 2 else 1)"; then
+    echo "WARNING: the machine is busy (load $load on $(nproc) CPUs); the figures will be skewed" >&2
+fi
+
+say "3. baselines: $N plain ssh in parallel (cold), then over $N open ssh masters (warm), $RUNS runs each"
 for ((r = 1; r <= RUNS; r++)); do
     "$PY" "$HELP" plain "$RESULTS" "plain ssh" "$N" "$TMP/plain.out" -- \
         bash -c 'seq 2 $(('"$N"' + 1)) | xargs -P '"$N"' -I{} ssh "$@" 127.0.0.{} '"$(printf %q "$CMD")" \
         bash "${SSH_OPTS[@]}"
 done
+mkdir -p "$TMP/cp-plain"
+"$PY" "$HELP" plain "$RESULTS" "plain ssh masters" "$N" "$TMP/plain-m.out" -- \
+    bash -c 'seq 2 $(('"$N"' + 1)) | xargs -P '"$N"' -I{} ssh "$@" -M -f -N -o ControlPersist=120 -S '"$TMP"'/cp-plain/{} 127.0.0.{}' \
+    bash "${SSH_OPTS[@]}"
+for ((r = 1; r <= RUNS; r++)); do
+    "$PY" "$HELP" plain "$RESULTS" "plain ssh warm" "$N" "$TMP/plain-w.out" -- \
+        bash -c 'seq 2 $(('"$N"' + 1)) | xargs -P '"$N"' -I{} ssh -S '"$TMP"'/cp-plain/{} 127.0.0.{} '"$(printf %q "$CMD")"
+done
+close_masters
 
 say "4. medic start: two ssh phases on $N nodes, $RUNS runs, fresh state dir each"
 cd "$TMP/work"
@@ -213,7 +231,7 @@ for module in raw command; do
 done
 cd "$ROOT"
 
-say "6. summary ($(nproc) CPUs, $(uname -m), $N nodes, command: $CMD, medic $("$MEDIC" --version | awk '{print $2}'))"
+say "6. summary ($(nproc) CPUs, load $load before / $(cut -d' ' -f1 /proc/loadavg) after, $(uname -m), $N nodes, command: $CMD, medic $("$MEDIC" --version | awk '{print $2}'))"
 "$PY" "$HELP" summary "$RESULTS" "$N" | tee "$TMP/summary.txt"
 echo "ansible: default ssh_args (ControlMaster=auto, ControlPersist=60s); cold = fresh ControlPath dir per run, masters closed after each run"
 status=0

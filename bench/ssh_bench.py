@@ -230,8 +230,10 @@ def summary(results, n):
         add("ansible -m command, warm (masters kept)", spread("ansible command warm"), "(info)")
     add("ansible raw machine busy CPU", f"{med('ansible raw', 'busy_s'):.2f} CPU-s")
     if "plain ssh" in by:
-        add(f"plain ssh x{n} in parallel (no mux)", spread("plain ssh"), "(floor)")
+        add(f"plain ssh x{n} in parallel, cold (no tool)", spread("plain ssh"), "(info)")
         add("plain ssh machine busy CPU", f"{med('plain ssh', 'busy_s'):.2f} CPU-s")
+    if "plain ssh warm" in by:
+        add(f"plain ssh -S x{n} over open masters", spread("plain ssh warm"), "(info)")
     add("ratio ansible raw / medic cold", f"{raw / cold:.2f}x", ">= 2x", raw / cold >= 2)
     add("ratio ansible command / medic cold", f"{cmd / cold:.2f}x", "(info)")
 

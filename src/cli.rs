@@ -79,6 +79,24 @@ pub enum Command {
     Operations,
     /// Show the plan of an operation, or act on it.
     Plan(PlanArgs),
+    /// The local rehearsal cluster.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DrillCommand {
+    /// Run the Kubernetes API emulator in the foreground (Ctrl-C stops it).
+    Apiserver {
+        /// Port on 127.0.0.1 (0 picks a free one; the address is printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// A YAML list of objects to start with (nodes, pods, DaemonSets, ReplicaSets, budgets).
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +349,25 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Start(start) => start_operation(&ctx, start).await,
         Command::Operations => list_operations(&ctx),
         Command::Plan(plan) => plan_command(&ctx, plan).await,
+        Command::Drill {
+            command: DrillCommand::Apiserver { port, seed },
+        } => run_apiserver(*port, seed.as_deref()).await,
+    }
+}
+
+async fn run_apiserver(port: u16, seed: Option<&std::path::Path>) -> Result<i32, CliError> {
+    let server = crate::drill::apiserver::ApiServer::new();
+    if let Some(seed) = seed {
+        let objects = crate::drill::read_seed(seed).map_err(CliError::usage)?;
+        server.seed(objects).map_err(CliError::usage)?;
+    }
+    let serve = server.serve(port, |port| {
+        println!("medic drill apiserver listening on http://127.0.0.1:{port}");
+        let _ = std::io::stdout().flush();
+    });
+    tokio::select! {
+        r = serve => r.map(|_| 0).map_err(|e| CliError { code: 1, message: format!("serve the API emulator: {e}") }),
+        _ = tokio::signal::ctrl_c() => Ok(0),
     }
 }
 

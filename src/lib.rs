@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod cli;
+pub mod drill;
 pub mod engine;
 pub mod etcd;
 pub mod inventory;

@@ -286,7 +286,7 @@ fn phases() {
             "neither phases nor action",
             "name: p\nphases:\n  - id: a\n    description: nothing here\n",
         )
-        .expect(&["plans/p.yaml:3:5: phase `a` needs an action (run, ssh, etcd, check, pause, wait) or `phases:`"]),
+        .expect(&["plans/p.yaml:3:5: phase `a` needs an action (run, ssh, etcd, kube, check, pause, wait) or `phases:`"]),
         case(
             "empty nested phases",
             "name: p\nphases:\n  - id: g\n    phases: []\n",
@@ -480,7 +480,7 @@ fn actions() {
             "name: p\nphases:\n  - id: a\n    run: echo\n    rollback:\n      run: echo undo\n      pause: hmm\n",
         )
         .expect(&[
-            "plans/p.yaml:6:7: phase `a`: rollback must have exactly one action (run, ssh, etcd, check, pause, wait)",
+            "plans/p.yaml:6:7: phase `a`: rollback must have exactly one action (run, ssh, etcd, kube, check, pause, wait)",
         ]),
         case(
             "rollback with an unknown action",
@@ -488,7 +488,7 @@ fn actions() {
         )
         .expect(&[
             "1 problem found",
-            "plans/p.yaml:6:7: unknown key `exec` in phase `a` rollback; expected one of run, ssh, etcd, check, pause, wait",
+            "plans/p.yaml:6:7: unknown key `exec` in phase `a` rollback; expected one of run, ssh, etcd, kube, check, pause, wait",
         ]),
         case(
             "rollback on a group",

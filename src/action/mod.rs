@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod etcd;
+pub mod kube;
 pub mod pause;
 pub mod run;
 pub mod ssh;
@@ -270,6 +271,7 @@ actions! {
     Run(run::RunSpec),
     Ssh(ssh::SshSpec),
     Etcd(etcd::EtcdSpec),
+    Kube(kube::KubeSpec),
     Check(check::CheckSpec),
     Pause(pause::PauseSpec),
     Wait(wait::WaitSpec),
