@@ -191,4 +191,5 @@ pub fn state_of(env: &Env, id: &str) -> String {
 }
 
 pub mod etcd;
+pub mod kube;
 pub mod sshd;

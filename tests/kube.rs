@@ -1,0 +1,288 @@
+//! The Kubernetes API emulator against the real `kubectl`, and medic's `kube` action against the
+//! emulator: drains with budgets, DaemonSets, unmanaged and emptyDir pods, timeouts, SIGKILL
+//! then resume, and the node-maintenance procedure end to end, including rollback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kube::{empty_dir_pod, seed, unmanaged_pod, ApiServer};
+use common::{phase_states, Env};
+
+fn env_for(api: &ApiServer) -> Env {
+    let env = Env::new();
+    std::fs::write(env.file("cluster.yaml"), api.inventory()).unwrap();
+    env
+}
+
+fn drain_procedure(env: &Env, extra: &str) {
+    env.procedure(
+        "drain",
+        &format!("name: drain\nparams:\n  node: {{required: true}}\nphases:\n  - id: drain\n    kube:\n      drain: {{node: \"{{{{ node }}}}\"{extra}}}\n"),
+    );
+}
+
+fn unschedulable(api: &ApiServer, node: &str) -> bool {
+    api.json(&["get", "node", node])["spec"]["unschedulable"] == true
+}
+
+#[test]
+fn kubectl_gets_cordons_drains_and_deletes_against_the_emulator() {
+    let api = ApiServer::start(&seed(5, 4, &empty_dir_pod("n1")));
+    let out = api.kubectl(&["get", "nodes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("n1") && text.contains("Ready") && text.contains("v1.30.2"),
+        "{text}"
+    );
+    assert!(api.kubectl(&["cordon", "n1"]).status.success());
+    assert!(unschedulable(&api, "n1"));
+    assert!(api.kubectl(&["uncordon", "n1"]).status.success());
+    assert!(!unschedulable(&api, "n1"));
+    let drain = api.kubectl(&[
+        "drain",
+        "n1",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=60s",
+    ]);
+    assert!(
+        drain.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&drain.stdout),
+        String::from_utf8_lossy(&drain.stderr)
+    );
+    assert_eq!(
+        api.pods_on("n1"),
+        ["agent-n1"],
+        "only the DaemonSet pod stays"
+    );
+    assert!(unschedulable(&api, "n1"));
+    // The ReplicaSet's pods came back elsewhere; the budget is satisfied again.
+    let web: usize = ["n2", "n3"]
+        .iter()
+        .map(|n| {
+            api.pods_on(n)
+                .iter()
+                .filter(|p| p.starts_with("web-"))
+                .count()
+        })
+        .sum();
+    assert_eq!(web, 5);
+    assert!(api.kubectl(&["delete", "node", "n3"]).status.success());
+    let names: Vec<String> = api.json(&["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["n1", "n2"]);
+}
+
+#[test]
+fn medic_drain_waits_for_the_budget_and_leaves_daemonset_pods() {
+    let api = ApiServer::start(&seed(5, 4, ""));
+    let env = env_for(&api);
+    drain_procedure(&env, ", timeout: 60s");
+    let out = env.medic(&["start", "drain", "--set", "node=n1"]).run();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout
+            .contains("drained n1: 3 pod(s) moved, 1 left alone"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("blocked by disruption budgets; retrying"),
+        "the budget blocked at first: {}",
+        out.stdout
+    );
+    assert_eq!(api.pods_on("n1"), ["agent-n1"]);
+    assert!(unschedulable(&api, "n1"));
+    // Draining a drained node succeeds at once.
+    env.medic(&["plan", "complete"]).run().code(0);
+    env.medic(&["start", "drain", "--set", "node=n1"])
+        .run()
+        .code(0)
+        .stdout_contains("nothing to move");
+}
+
+#[test]
+fn unmanaged_and_emptydir_pods_are_refused_without_their_flags() {
+    let api = ApiServer::start(&seed(3, 2, &(unmanaged_pod("n1") + &empty_dir_pod("n1"))));
+    let env = env_for(&api);
+    drain_procedure(&env, ", timeout: 30s");
+    let out = env
+        .medic(&["start", "drain", "--set", "node=n1"])
+        .run()
+        .code(1);
+    assert!(
+        out.stdout
+            .contains("default/debug-shell: not managed by a controller"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("set force: true"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("default/cache-0: uses emptyDir"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("delete_emptydir_data: true"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        api.pods_on("n1").contains(&"debug-shell".to_string()),
+        "nothing was evicted"
+    );
+    env.medic(&["plan", "complete"]).run().code(0);
+    drain_procedure(
+        &env,
+        ", timeout: 30s, force: true, delete_emptydir_data: true",
+    );
+    env.medic(&["start", "drain", "--set", "node=n1"])
+        .run()
+        .code(0);
+    assert_eq!(api.pods_on("n1"), ["agent-n1"]);
+}
+
+#[test]
+fn a_drain_timeout_names_the_blocking_budget_and_pods() {
+    let api = ApiServer::start(&seed(3, 3, ""));
+    let env = env_for(&api);
+    drain_procedure(&env, ", timeout: 2s");
+    let out = env
+        .medic(&["start", "drain", "--set", "node=n1"])
+        .run()
+        .code(1);
+    assert!(out.stdout.contains("drain of n1 timed out after 2s: eviction blocked by disruption budgets default/web (allows 0 disruptions)"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "default/web-0 (The disruption budget web needs 3 healthy pods and has 3 currently)"
+        ),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn sigkill_mid_drain_then_resume_completes() {
+    let api = ApiServer::start(&seed(6, 5, ""));
+    let env = env_for(&api);
+    drain_procedure(&env, ", timeout: 60s");
+    env.medic(&["start", "drain", "--set", "node=n1", "--manual"])
+        .run()
+        .code(0);
+    let child = env.medic(&["plan", "resume"]).spawn_quiet();
+    let started = Instant::now();
+    while api.pods_on("n1").len() == 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "drain never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait_with_output();
+    assert_eq!(phase_states(&env)[0].1, "interrupted");
+    env.medic(&["plan", "resume"]).run().code(0);
+    assert_eq!(api.pods_on("n1"), ["agent-n1"]);
+}
+
+#[test]
+fn node_maintenance_end_to_end_with_preview_pause_and_rollback() {
+    let api = ApiServer::start(&seed(5, 4, &unmanaged_pod("n2")));
+    let env = env_for(&api);
+    // The dry-run previews the drain from the live cluster.
+    env.medic(&["start", "node-maintenance", "--set", "node=n1", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("preview: evict   default/web-0 — managed by ReplicaSet web")
+        .stdout_contains(
+            "preview: skip    kube-system/agent-n1 — DaemonSet pod (agent); left alone",
+        );
+    env.medic(&[
+        "start",
+        "node-maintenance",
+        "--set",
+        "node=n1",
+        "--set",
+        "drain_timeout=60s",
+    ])
+    .run()
+    .code(0)
+    .stdout_contains("paused before /maintenance");
+    assert!(unschedulable(&api, "n1"));
+    assert_eq!(api.pods_on("n1"), ["agent-n1"]);
+    // The kubelet goes down for the maintenance, and comes back.
+    let patch = |status: &str| {
+        let body = format!(
+            "{{\"status\":{{\"conditions\":[{{\"type\":\"Ready\",\"status\":\"{status}\"}}]}}}}"
+        );
+        let out = api.kubectl(&[
+            "patch",
+            "node",
+            "n1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &body,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    patch("False");
+    env.medic(&["plan", "execute", "--phase=/maintenance"])
+        .run()
+        .code(0);
+    let resume = env.medic(&["plan", "resume"]).spawn_quiet();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(unschedulable(&api, "n1"), "uncordon waits for Ready");
+    patch("True");
+    let status = resume.wait_with_output().unwrap().status;
+    assert!(status.success());
+    assert!(!unschedulable(&api, "n1"));
+    env.medic(&["plan", "complete"])
+        .run()
+        .code(0)
+        .stdout_contains("completed");
+
+    // Rolling back the cordon uncordons the node (after rolling back what depends on it).
+    env.medic(&[
+        "start",
+        "node-maintenance",
+        "--set",
+        "node=n2",
+        "--set",
+        "drain_timeout=5s",
+    ])
+    .run()
+    .code(1)
+    .stdout_contains("debug-shell");
+    assert!(unschedulable(&api, "n2"));
+    env.medic(&["plan", "rollback", "--phase=/cordon"])
+        .run()
+        .code(3)
+        .stdout_lacks("uncordoned")
+        .stderr_contains("/drain (failed)");
+    env.medic(&["plan", "rollback", "--phase=/"]).run().code(0);
+    assert!(!unschedulable(&api, "n2"));
+    env.medic(&["plan", "complete"])
+        .run()
+        .code(0)
+        .stdout_contains("marked failed");
+}
