@@ -147,6 +147,6 @@ pub fn unmanaged_pod(node: &str) -> String {
 }
 
 pub fn empty_dir_pod(node: &str) -> String {
-    rs_pod("cache-0", "cache", node, true).replace("app: cache", "app: cache")
+    rs_pod("cache-0", "cache", node, true)
         + "- kind: ReplicaSet\n  metadata: {name: cache, namespace: default}\n  spec: {replicas: 1, selector: {matchLabels: {app: cache}}}\n"
 }
