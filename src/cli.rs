@@ -915,57 +915,38 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
             Ok(0)
         }
         Some(PlanCommand::Execute(p)) => {
-            let phase = PhaseId::parse(&p.phase);
-            run_operation(
-                ctx,
-                ctx.actor(|a| a.to_string()),
-                store,
-                op,
-                RunRequest {
-                    kind: RunKind::Execute(phase),
-                    force: p.run.force,
-                    dry_run: p.run.dry_run,
-                    reason: args.reason.clone(),
-                },
-            )
-            .await
+            let kind = RunKind::Execute(PhaseId::parse(&p.phase));
+            run_plan_command(ctx, store, op, kind, &p.run, args).await
         }
         Some(PlanCommand::Rollback(p)) => {
-            let phase = PhaseId::parse(&p.phase);
-            run_operation(
-                ctx,
-                ctx.actor(|a| a.to_string()),
-                store,
-                op,
-                RunRequest {
-                    kind: RunKind::Rollback(phase),
-                    force: p.run.force,
-                    dry_run: p.run.dry_run,
-                    reason: args.reason.clone(),
-                },
-            )
-            .await
+            let kind = RunKind::Rollback(PhaseId::parse(&p.phase));
+            run_plan_command(ctx, store, op, kind, &p.run, args).await
         }
         Some(PlanCommand::Resume(r)) => {
-            run_operation(
-                ctx,
-                ctx.actor(|a| a.to_string()),
-                store,
-                op,
-                RunRequest {
-                    kind: RunKind::Execute(PhaseId::root()),
-                    force: r.force,
-                    dry_run: r.dry_run,
-                    reason: args.reason.clone(),
-                },
-            )
-            .await
+            run_plan_command(ctx, store, op, RunKind::Execute(PhaseId::root()), r, args).await
         }
         Some(PlanCommand::Complete) => complete(ctx, &mut store, op, args.reason.clone()),
         Some(PlanCommand::Export { format }) => export(ctx, &mut store, &op, *format),
         Some(PlanCommand::Logs { phase }) => logs(ctx, &mut store, &op, phase.as_deref()),
         Some(PlanCommand::History) => history(ctx, &mut store, &op),
     }
+}
+
+async fn run_plan_command(
+    ctx: &Ctx,
+    store: Store,
+    op: Operation,
+    kind: RunKind,
+    run: &RunArgs,
+    args: &PlanArgs,
+) -> Result<i32, CliError> {
+    let request = RunRequest {
+        kind,
+        force: run.force,
+        dry_run: run.dry_run,
+        reason: args.reason.clone(),
+    };
+    run_operation(ctx, ctx.actor(|a| a.to_string()), store, op, request).await
 }
 
 fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Result<(), CliError> {

@@ -512,24 +512,42 @@ impl Engine {
         Ok(())
     }
 
+    /// Announces a run and returns the target's index and the current states.
+    fn start_run(
+        &self,
+        target: &PhaseId,
+        rollback: bool,
+        dry_run: bool,
+    ) -> Result<(usize, Vec<PhaseState>), EngineError> {
+        let t = self.find(target)?;
+        self.shared.sink.emit(&Event::RunStarted {
+            operation: self.shared.op.id.clone(),
+            target: target.clone(),
+            rollback,
+            dry_run,
+        });
+        Ok((t, self.states()))
+    }
+
+    /// Says so when there is nothing to execute.
+    fn skip_completed(&self, target: &PhaseId, state: PhaseState) -> bool {
+        if state != PhaseState::Completed {
+            return false;
+        }
+        self.shared.sink.emit(&Event::PhaseSkipped {
+            id: target.clone(),
+            reason: "already completed; nothing to do".into(),
+        });
+        true
+    }
+
     /// Executes `target` (`/` for resume): its unfinished leaves in dependency order.
     pub async fn execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
         self.ensure_open()?;
-        let t = self.find(target)?;
+        let (t, states) = self.start_run(target, false, false)?;
         let plan = &self.shared.plan;
         let sink = &self.shared.sink;
-        sink.emit(&Event::RunStarted {
-            operation: self.shared.op.id.clone(),
-            target: target.clone(),
-            rollback: false,
-            dry_run: false,
-        });
-        let states = self.states();
-        if states[t] == PhaseState::Completed {
-            sink.emit(&Event::PhaseSkipped {
-                id: target.clone(),
-                reason: "already completed; nothing to do".into(),
-            });
+        if self.skip_completed(target, states[t]) {
             return Ok(self.finish(Outcome::AlreadyCompleted));
         }
         self.check_execute(t, &states, false)?;
@@ -628,15 +646,8 @@ impl Engine {
     /// Rolls back `target`: its started leaves, in reverse execution order.
     pub async fn rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
         self.ensure_open()?;
-        let t = self.find(target)?;
+        let (t, states) = self.start_run(target, true, false)?;
         let plan = &self.shared.plan;
-        self.shared.sink.emit(&Event::RunStarted {
-            operation: self.shared.op.id.clone(),
-            target: target.clone(),
-            rollback: true,
-            dry_run: false,
-        });
-        let states = self.states();
         let order = plan.rollback_order(&states, t);
         if order.is_empty() {
             self.shared.sink.emit(&Event::PhaseSkipped {
@@ -697,21 +708,10 @@ impl Engine {
 
     /// What `execute` would do, in order, without changing anything.
     pub fn dry_run_execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
-        let t = self.find(target)?;
+        let (t, states) = self.start_run(target, false, true)?;
         let plan = &self.shared.plan;
         let sink = &self.shared.sink;
-        sink.emit(&Event::RunStarted {
-            operation: self.shared.op.id.clone(),
-            target: target.clone(),
-            rollback: false,
-            dry_run: true,
-        });
-        let states = self.states();
-        if states[t] == PhaseState::Completed {
-            sink.emit(&Event::PhaseSkipped {
-                id: target.clone(),
-                reason: "already completed; nothing to do".into(),
-            });
+        if self.skip_completed(target, states[t]) {
             return Ok(Outcome::DryRun);
         }
         self.check_execute(t, &states, true)?;
@@ -768,15 +768,8 @@ impl Engine {
 
     /// What `rollback` would do, in order, without changing anything.
     pub fn dry_run_rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
-        let t = self.find(target)?;
+        let (t, states) = self.start_run(target, true, true)?;
         let plan = &self.shared.plan;
-        self.shared.sink.emit(&Event::RunStarted {
-            operation: self.shared.op.id.clone(),
-            target: target.clone(),
-            rollback: true,
-            dry_run: true,
-        });
-        let states = self.states();
         let order = plan.rollback_order(&states, t);
         if order.is_empty() {
             self.shared.sink.emit(&Event::PhaseSkipped {

@@ -336,12 +336,21 @@ impl Transport {
         Err(format!("no etcd endpoint answered: {}", errors.join("; ")))
     }
 
-    async fn etcdctl(&self, pool: &SshPool, args: &str) -> Result<serde_json::Value, String> {
+    /// Runs `etcdctl -w json ARGS` on the via node. With `default_endpoints`, the inventory's
+    /// endpoints are passed (ARGS may name its own); `lenient` accepts a non-zero exit (etcdctl
+    /// reports unhealthy endpoints that way but still prints JSON).
+    async fn etcdctl_run(
+        &self,
+        pool: &SshPool,
+        args: &str,
+        default_endpoints: bool,
+        lenient: bool,
+    ) -> Result<serde_json::Value, String> {
         let Transport::Ssh { node, settings } = self else {
             unreachable!("ssh transport only")
         };
         let mut cmd = String::from("ETCDCTL_API=3 etcdctl -w json");
-        if !settings.endpoints.is_empty() {
+        if default_endpoints && !settings.endpoints.is_empty() {
             cmd.push_str(&format!(
                 " --endpoints={}",
                 shell_quote(&settings.endpoints.join(","))
@@ -361,6 +370,9 @@ impl Transport {
         }
         cmd.push(' ');
         cmd.push_str(args);
+        if lenient {
+            cmd.push_str(" || true");
+        }
         let out = self.ssh_run(pool, node, &cmd).await?;
         serde_json::from_str(out.trim()).map_err(|e| {
             format!(
@@ -369,6 +381,18 @@ impl Transport {
                 out.trim()
             )
         })
+    }
+
+    async fn etcdctl(&self, pool: &SshPool, args: &str) -> Result<serde_json::Value, String> {
+        self.etcdctl_run(pool, args, true, false).await
+    }
+
+    async fn etcdctl_lenient(
+        &self,
+        pool: &SshPool,
+        args: &str,
+    ) -> Result<serde_json::Value, String> {
+        self.etcdctl_run(pool, args, false, true).await
     }
 
     async fn ssh_run(&self, pool: &SshPool, node: &NodeEntry, cmd: &str) -> Result<String, String> {
@@ -513,34 +537,6 @@ impl Transport {
             }
         }
         out
-    }
-
-    async fn etcdctl_lenient(
-        &self,
-        pool: &SshPool,
-        args: &str,
-    ) -> Result<serde_json::Value, String> {
-        let Transport::Ssh { node, settings } = self else {
-            unreachable!("ssh transport only")
-        };
-        let mut cmd = String::from("ETCDCTL_API=3 etcdctl -w json");
-        for (flag, path) in [
-            ("--cacert", &settings.ca),
-            ("--cert", &settings.cert),
-            ("--key", &settings.key),
-        ] {
-            if let Some(p) = path {
-                cmd.push_str(&format!(
-                    " {flag}={}",
-                    shell_quote(&p.display().to_string())
-                ));
-            }
-        }
-        cmd.push(' ');
-        cmd.push_str(args);
-        cmd.push_str(" || true");
-        let out = self.ssh_run(pool, node, &cmd).await?;
-        serde_json::from_str(out.trim()).map_err(|e| format!("etcdctl output is not JSON: {e}"))
     }
 
     pub async fn status(

@@ -27,16 +27,7 @@ pub enum InventoryError {
 }
 
 fn render(diags: &[Diagnostic]) -> String {
-    let mut out = format!(
-        "inventory: {} problem{} found:",
-        diags.len(),
-        if diags.len() == 1 { "" } else { "s" }
-    );
-    for d in diags {
-        out.push_str("\n  ");
-        out.push_str(&d.to_string());
-    }
-    out
+    crate::procedure::source::render_diagnostics("inventory: ", diags)
 }
 
 /// How the SSH client treats host keys. Turning checking off is not offered.

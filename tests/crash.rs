@@ -204,32 +204,39 @@ phases:
     }
     kill9(child.id());
     let _ = child.wait_with_output();
-    // The command died with medic (no orphan keeps running).
-    std::thread::sleep(Duration::from_millis(200));
+    // The command dies with medic (no orphan keeps running); its watchdog may take a moment.
     let marker = format!("WORK={}", env.path().display());
-    let survivors: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .chars()
-                .all(|c| c.is_ascii_digit())
-        })
-        .filter(|e| {
-            let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
-            environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
-        })
-        .map(|e| {
-            std::fs::read_to_string(e.path().join("cmdline"))
-                .unwrap_or_default()
-                .replace('\0', " ")
-        })
-        .collect();
-    assert!(
-        survivors.is_empty(),
-        "the phase's command outlived the killed executor: {survivors:?}"
-    );
+    let survivors = || -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+            })
+            .filter(|e| {
+                let environ = std::fs::read(e.path().join("environ")).unwrap_or_default();
+                environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
+            })
+            .map(|e| {
+                std::fs::read_to_string(e.path().join("cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            })
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !survivors().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the phase's command outlived the killed executor: {:?}",
+            survivors()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     env.medic(&["plan", "resume"])
         .run()
         .code(3)

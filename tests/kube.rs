@@ -286,3 +286,57 @@ fn node_maintenance_end_to_end_with_preview_pause_and_rollback() {
         .code(0)
         .stdout_contains("marked failed");
 }
+
+#[test]
+fn labels_taints_node_info_and_delete_node() {
+    let api = ApiServer::start(&seed(3, 2, ""));
+    let env = env_for(&api);
+    env.procedure(
+        "lt",
+        r#"
+name: lt
+phases:
+  - id: label
+    kube: {label: {node: n2, labels: {maintenance: planned}}}
+  - id: taint
+    kube: {taint: {node: n2, key: maintenance, value: "yes", effect: NoSchedule}}
+  - id: info
+    kube: {node_info: n2}
+    capture: {version: kubelet_version, ready: ready}
+  - id: check
+    check: {that: "{{ version == 'v1.30.2' and ready }}", message: "got {{ version }}"}
+"#,
+    );
+    env.medic(&["start", "lt"]).run().code(0);
+    env.medic(&["plan", "complete"]).run().code(0);
+    let n2 = api.json(&["get", "node", "n2"]);
+    assert_eq!(n2["metadata"]["labels"]["maintenance"], "planned");
+    assert_eq!(n2["spec"]["taints"][0]["key"], "maintenance");
+    env.procedure(
+        "undo",
+        "name: undo\nphases:\n  - id: untaint\n    kube: {untaint: {node: n2, key: maintenance}}\n  - id: unlabel\n    kube: {unlabel: {node: n2, keys: [maintenance]}}\n  - id: delete\n    kube: {delete_node: n3}\n  - id: gone\n    kube: {wait_gone: {node: n3, timeout: 10s}}\n",
+    );
+    env.medic(&["start", "undo"]).run().code(0);
+    let n2 = api.json(&["get", "node", "n2"]);
+    assert!(
+        n2["metadata"]["labels"].get("maintenance").is_none(),
+        "{n2}"
+    );
+    assert!(
+        n2["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()),
+        "{n2}"
+    );
+    assert!(!api.kubectl(&["get", "node", "n3"]).status.success());
+    // Deleting a node that is already gone succeeds and says so.
+    env.medic(&["plan", "execute", "--phase=/delete"])
+        .run()
+        .code(0);
+    env.procedure(
+        "again",
+        "name: again\nphases:\n  - id: delete\n    kube: {delete_node: n3}\n",
+    );
+    env.medic(&["start", "again"])
+        .run()
+        .code(0)
+        .stdout_contains("already gone");
+}

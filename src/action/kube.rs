@@ -863,14 +863,13 @@ impl Action for KubeSpec {
                 for (k, v) in labels {
                     rendered.insert(k.clone(), json!(ctx.scope.render("kube.label", v, false)?));
                 }
-                nodes
-                    .patch(
-                        &node,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"labels": rendered}})),
-                    )
-                    .await
-                    .map_err(|e| api_error(&format!("label {node}"), e))?;
+                patch_node(
+                    &nodes,
+                    &node,
+                    "label",
+                    json!({"metadata": {"labels": rendered}}),
+                )
+                .await?;
                 done(
                     format!("{node} labelled"),
                     json!({"node": node, "labels": rendered}),
@@ -881,14 +880,13 @@ impl Action for KubeSpec {
                     .iter()
                     .map(|k| (k.clone(), serde_json::Value::Null))
                     .collect();
-                nodes
-                    .patch(
-                        &node,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"labels": removed}})),
-                    )
-                    .await
-                    .map_err(|e| api_error(&format!("unlabel {node}"), e))?;
+                patch_node(
+                    &nodes,
+                    &node,
+                    "unlabel",
+                    json!({"metadata": {"labels": removed}}),
+                )
+                .await?;
                 done(
                     format!("{node} unlabelled"),
                     json!({"node": node, "removed": keys}),
@@ -897,53 +895,23 @@ impl Action for KubeSpec {
             KubeSpec::Taint {
                 key, value, effect, ..
             } => {
-                let n = nodes
-                    .get(&node)
-                    .await
-                    .map_err(|e| api_error(&format!("get node {node}"), e))?;
-                let mut taints: Vec<serde_json::Value> = n
-                    .spec
-                    .and_then(|s| s.taints)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect}))
-                    .filter(|t| t["key"] != json!(key))
-                    .collect();
+                let mut taints = taints_without(&nodes, &node, key).await?;
                 taints.push(json!({"key": key, "value": value, "effect": effect}));
-                nodes
-                    .patch(
-                        &node,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"taints": taints}})),
-                    )
-                    .await
-                    .map_err(|e| api_error(&format!("taint {node}"), e))?;
+                patch_node(&nodes, &node, "taint", json!({"spec": {"taints": taints}})).await?;
                 done(
                     format!("{node} tainted {key}={value}:{effect}"),
                     json!({"node": node, "taints": taints}),
                 )
             }
             KubeSpec::Untaint { key, .. } => {
-                let n = nodes
-                    .get(&node)
-                    .await
-                    .map_err(|e| api_error(&format!("get node {node}"), e))?;
-                let taints: Vec<serde_json::Value> = n
-                    .spec
-                    .and_then(|s| s.taints)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|t| &t.key != key)
-                    .map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect}))
-                    .collect();
-                nodes
-                    .patch(
-                        &node,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"spec": {"taints": taints}})),
-                    )
-                    .await
-                    .map_err(|e| api_error(&format!("untaint {node}"), e))?;
+                let taints = taints_without(&nodes, &node, key).await?;
+                patch_node(
+                    &nodes,
+                    &node,
+                    "untaint",
+                    json!({"spec": {"taints": taints}}),
+                )
+                .await?;
                 done(
                     format!("{node} untainted {key}"),
                     json!({"node": node, "taints": taints}),
@@ -951,6 +919,39 @@ impl Action for KubeSpec {
             }
         }
     }
+}
+
+/// Applies a merge patch to a node.
+async fn patch_node(
+    nodes: &Api<K8sNode>,
+    node: &str,
+    what: &str,
+    patch: serde_json::Value,
+) -> Result<(), ActionError> {
+    nodes
+        .patch(node, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| api_error(&format!("{what} {node}"), e))
+}
+
+/// The node's taints, without the one with `key`.
+async fn taints_without(
+    nodes: &Api<K8sNode>,
+    node: &str,
+    key: &str,
+) -> Result<Vec<serde_json::Value>, ActionError> {
+    let n = nodes
+        .get(node)
+        .await
+        .map_err(|e| api_error(&format!("get node {node}"), e))?;
+    Ok(n.spec
+        .and_then(|s| s.taints)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.key != key)
+        .map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect}))
+        .collect())
 }
 
 /// Ready condition, roles, addresses and kubelet version of a node (usable by `capture`).

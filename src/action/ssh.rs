@@ -425,6 +425,25 @@ impl NodeResult {
     }
 }
 
+/// Forwards each line of a remote stream (prefixed later with the node) and keeps the text.
+async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: Option<R>,
+    stream: Stream,
+    node: &str,
+    tx: &mpsc::UnboundedSender<(String, Stream, String)>,
+) -> String {
+    let mut collected = String::new();
+    if let Some(r) = reader {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            let _ = tx.send((node.to_string(), stream, l.clone()));
+            collected.push_str(&l);
+            collected.push('\n');
+        }
+    }
+    collected
+}
+
 async fn run_on_node(
     pool: &SshPool,
     node: &NodeEntry,
@@ -460,39 +479,10 @@ async fn run_on_node(
             .map_err(|e| format!("{}: start command: {e}", node.name))?;
         let stdout = child.stdout().take();
         let stderr = child.stderr().take();
-        let read = |reader: Option<openssh::ChildStdout>, stream: Stream| {
-            let tx = tx.clone();
-            let name = node.name.clone();
-            async move {
-                let mut collected = String::new();
-                if let Some(r) = reader {
-                    let mut lines = BufReader::new(r).lines();
-                    while let Ok(Some(l)) = lines.next_line().await {
-                        let _ = tx.send((name.clone(), stream, l.clone()));
-                        collected.push_str(&l);
-                        collected.push('\n');
-                    }
-                }
-                collected
-            }
-        };
-        let read_err = |reader: Option<openssh::ChildStderr>| {
-            let tx = tx.clone();
-            let name = node.name.clone();
-            async move {
-                let mut collected = String::new();
-                if let Some(r) = reader {
-                    let mut lines = BufReader::new(r).lines();
-                    while let Ok(Some(l)) = lines.next_line().await {
-                        let _ = tx.send((name.clone(), Stream::Stderr, l.clone()));
-                        collected.push_str(&l);
-                        collected.push('\n');
-                    }
-                }
-                collected
-            }
-        };
-        let (out, err) = tokio::join!(read(stdout, Stream::Stdout), read_err(stderr));
+        let (out, err) = tokio::join!(
+            collect_lines(stdout, Stream::Stdout, &node.name, &tx),
+            collect_lines(stderr, Stream::Stderr, &node.name, &tx)
+        );
         let status = child.wait().await;
         Ok::<_, String>((out, err, status))
     };

@@ -64,16 +64,7 @@ pub enum ProcedureError {
 }
 
 fn render_diagnostics(diags: &[Diagnostic]) -> String {
-    let mut out = format!(
-        "{} problem{} found:",
-        diags.len(),
-        if diags.len() == 1 { "" } else { "s" }
-    );
-    for d in diags {
-        out.push_str("\n  ");
-        out.push_str(&d.to_string());
-    }
-    out
+    source::render_diagnostics("", diags)
 }
 
 /// The kind of value a parameter takes.

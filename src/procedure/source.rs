@@ -37,6 +37,20 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// "N problems found:" and one indented line per problem.
+pub fn render_diagnostics(prefix: &str, diags: &[Diagnostic]) -> String {
+    let mut out = format!(
+        "{prefix}{} problem{} found:",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+    for d in diags {
+        out.push_str("\n  ");
+        out.push_str(&d.to_string());
+    }
+    out
+}
+
 /// How a template string is used, for the load-time check of its names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TemplateKind {
