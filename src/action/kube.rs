@@ -320,6 +320,7 @@ impl KubeSpec {
         let mut evicted: Vec<PodPlan> = Vec::new();
         // Evict (or delete) every pending pod at once; 429s stay pending for the next round.
         while !pending.is_empty() {
+            let before = pending.len();
             let mut calls = tokio::task::JoinSet::new();
             for p in pending.drain(..) {
                 let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
@@ -387,6 +388,11 @@ impl KubeSpec {
             if Instant::now() >= deadline {
                 return Err(self.drain_timeout(client, node, spec, &blockers).await);
             }
+            // Budgets free up as replacements start: while evictions make progress, try again
+            // soon; back off only while nothing moves.
+            if pending.len() < before {
+                backoff = Duration::from_millis(250);
+            }
             ctx.emit(
                 Stream::Medic,
                 &format!(
@@ -399,7 +405,7 @@ impl KubeSpec {
                 _ = tokio::time::sleep(backoff.min(deadline - Instant::now())) => {}
                 reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
             }
-            backoff = (backoff * 3 / 2).min(Duration::from_secs(5));
+            backoff = (backoff * 3 / 2).min(Duration::from_secs(2));
         }
         // Wait until every evicted pod is gone (a replacement has another uid).
         let mut waiting = evicted.clone();

@@ -120,6 +120,8 @@ struct State {
 #[derive(Clone)]
 pub struct ApiServer {
     state: Arc<Mutex<State>>,
+    /// Evictions check a budget and start the deletion as one step, as the API server does.
+    evictions: Arc<Mutex<()>>,
     events: broadcast::Sender<WatchEvent>,
 }
 
@@ -275,6 +277,7 @@ impl ApiServer {
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(4096);
         ApiServer {
+            evictions: Arc::new(Mutex::new(())),
             state: Arc::new(Mutex::new(State {
                 objects: BTreeMap::new(),
                 rv: 1,
@@ -615,6 +618,7 @@ impl ApiServer {
     }
 
     fn evict(&self, ns: &str, name: &str, body: &Value) -> (u16, Value) {
+        let _one_at_a_time = self.evictions.lock().expect("evictions lock");
         let pods = Resource::by_kind("Pod").expect("known");
         let Some(pod) = self.get(pods, ns, name) else {
             return (
