@@ -44,14 +44,20 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/medic-etcdb.XXXXXX")
 : >"$TMP/pids"
+HELPER_PID=
 
 say() { printf '\n== %s\n' "$*"; }
 
+# Stop the helper (SIGTERM: it kills the command it waits for and tears its cluster down), then
 # SIGKILL every etcd this run started (by the pids the helper recorded, then anything else whose
-# command line names $TMP), wait for them to go, remove the temp dir.
+# command line names $TMP or that runs in it), wait for them to go, remove the temp dir.
 cleanup() {
     local rc=$? pid i
     set +e
+    if [[ -n "$HELPER_PID" ]]; then
+        kill -TERM "$HELPER_PID" 2>/dev/null
+        wait "$HELPER_PID" 2>/dev/null
+    fi
     while read -r pid; do
         [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     done <"$TMP/pids"
@@ -80,7 +86,11 @@ MEDIC="${CARGO_TARGET_DIR:-$ROOT/target}/release/medic"
 [[ -x "$MEDIC" ]] || { echo "no binary at $MEDIC" >&2; exit 1; }
 
 say "2-4. $ROUNDS rounds on fresh 3-member etcd clusters ($(etcd --version | head -1))"
-"$PY" "$HELP" run "$TMP" "$MEDIC" "$ROUNDS"
+# In the background and waited for, so a signal to this script runs the trap at once.
+"$PY" "$HELP" run "$TMP" "$MEDIC" "$ROUNDS" &
+HELPER_PID=$!
+wait "$HELPER_PID"
+HELPER_PID=
 
 if [[ "${BENCH_STRICT:-0}" == 1 && "$(cat "$TMP/verdict")" != PASS ]]; then
     exit 1

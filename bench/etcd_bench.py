@@ -3,7 +3,8 @@
 `etcdctl member remove`, and the summary table.
 
   etcd_bench.py run TMP MEDIC ROUNDS     the benchmark; prints progress and the table
-  etcd_bench.py leftovers TMP            pids of processes whose command line names TMP
+  etcd_bench.py leftovers TMP            pids of processes whose command line names TMP or
+                                         whose working directory is under it
 
 Clusters follow tests/common/etcd.rs: Debian's etcd 3.4 (etcd-server), three members on free
 loopback ports (plain http), fresh data dirs under TMP, heartbeat 100 ms, election timeout
@@ -305,12 +306,23 @@ def leftovers(tmp):
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if tmp in cmd and "etcd_bench.py" not in cmd:
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = ""
+        if (tmp in cmd or cwd.startswith(tmp)) and "etcd_bench.py" not in cmd:
             print(pid)
+
+
+def on_term(signum, frame):
+    # An exception, so subprocess.run kills the child it waits for and the clusters' finally
+    # blocks tear them down.
+    raise SystemExit(f"stopped by signal {signum}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "run":
+        signal.signal(signal.SIGTERM, on_term)
         run(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif len(sys.argv) == 3 and sys.argv[1] == "leftovers":
         leftovers(sys.argv[2])

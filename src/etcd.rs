@@ -16,7 +16,7 @@ use crate::ssh::SshPool;
 use crate::template::shell_quote;
 
 /// How long a health probe of one member may take.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -396,18 +396,29 @@ impl Transport {
     }
 
     async fn ssh_run(&self, pool: &SshPool, node: &NodeEntry, cmd: &str) -> Result<String, String> {
-        let session = pool.session(node).await?;
         let line = format!("sh -c {}", shell_quote(cmd));
-        let output = tokio::time::timeout(CALL_TIMEOUT * 3, session.raw_command(&line).output())
-            .await
-            .map_err(|_| {
-                format!(
-                    "etcdctl on {} did not answer within {}s",
-                    node.name,
-                    (CALL_TIMEOUT * 3).as_secs()
-                )
-            })?
-            .map_err(|e| format!("run etcdctl on {}: {e}", node.name))?;
+        let run = |session: std::sync::Arc<openssh::Session>| {
+            let line = line.clone();
+            async move {
+                tokio::time::timeout(CALL_TIMEOUT * 3, session.arc_raw_command(line).output())
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "etcdctl on {} did not answer within {}s",
+                            node.name,
+                            (CALL_TIMEOUT * 3).as_secs()
+                        )
+                    })?
+                    .map_err(|e| format!("run etcdctl on {}: {e}", node.name))
+            }
+        };
+        // A master that went away while idle is replaced first; the command itself runs once
+        // (a membership change must not be sent twice).
+        let mut session = pool.session(node).await?;
+        if session.check().await.is_err() {
+            session = pool.reconnect(node).await?;
+        }
+        let output = run(session).await?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);

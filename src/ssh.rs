@@ -71,19 +71,17 @@ impl SshPool {
         map.entry(node.to_string()).or_default().clone()
     }
 
-    /// The master connection to `node`, opened on first use.
+    /// The master connection to `node`, opened on first use. A master that went away (idle
+    /// timeout, killed) shows up when a command fails to start: call [`SshPool::reconnect`].
     pub async fn session(&self, node: &NodeEntry) -> Result<Arc<Session>, String> {
         let slot = self.slot(&node.name);
-        let result = slot.get_or_init(|| self.connect(node)).await.clone();
-        if let Ok(session) = &result {
-            // A master that exited while idle (or was killed) is replaced once.
-            if session.check().await.is_err() {
-                self.forget(&node.name);
-                let slot = self.slot(&node.name);
-                return slot.get_or_init(|| self.connect(node)).await.clone();
-            }
-        }
-        result
+        slot.get_or_init(|| self.connect(node)).await.clone()
+    }
+
+    /// Drops the node's master and opens a new one.
+    pub async fn reconnect(&self, node: &NodeEntry) -> Result<Arc<Session>, String> {
+        self.forget(&node.name);
+        self.session(node).await
     }
 
     fn forget(&self, node: &str) {

@@ -469,14 +469,25 @@ async fn run_on_node(
         }
     };
     let work = async {
-        let mut child = session
-            .raw_command(line)
-            .stdin(openssh::Stdio::null())
-            .stdout(openssh::Stdio::piped())
-            .stderr(openssh::Stdio::piped())
-            .spawn()
-            .await
-            .map_err(|e| format!("{}: start command: {e}", node.name))?;
+        let spawn = |session: Arc<openssh::Session>| async move {
+            session
+                .arc_raw_command(line)
+                .stdin(openssh::Stdio::null())
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::piped())
+                .spawn()
+                .await
+        };
+        // A master that exited while idle (or was killed) is replaced once.
+        let mut child = match spawn(session.clone()).await {
+            Ok(child) => child,
+            Err(_) => {
+                let fresh = pool.reconnect(node).await?;
+                spawn(fresh)
+                    .await
+                    .map_err(|e| format!("{}: start command: {e}", node.name))?
+            }
+        };
         let stdout = child.stdout().take();
         let stderr = child.stderr().take();
         let (out, err) = tokio::join!(
