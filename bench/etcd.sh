@@ -58,8 +58,10 @@ cleanup() {
         kill -TERM "$HELPER_PID" 2>/dev/null
         wait "$HELPER_PID" 2>/dev/null
     fi
+    # Only while the pid still names $TMP (its --data-dir): a pid may be reused once reaped.
     while read -r pid; do
-        [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        [[ -n "$pid" ]] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$TMP/" \
+            && kill -KILL "$pid" 2>/dev/null
     done <"$TMP/pids"
     for pid in $("$PY" "$HELP" leftovers "$TMP"); do
         echo "warning: process $pid still running; SIGKILL" >&2

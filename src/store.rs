@@ -251,10 +251,16 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 impl Store {
     /// Opens (creating if needed) the state database in `dir` and checks its format version.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
+        if created {
+            // The database holds secret parameter values (for resumes): owner only.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
         let mut store = Store {
             dir: dir.to_path_buf(),
             db: None,
