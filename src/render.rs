@@ -178,20 +178,36 @@ impl PlanView<'_> {
             .filter(|r| !short || r.depth <= 1)
             .collect();
         let now = now_ms();
+        // HH:MM:SS (UTC) without a full RFC 3339 formatting per row.
+        let clock = |ms: u64| {
+            let secs = (ms / 1000) % 86_400;
+            format!(
+                "{:02}:{:02}:{:02}",
+                secs / 3600,
+                (secs / 60) % 60,
+                secs % 60
+            )
+        };
         let time_of = |r: &NodeRow| match (r.started_at, r.finished_at) {
-            (Some(s), Some(f)) => format!(
-                "{} {}",
-                &format_time(s)[11..19],
-                human_duration(f.saturating_sub(s))
-            ),
-            (Some(s), None) if r.state == "in_progress" => format!(
-                "{} running {}",
-                &format_time(s)[11..19],
-                human_duration(now.saturating_sub(s))
-            ),
-            (Some(s), None) => format_time(s)[11..19].to_string(),
+            (Some(s), Some(f)) => format!("{} {}", clock(s), human_duration(f.saturating_sub(s))),
+            (Some(s), None) if r.state == "in_progress" => {
+                format!(
+                    "{} running {}",
+                    clock(s),
+                    human_duration(now.saturating_sub(s))
+                )
+            }
+            (Some(s), None) => clock(s),
             _ => String::new(),
         };
+        let width_of = |s: &str| {
+            if s.is_ascii() {
+                s.len()
+            } else {
+                s.chars().count()
+            }
+        };
+        let colors = console::colors_enabled();
         if short {
             let width = shown.iter().map(|r| r.id.len()).max().unwrap_or(5).max(5);
             for r in &shown {
@@ -216,16 +232,17 @@ impl PlanView<'_> {
                 .iter()
                 .map(|r| {
                     let mut desc = r.description.replace('\n', " ");
-                    if desc.chars().count() > 60 {
+                    if width_of(&desc) > 60 {
                         desc = desc.chars().take(59).collect::<String>() + "…";
                     }
+                    let state = if r.rolling_back && r.state == "in_progress" {
+                        "rolling_back".to_string()
+                    } else {
+                        r.state.clone()
+                    };
                     [
                         r.id.clone(),
-                        if r.rolling_back && r.state == "in_progress" {
-                            "rolling_back".into()
-                        } else {
-                            r.state.clone()
-                        },
+                        state,
                         desc,
                         r.target.clone(),
                         r.requires.join(","),
@@ -236,25 +253,32 @@ impl PlanView<'_> {
             let mut widths = headers.map(|h| h.len());
             for c in &cells {
                 for (w, v) in widths.iter_mut().zip(c.iter()) {
-                    *w = (*w).max(v.chars().count());
+                    *w = (*w).max(width_of(v));
                 }
             }
-            let pad = |s: &str, w: usize| {
-                format!("{s}{}", " ".repeat(w.saturating_sub(s.chars().count())))
-            };
-            let header: Vec<String> = headers.iter().zip(widths).map(|(h, w)| pad(h, w)).collect();
-            let _ = writeln!(out, "  {}", style(header.join("  ").trim_end()).bold());
+            let mut header = String::new();
+            for (h, w) in headers.iter().zip(widths) {
+                header.push_str(&format!("{h:w$}  "));
+            }
+            let _ = writeln!(out, "  {}", style(header.trim_end()).bold());
+            let mut line = String::new();
             for (r, c) in shown.iter().zip(cells) {
-                let mut line = String::new();
+                line.clear();
                 for (k, (v, w)) in c.iter().zip(widths).enumerate() {
-                    let cell = pad(v, w);
-                    let cell = match k {
-                        0 if !r.leaf => style(cell).bold().to_string(),
-                        1 => state_style(&r.state).apply_to(cell).to_string(),
-                        2..=4 => style(cell).dim().to_string(),
-                        _ => cell,
-                    };
-                    line.push_str(&cell);
+                    let padding = w.saturating_sub(width_of(v));
+                    if colors {
+                        let cell = format!("{v}{}", " ".repeat(padding));
+                        let styled = match k {
+                            0 if !r.leaf => style(cell).bold().to_string(),
+                            1 => state_style(&r.state).apply_to(cell).to_string(),
+                            2..=4 => style(cell).dim().to_string(),
+                            _ => cell,
+                        };
+                        line.push_str(&styled);
+                    } else {
+                        line.push_str(v);
+                        line.extend(std::iter::repeat_n(' ', padding));
+                    }
                     line.push_str("  ");
                 }
                 let _ = writeln!(out, "{} {}", marker(&r.state), line.trim_end());
