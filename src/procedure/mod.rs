@@ -26,8 +26,23 @@ use source::{closest, start_span, Diagnostic, Fields, Location, Reader, Template
 /// How deep groups may nest; far beyond any real procedure, and keeps parsing bounded.
 const MAX_DEPTH: usize = 32;
 
+/// The procedures in `plans/`, compiled in so `medic` works from any directory. A test checks
+/// that every file there is listed.
 mod builtin {
-    include!(concat!(env!("OUT_DIR"), "/builtin_plans.rs"));
+    pub const BUILTIN_PLANS: &[(&str, &str)] = &[
+        (
+            "etcd-remove-member",
+            include_str!("../../plans/etcd-remove-member.yaml"),
+        ),
+        (
+            "local-preflight",
+            include_str!("../../plans/local-preflight.yaml"),
+        ),
+        (
+            "node-maintenance",
+            include_str!("../../plans/node-maintenance.yaml"),
+        ),
+    ];
 }
 
 /// Names every template may use besides parameters, captures and loop items.
@@ -1571,6 +1586,34 @@ mod tests {
         let p = parse("name: t\nparams:\n  nodes: {type: list, required: true}\nphases:\n  - id: a\n    foreach: \"{{ nodes }}\"\n    run: echo {{ item }}\n").unwrap();
         let params = p.resolve_params(&["nodes=w-1, w-2".into()]).unwrap();
         assert_eq!(params.values["nodes"], serde_json::json!(["w-1", "w-2"]));
+    }
+
+    #[test]
+    fn every_file_in_plans_is_built_in_verbatim() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".yaml"))
+                    .map(|n| n.to_string())
+            })
+            .collect();
+        files.sort();
+        let listed: Vec<String> = builtin::BUILTIN_PLANS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(
+            listed, files,
+            "list every plans/*.yaml in builtin::BUILTIN_PLANS"
+        );
+        for (name, text) in builtin::BUILTIN_PLANS {
+            let on_disk = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap();
+            assert_eq!(*text, on_disk);
+        }
     }
 
     #[test]
