@@ -612,20 +612,60 @@ impl Transport {
         out
     }
 
+    /// Removes member `id`. The removal is a raft proposal: right after the leader died (often
+    /// the very member being removed) it would wait for a leader that never answers, so first
+    /// wait until a surviving member reports a live leader other than `id`. Removing is
+    /// idempotent ("member not found" counts as done), so a call that timed out is retried.
     pub async fn member_remove(&self, pool: &SshPool, id: u64) -> Result<(), String> {
         match self {
             Transport::Direct(s) => {
-                let mut client = Self::any_client(s).await?;
-                client
-                    .member_remove(id)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("etcd member remove {}: {e}", hex_id(id)))
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                let mut last = String::new();
+                while std::time::Instant::now() < deadline {
+                    let mut client = match Self::any_client(s).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            last = e;
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            continue;
+                        }
+                    };
+                    let leader = client.status().await.map(|st| st.leader()).unwrap_or(0);
+                    if leader == 0 || leader == id {
+                        last = format!(
+                            "no leader among the surviving members yet (leader {})",
+                            hex_id(leader)
+                        );
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        continue;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(5), client.member_remove(id))
+                        .await
+                    {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(e)) if e.to_string().contains("member not found") => return Ok(()),
+                        Ok(Err(e))
+                            if e.to_string().contains("Timeout")
+                                || e.to_string().contains("unavailable") =>
+                        {
+                            last = short_error(&e.to_string());
+                        }
+                        Ok(Err(e)) => {
+                            return Err(format!("etcd member remove {}: {e}", hex_id(id)))
+                        }
+                        Err(_) => last = "no answer within 5s".into(),
+                    }
+                }
+                Err(format!("etcd member remove {}: {last}", hex_id(id)))
             }
-            Transport::Ssh { .. } => self
+            Transport::Ssh { .. } => match self
                 .etcdctl(pool, &format!("member remove {}", hex_id(id)))
                 .await
-                .map(|_| ()),
+            {
+                Ok(_) => Ok(()),
+                Err(e) if e.contains("member not found") => Ok(()),
+                Err(e) => Err(e),
+            },
         }
     }
 

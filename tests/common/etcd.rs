@@ -224,6 +224,26 @@ impl EtcdCluster {
         names
     }
 
+    /// The index of the member that is the raft leader now.
+    pub fn leader(&self) -> usize {
+        let out = self.etcdctl(&["endpoint", "status", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let list = v.as_array().cloned().unwrap_or_default();
+        let leader = list
+            .first()
+            .and_then(|e| e["Status"]["leader"].as_u64())
+            .unwrap_or(0);
+        let endpoint = list
+            .iter()
+            .find(|e| e["Status"]["header"]["member_id"].as_u64() == Some(leader))
+            .and_then(|e| e["Endpoint"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        (0..self.members.len())
+            .find(|i| self.client_url(*i) == endpoint)
+            .expect("a leader")
+    }
+
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill();
