@@ -5,7 +5,8 @@
 //! ```
 //!
 //! 1. The command runs in its own process group, so a timeout or Ctrl-C stops all of it
-//!    (SIGTERM, then SIGKILL after a grace period); it also dies with medic.
+//!    (SIGTERM, then SIGKILL after a grace period); it also dies with medic, SIGKILL included
+//!    (a watchdog kills the group; the command starts only once its watchdog runs).
 //! 2. Each stdout/stderr line goes to the phase log as it arrives.
 //! 3. The result is `{stdout, stderr, exit_code, json}`; `json` is stdout parsed as JSON, if it is.
 
@@ -169,10 +170,13 @@ pub async fn run_shell(
     ctx: &ActionCtx<'_>,
     stream: bool,
 ) -> Result<CommandOutput, ActionError> {
+    // The command waits for a go-ahead on stdin, sent only once its watchdog runs, so it can
+    // never run unwatched; if medic dies before that, it exits without running.
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
+        .arg("read _medic_go || exit 125; exec sh -c \"$0\" </dev/null")
         .arg(command)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -194,6 +198,10 @@ pub async fn run_shell(
         armed: true,
         _watchdog: spawn_watchdog(pgid),
     };
+    if let Some(mut go) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = go.write_all(b"go\n").await;
+    }
     let (tx, mut rx) = mpsc::unbounded_channel::<(Stream, String)>();
     let readers = [
         child
