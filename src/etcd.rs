@@ -614,9 +614,15 @@ impl Transport {
 
     /// Removes member `id`. The removal is a raft proposal: right after the leader died (often
     /// the very member being removed) it would wait for a leader that never answers, so first
-    /// wait until a surviving member reports a live leader other than `id`. Removing is
-    /// idempotent ("member not found" counts as done), so a call that timed out is retried.
-    pub async fn member_remove(&self, pool: &SshPool, id: u64) -> Result<(), String> {
+    /// wait until a member reports a leader, and — when the member being removed is down — one
+    /// other than it. Removing is idempotent ("member not found" counts as done), so a call that
+    /// timed out is retried.
+    pub async fn member_remove(
+        &self,
+        pool: &SshPool,
+        id: u64,
+        target_healthy: bool,
+    ) -> Result<(), String> {
         match self {
             Transport::Direct(s) => {
                 let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -631,7 +637,7 @@ impl Transport {
                         }
                     };
                     let leader = client.status().await.map(|st| st.leader()).unwrap_or(0);
-                    if leader == 0 || leader == id {
+                    if leader == 0 || (leader == id && !target_healthy) {
                         last = format!(
                             "no leader among the surviving members yet (leader {})",
                             hex_id(leader)

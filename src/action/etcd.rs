@@ -494,10 +494,13 @@ impl Action for EtcdSpec {
                 };
                 let health = transport.health(pool, &members).await;
                 ctx.guard(removal_refusal(&target, &health))?;
+                let target_healthy = health.iter().any(|h| h.id == target.id && h.healthy);
                 let before = Quorum::of(voting);
-                retry_unhealthy(ctx, || transport.member_remove(pool, target.id_u64()))
-                    .await
-                    .map_err(fail)?;
+                retry_unhealthy(ctx, || {
+                    transport.member_remove(pool, target.id_u64(), target_healthy)
+                })
+                .await
+                .map_err(fail)?;
                 let after = Quorum::of(if target.is_learner {
                     voting
                 } else {
