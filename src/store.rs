@@ -269,6 +269,13 @@ impl Store {
             unflushed: false,
         };
         store.db()?;
+        // The database holds secret parameter values (for resumes): owner only, even when the
+        // state directory itself is shared (e.g. ./state in a checkout).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(store.db_path(), std::fs::Permissions::from_mode(0o700));
+        }
         Ok(store)
     }
 

@@ -481,6 +481,13 @@ phases:
         "{}",
         export.stdout
     );
+    // The database that keeps the value for resumes is readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.state_dir().join("medic.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "medic.db is {mode:o}");
     // Bad --set values for a secret must not echo it either.
     let bad = env
         .medic(&[
