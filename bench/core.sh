@@ -24,6 +24,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BENCH="$ROOT/bench/bench.py"
 PHASES=${BENCH_PHASES:-10000}
 TASKS=${BENCH_TASKS:-1000}
@@ -45,9 +46,7 @@ unset MEDIC_STATE_DIR MEDIC_PLANS_DIR MEDIC_INVENTORY
 export NO_COLOR=1
 
 say "1. cargo build --release"
-(cd "$ROOT" && cargo build --release)
-MEDIC="${CARGO_TARGET_DIR:-$ROOT/target}/release/medic"
-[[ -x "$MEDIC" ]] || { echo "no binary at $MEDIC" >&2; exit 1; }
+build_medic
 "$MEDIC" --version
 # The timing helper (see bench/rusage.rs); without rustc, bench.py measures by itself.
 if rustc -O -o "$TMP/rusage" "$ROOT/bench/rusage.rs" 2>"$TMP/rustc.err"; then
@@ -77,13 +76,7 @@ echo "phases completed: $done_count of $PHASES; state dir: $(du -sh "$TMP/state"
 [[ "$done_count" == "$PHASES" ]] || { echo "not every phase completed" >&2; exit 1; }
 
 say "3. ansible-playbook on $TASKS $TASK_KIND tasks"
-VENV="$CACHE/venv"
-if [[ ! -x "$VENV/bin/ansible-playbook" ]]; then
-    mkdir -p "$CACHE"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check ansible-core
-fi
+ensure_ansible
 export ANSIBLE_HOME="$TMP/ansible-home" ANSIBLE_LOCAL_TEMP="$TMP/ansible-tmp" \
     ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0 \
     ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0 \

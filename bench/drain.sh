@@ -33,6 +33,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 ROUNDS=${BENCH_DRAIN_ROUNDS:-3}
 (( ROUNDS >= 1 )) || { echo "BENCH_DRAIN_ROUNDS must be >= 1" >&2; exit 1; }
 for tool in cargo kubectl awk; do
@@ -78,9 +79,7 @@ unset MEDIC_STATE_DIR MEDIC_PLANS_DIR MEDIC_INVENTORY KUBECONFIG
 export NO_COLOR=1
 
 say "1. cargo build --release"
-(cd "$ROOT" && cargo build --release)
-MEDIC="${CARGO_TARGET_DIR:-$ROOT/target}/release/medic"
-[[ -x "$MEDIC" ]] || { echo "no binary at $MEDIC" >&2; exit 1; }
+build_medic
 
 # ---------------------------------------------------------------------------------------------
 # Seed (same shapes as tests/common/kube.rs).

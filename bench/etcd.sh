@@ -34,6 +34,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 HELP="$ROOT/bench/etcd_bench.py"
 ROUNDS=${BENCH_ETCD_ROUNDS:-5}
 PY=${PYTHON:-python3}
@@ -83,9 +84,7 @@ unset MEDIC_STATE_DIR MEDIC_PLANS_DIR MEDIC_INVENTORY
 export NO_COLOR=1
 
 say "1. cargo build --release"
-(cd "$ROOT" && cargo build --release)
-MEDIC="${CARGO_TARGET_DIR:-$ROOT/target}/release/medic"
-[[ -x "$MEDIC" ]] || { echo "no binary at $MEDIC" >&2; exit 1; }
+build_medic
 
 say "2-4. $ROUNDS rounds on fresh 3-member etcd clusters ($(etcd --version | head -1))"
 # In the background and waited for, so a signal to this script runs the trap at once.

@@ -40,6 +40,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 HELP="$ROOT/bench/ssh_bench.py"
 N=${BENCH_SSH_NODES:-50}
 RUNS=${BENCH_SSH_RUNS:-3}
@@ -94,9 +95,7 @@ unset MEDIC_STATE_DIR MEDIC_PLANS_DIR MEDIC_INVENTORY ANSIBLE_CONFIG ANSIBLE_SSH
 export NO_COLOR=1
 
 say "1. cargo build --release"
-(cd "$ROOT" && cargo build --release)
-MEDIC="${CARGO_TARGET_DIR:-$ROOT/target}/release/medic"
-[[ -x "$MEDIC" ]] || { echo "no binary at $MEDIC" >&2; exit 1; }
+build_medic
 "$MEDIC" --version
 
 say "2. sshd on $N loopback addresses"
@@ -203,13 +202,7 @@ echo "  diagnostic run (per-node results captured; not in the table):"
 close_masters
 
 say "5. ansible on the same $N addresses, $RUNS cold runs each"
-VENV="$CACHE/venv"
-if [[ ! -x "$VENV/bin/ansible" ]]; then
-    mkdir -p "$CACHE"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check ansible-core
-fi
+ensure_ansible
 export ANSIBLE_HOME="$TMP/ansible-home" ANSIBLE_LOCAL_TEMP="$TMP/ansible-tmp" \
     ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0 \
     ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_FORKS="$N" \
