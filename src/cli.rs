@@ -322,13 +322,13 @@ impl Ctx {
     }
 }
 
-/// Action kinds that act on cluster nodes and so need the inventory.
+/// Whether any action of the plan acts on inventory nodes.
 fn needs_inventory(plan: &crate::plan::Plan) -> bool {
     plan.nodes.iter().any(|n| {
         [n.action.as_ref(), n.rollback.as_ref()]
             .into_iter()
             .flatten()
-            .any(|a| matches!(a.kind(), "ssh" | "etcd"))
+            .any(|a| a.needs_inventory())
     })
 }
 

@@ -68,18 +68,8 @@ fn force_overrides_requirements_and_history_records_it() {
     .run()
     .code(0);
     assert_eq!(log_lines(&env), ["c"]);
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
-    let forced: Vec<&serde_json::Value> = history["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["forced"] == true)
-        .collect();
-    assert_eq!(forced.len(), 1, "{history:#}");
+    let forced = common::forced_entries(&env);
+    assert_eq!(forced.len(), 1, "{:#?}", common::history(&env));
     assert_eq!(forced[0]["phase"], "/c");
     assert!(forced[0]["detail"].as_str().unwrap().contains("/b"));
     assert_eq!(forced[0]["reason"], "cab approved");
@@ -218,17 +208,8 @@ fn complete_with_unfinished_phases_marks_the_operation_failed() {
         .code(0)
         .json();
     assert_eq!(ops["operations"][0]["state"], "failed");
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
-    let last = history["history"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let history = common::history(&env);
+    let last = history.last().unwrap();
     assert_eq!(last["event"], "operation_failed");
 }
 
@@ -333,17 +314,8 @@ phases:
         "{}",
         out.stdout
     );
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
-    let retries = history["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "retry")
-        .count();
+    let history = common::history(&env);
+    let retries = history.iter().filter(|e| e["event"] == "retry").count();
     assert_eq!(retries, 2);
     assert_eq!(state_of(&env, "/flaky"), "completed");
     assert_eq!(state_of(&env, "/slow"), "failed");

@@ -159,14 +159,10 @@ fn sigkill_at_random_moments_then_resume_finishes_without_repeating_completed_ph
 
     // No transition is lost: per phase, each recorded change starts where the last one ended,
     // and each phase completed exactly once.
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
+    let history = common::history(&env);
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     let mut completes: BTreeMap<String, usize> = BTreeMap::new();
-    for e in history["history"].as_array().unwrap() {
+    for e in &history {
         let (Some(phase), Some(from), Some(to)) =
             (e["phase"].as_str(), e["from"].as_str(), e["to"].as_str())
         else {

@@ -123,18 +123,8 @@ fn removing_from_a_two_member_cluster_is_refused_force_is_recorded_and_a_gone_me
     .run()
     .code(0);
     assert_eq!(cluster.member_names(), [other]);
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
-    let forced: Vec<&serde_json::Value> = history["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["forced"] == true)
-        .collect();
-    assert_eq!(forced.len(), 1, "{history:#}");
+    let forced = common::forced_entries(&env);
+    assert_eq!(forced.len(), 1, "{:#?}", common::history(&env));
     assert!(forced[0]["detail"].as_str().unwrap().contains(&format!(
         "--force overrode a safety guard: removing {leader}"
     )));
@@ -299,16 +289,10 @@ fn sigkill_during_the_removal_then_resume_removes_the_member_exactly_once() {
     }
     env.medic(&["plan", "resume"]).run().code(0);
     assert_eq!(cluster.member_names(), ["m1", "m2"]);
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
-    let completes = history["history"]
-        .as_array()
-        .unwrap()
+    let history = common::history(&env);
+    let completes = history
         .iter()
         .filter(|e| e["phase"] == "/etcd/remove" && e["event"] == "complete")
         .count();
-    assert_eq!(completes, 1, "{history:#}");
+    assert_eq!(completes, 1, "{history:#?}");
 }

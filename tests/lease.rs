@@ -96,14 +96,8 @@ fn two_executors_started_at_once_exactly_one_runs() {
         1,
         "the phase after the gate ran once"
     );
-    let history = env
-        .medic(&["plan", "history", "-o", "json"])
-        .run()
-        .code(0)
-        .json();
-    let starts = history["history"]
-        .as_array()
-        .unwrap()
+    let history = common::history(&env);
+    let starts = history
         .iter()
         .filter(|e| e["event"] == "start" && e["phase"] == "/gate")
         .count();

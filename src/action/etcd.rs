@@ -157,6 +157,7 @@ impl Action for EtcdSpec {
     const KIND: &'static str = "etcd";
     const IDEMPOTENT: bool = true;
     const INLINE: bool = false;
+    const NEEDS_INVENTORY: bool = true;
 
     fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
         let mut known: Vec<&str> = OPS.to_vec();

@@ -193,6 +193,8 @@ pub trait Action: Sized {
     const KIND: &'static str;
     /// Whether running it twice is harmless (the default for `idempotent:`).
     const IDEMPOTENT: bool;
+    /// Whether it acts on cluster nodes named in the inventory (so a plan using it needs one).
+    const NEEDS_INVENTORY: bool = false;
     /// Whether it completes in-process in well under a millisecond (no process, no network);
     /// the engine keeps the state database open across such phases.
     const INLINE: bool;
@@ -242,6 +244,10 @@ macro_rules! actions {
 
             pub fn default_idempotent(&self) -> bool {
                 match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::IDEMPOTENT),* }
+            }
+
+            pub fn needs_inventory(&self) -> bool {
+                match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::NEEDS_INVENTORY),* }
             }
 
             pub fn inline(&self) -> bool {

@@ -144,6 +144,7 @@ impl Action for SshSpec {
     const KIND: &'static str = "ssh";
     const IDEMPOTENT: bool = false;
     const INLINE: bool = false;
+    const NEEDS_INVENTORY: bool = true;
 
     fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
         let fields = Fields::new(

@@ -859,18 +859,15 @@ impl ApiServer {
         let uri = req.uri().clone();
         let path = uri.path().trim_end_matches('/').to_string();
         let q = query(&uri);
-        let accept = req
-            .headers()
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let content_type = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let accept = header("accept");
+        let content_type = header("content-type");
         let body = req
             .into_body()
             .collect()

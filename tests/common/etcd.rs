@@ -177,7 +177,7 @@ impl EtcdCluster {
                 return;
             }
             assert!(
-                started.elapsed() < Duration::from_secs(30),
+                started.elapsed() < Duration::from_secs(60),
                 "etcd did not become healthy: {}\n{}",
                 String::from_utf8_lossy(&out.stderr),
                 std::fs::read_to_string(self.dir.path().join("m1.log")).unwrap_or_default()

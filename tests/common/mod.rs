@@ -182,6 +182,23 @@ pub fn phase_states(env: &Env) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every history entry of the operation `medic plan` would show.
+pub fn history(env: &Env) -> Vec<serde_json::Value> {
+    let out = env.medic(&["plan", "history", "-o", "json"]).run().code(0);
+    out.json()["history"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The history entries that record a `--force` override.
+pub fn forced_entries(env: &Env) -> Vec<serde_json::Value> {
+    history(env)
+        .into_iter()
+        .filter(|e| e["forced"] == true)
+        .collect()
+}
+
 pub fn state_of(env: &Env, id: &str) -> String {
     phase_states(env)
         .into_iter()
