@@ -79,8 +79,12 @@ pub enum Command {
     Operations,
     /// Show the plan of an operation, or act on it.
     Plan(PlanArgs),
-    /// The local rehearsal cluster.
+    /// The local rehearsal cluster: real etcd members, one sshd serving every node address, and
+    /// the Kubernetes API emulator; break it on purpose and rehearse a procedure on it.
     Drill {
+        /// The drill's directory (inventory, kubeconfig, keys, logs).
+        #[arg(long, global = true, env = "MEDIC_DRILL_DIR")]
+        dir: Option<PathBuf>,
         #[command(subcommand)]
         command: DrillCommand,
     },
@@ -88,6 +92,41 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum DrillCommand {
+    /// Start a drill cluster in the background and write its inventory.
+    Up {
+        /// Control-plane nodes (each runs an etcd member).
+        #[arg(long, default_value_t = 3, conflicts_with = "like")]
+        control_planes: usize,
+        /// Worker nodes.
+        #[arg(long, default_value_t = 2, conflicts_with = "like")]
+        workers: usize,
+        /// Mirror the nodes and roles of an inventory (control-plane/master/etcd roles get etcd).
+        #[arg(long, value_name = "CLUSTER_YAML")]
+        like: Option<PathBuf>,
+        /// Kubernetes version the nodes start at.
+        #[arg(long, default_value = crate::drill::cluster::DEFAULT_VERSION)]
+        version: String,
+    },
+    /// What runs, and the cluster's health.
+    Status,
+    /// Simulate a failure on a node.
+    Break {
+        #[arg(value_enum)]
+        scenario: crate::drill::cluster::Scenario,
+        node: String,
+    },
+    /// Give a node a fresh machine (reachable again, not joined, no etcd data), as an
+    /// operator gets a replacement for a lost node.
+    Provision { node: String },
+    /// Stop everything the drill started.
+    Down,
+    /// Run a command as a drill node does (what the node's shims call).
+    #[command(hide = true)]
+    Node {
+        tool: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the Kubernetes API emulator in the foreground (Ctrl-C stops it).
     Apiserver {
         /// Port on 127.0.0.1 (0 picks a free one; the address is printed).
@@ -351,7 +390,185 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Plan(plan) => plan_command(&ctx, plan).await,
         Command::Drill {
             command: DrillCommand::Apiserver { port, seed },
+            ..
         } => run_apiserver(*port, seed.as_deref()).await,
+        Command::Drill { dir, command } => drill_command(&ctx, dir.as_deref(), command).await,
+    }
+}
+
+impl From<crate::drill::cluster::DrillError> for CliError {
+    fn from(e: crate::drill::cluster::DrillError) -> Self {
+        use crate::drill::cluster::DrillError;
+        CliError {
+            code: match e {
+                DrillError::Usage(_) => 2,
+                DrillError::Failed(_) => 1,
+            },
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn drill_command(
+    ctx: &Ctx,
+    dir: Option<&std::path::Path>,
+    command: &DrillCommand,
+) -> Result<i32, CliError> {
+    use crate::drill::cluster;
+    let default_dir = ctx.cli.state_dir.join("drill");
+    let dir = dir.unwrap_or(&default_dir);
+    let say = |text: String| {
+        if ctx.json() {
+            print_json(&json!({ "message": text }));
+        } else {
+            println!("{text}");
+        }
+    };
+    match command {
+        DrillCommand::Up {
+            control_planes,
+            workers,
+            like,
+            version,
+        } => {
+            let layout = match like {
+                Some(path) => cluster::Layout::like(
+                    &Inventory::load(path).map_err(|e| CliError::usage(e.to_string()))?,
+                    version,
+                ),
+                None => cluster::Layout::sized(*control_planes, *workers, version),
+            };
+            let progress = |step: &str| eprintln!("drill: {step}");
+            let drill = cluster::up(cluster::UpOptions {
+                layout,
+                dir,
+                progress: &progress,
+            })
+            .await?;
+            let d = drill.dir.display();
+            if ctx.json() {
+                print_json(&json!({
+                    "dir": drill.dir,
+                    "inventory": drill.dir.join("cluster.yaml"),
+                    "kubeconfig": drill.kubeconfig(),
+                    "known_hosts": drill.dir.join("known_hosts"),
+                    "nodes": drill.nodes.iter().map(|n| json!({"name": n.name, "address": n.address, "roles": n.roles})).collect::<Vec<_>>(),
+                }));
+            } else {
+                let cps = drill.nodes.iter().filter(|n| n.control_plane).count();
+                println!(
+                    "drill is up in {d}: {cps} control-plane node(s) with etcd, {} worker(s), Kubernetes v{}\n\n\
+                     \x20 inventory    {d}/cluster.yaml\n\
+                     \x20 kubeconfig   {d}/kubeconfig\n\
+                     \x20 known_hosts  {d}/known_hosts (the nodes' SSH host key)\n\
+                     \x20 join secrets {d}/join-command, {d}/token, {d}/certificate-key\n\n\
+                     Use it:\n\
+                     \x20 export MEDIC_INVENTORY={d}/cluster.yaml KUBECONFIG={d}/kubeconfig\n\
+                     \x20 kubectl get nodes\n\
+                     \x20 medic drill status\n\
+                     \x20 medic drill break node-lost {}        # etcd-down, kubelet-down, node-lost, upgrade-fails\n\
+                     \x20 medic drill provision {}              # a fresh machine for a lost node\n\
+                     \x20 medic drill down",
+                    drill.nodes.len() - cps,
+                    drill.cluster_version,
+                    drill.nodes.iter().rfind(|n| n.control_plane).map(|n| n.name.as_str()).unwrap_or("cp-1"),
+                    drill.nodes.iter().rfind(|n| n.control_plane).map(|n| n.name.as_str()).unwrap_or("cp-1"),
+                );
+            }
+            Ok(0)
+        }
+        DrillCommand::Status => {
+            let st = cluster::status(dir).await?;
+            if ctx.json() {
+                print_json(&serde_json::to_value(&st).expect("status serializes"));
+                return Ok(0);
+            }
+            println!(
+                "drill {} (Kubernetes v{})",
+                st.dir.display(),
+                st.cluster_version
+            );
+            for (what, pid, alive) in &st.processes {
+                println!(
+                    "  {what:<12} pid {pid:<8} {}",
+                    if *alive { "running" } else { "not running" }
+                );
+            }
+            println!("  API          {}", st.api);
+            for extra in &st.etcd_members {
+                println!("  etcd member  {extra}");
+            }
+            let mut rows = vec![[
+                "NODE",
+                "ADDRESS",
+                "ROLES",
+                "SSH",
+                "KUBELET",
+                "NODE STATUS",
+                "VERSION",
+                "ETCD",
+            ]
+            .map(String::from)];
+            for n in &st.nodes {
+                let mut node = n.node.clone();
+                if n.unschedulable {
+                    node.push_str(",SchedulingDisabled");
+                }
+                rows.push([
+                    n.name.clone(),
+                    n.address.clone(),
+                    n.roles.join(","),
+                    if n.ssh { "up" } else { "refused" }.into(),
+                    if n.kubelet { "running" } else { "stopped" }.into(),
+                    node,
+                    n.version.clone().unwrap_or_else(|| "-".into()),
+                    n.etcd.clone().unwrap_or_else(|| "-".into()),
+                ]);
+            }
+            let widths: Vec<usize> = (0..8)
+                .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+                .collect();
+            println!();
+            for r in rows {
+                let line: Vec<String> = r
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                println!("{}", line.join("  ").trim_end());
+            }
+            Ok(0)
+        }
+        DrillCommand::Break { scenario, node } => {
+            say(cluster::break_node(dir, *scenario, node).await?);
+            Ok(0)
+        }
+        DrillCommand::Provision { node } => {
+            say(cluster::provision(dir, node)?);
+            Ok(0)
+        }
+        DrillCommand::Down => {
+            let stopped = cluster::down(dir)?;
+            if ctx.json() {
+                print_json(&json!({ "stopped": stopped }));
+            } else if stopped.is_empty() {
+                println!("nothing of the drill in {} was running", dir.display());
+            } else {
+                for s in &stopped {
+                    println!("stopped {s}");
+                }
+                println!("drill in {} is down", dir.display());
+            }
+            Ok(0)
+        }
+        DrillCommand::Node { tool, args } => {
+            let reply = crate::drill::node::run(tool, args).await;
+            print!("{}", reply.stdout);
+            eprint!("{}", reply.stderr);
+            let _ = std::io::stdout().flush();
+            Ok(reply.code)
+        }
+        DrillCommand::Apiserver { .. } => unreachable!("handled above"),
     }
 }
 

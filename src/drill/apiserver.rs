@@ -446,7 +446,27 @@ impl ApiServer {
         if r.kind == "Pod" {
             self.after_pod_deleted(&obj);
         }
+        if r.kind == "Node" {
+            self.collect_pods_of(name);
+        }
         Some(obj)
+    }
+
+    /// The pod garbage collector: pods bound to a deleted node go too (a ReplicaSet's are
+    /// then recreated elsewhere).
+    fn collect_pods_of(&self, node: &str) {
+        let pods: Vec<(String, String)> = {
+            let st = self.state.lock().expect("state");
+            st.objects
+                .iter()
+                .filter(|((res, _, _), o)| *res == "pods" && o["spec"]["nodeName"] == node)
+                .map(|((_, ns, name), _)| (ns.clone(), name.clone()))
+                .collect()
+        };
+        let pod = Resource::by_kind("Pod").expect("known");
+        for (ns, name) in pods {
+            self.remove(pod, &ns, &name, None);
+        }
     }
 
     /// Deletes an object; a pod with a grace period terminates after a short delay.

@@ -1,8 +1,14 @@
-//! The drill: a disposable local cluster for rehearsals and tests. For now, the Kubernetes API
-//! emulator (`medic drill apiserver`), which the `kube` action and the stock `kubectl` use as a
-//! cluster.
+//! The drill: a disposable local cluster for rehearsals and tests.
+//!
+//! - [`cluster`]: `medic drill up|status|break|provision|down` (etcd members, one sshd, the
+//!   API emulator, the drill's inventory);
+//! - [`node`]: what `systemctl`, `kubeadm`, `apt-get` do on a drill node;
+//! - [`apiserver`]: the Kubernetes API emulator (`medic drill apiserver`), which the `kube`
+//!   action and the stock `kubectl` use as a cluster.
 
 pub mod apiserver;
+pub mod cluster;
+pub mod node;
 
 use marked_yaml::Node;
 use serde_json::Value;
