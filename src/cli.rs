@@ -151,6 +151,10 @@ pub struct StartArgs {
     /// A parameter value, key=value; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// A parameter value read from a file (one trailing newline dropped), key=PATH; keeps
+    /// secrets such as join tokens out of the command line and shell history.
+    #[arg(long = "set-file", value_name = "KEY=PATH")]
+    pub set_file: Vec<String>,
     /// Create the operation but run nothing; run it later with `medic plan resume`.
     #[arg(long)]
     pub manual: bool,
@@ -835,7 +839,22 @@ async fn run_operation(
 
 async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     let procedure = ctx.catalog()?.get(&args.name)?;
-    let params = procedure.resolve_params(&args.set)?;
+    let mut sets = args.set.clone();
+    for item in &args.set_file {
+        let Some((key, path)) = item.split_once('=') else {
+            return Err(CliError::usage(format!(
+                "--set-file `{item}` must have the form key=PATH"
+            )));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::usage(format!(
+                "--set-file {key}: cannot read {path}: {e}; give a readable file"
+            ))
+        })?;
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        sets.push(format!("{key}={value}"));
+    }
+    let params = procedure.resolve_params(&sets)?;
     let templates = Templates::new();
     let plan = procedure.build_plan(&params, &templates)?;
     let plan_json = serde_json::to_vec(&plan).expect("plan serializes");

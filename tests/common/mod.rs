@@ -207,6 +207,7 @@ pub fn state_of(env: &Env, id: &str) -> String {
         .unwrap_or_else(|| panic!("no phase {id}"))
 }
 
+pub mod drill;
 pub mod etcd;
 pub mod kube;
 pub mod sshd;
