@@ -294,9 +294,7 @@ mod tests {
         // Without the filter the whole value stays one word.
         let out = t.render("sudo {{ cmd }}", true, &ctx).unwrap();
         assert_eq!(out, "sudo \"kubeadm join 'a b' --token x;y\"");
-        let err = t
-            .render("{{ bad | shell_words }}", true, &ctx)
-            .unwrap_err();
+        let err = t.render("{{ bad | shell_words }}", true, &ctx).unwrap_err();
         assert!(err.message.contains("shell_words"), "{}", err.message);
         assert!(!err.message.contains("oops"), "{}", err.message);
         assert!(t
