@@ -19,7 +19,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use crate::action::{ActionSpec, ACTION_KINDS};
-use crate::plan::{PhaseId, Plan, PlanNode};
+use crate::plan::{Condition, PhaseId, Plan, PlanNode};
 use crate::template::Templates;
 use source::{closest, start_span, Diagnostic, Fields, Location, Reader, TemplateKind};
 
@@ -63,6 +63,7 @@ const PHASE_KEYS: &[&str] = &[
     "retries",
     "retry_delay",
     "idempotent",
+    "when",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,7 @@ pub struct PhaseSpec {
     pub retries: u32,
     pub retry_delay_secs: f64,
     pub idempotent: Option<bool>,
+    pub when: Option<Condition>,
 }
 
 /// A validated procedure.
@@ -360,6 +362,7 @@ impl Procedure {
             retries: 0,
             retry_delay_secs: 1.0,
             idempotent: true,
+            when: None,
         });
         builder.add_children(0, &self.phases, &BTreeMap::new());
         if builder.diags.is_empty() {
@@ -755,6 +758,7 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         retries: 0,
         retry_delay_secs: 1.0,
         idempotent: None,
+        when: None,
     };
     if let Some(n) = fields.get("foreach") {
         let as_name = match fields.get("as") {
@@ -953,10 +957,59 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     if let Some(n) = fields.get("idempotent") {
         spec.idempotent = r.bool(n, &format!("{what}: idempotent"));
     }
+    if let Some(n) = fields.get("when") {
+        if has_phases {
+            r.error(
+                &start_span(n),
+                format!("{what}: `when:` applies to a phase with an action, not a group; put it on the phases inside"),
+            );
+        } else {
+            spec.when = read_condition(n, &what, r);
+        }
+    }
     if pushed_local.is_some() {
         r.locals.pop();
     }
     Some(spec)
+}
+
+/// `when: "{{ expr }}"` or `when: {that: "{{ expr }}", reason: "text"}`.
+fn read_condition(node: &Node, what: &str, r: &mut Reader) -> Option<Condition> {
+    if let Node::Scalar(s) = node {
+        if s.as_str().trim().is_empty() {
+            r.error(
+                &start_span(node),
+                format!("{what}: `when:` needs a condition such as \"{{{{ node_ready }}}}\""),
+            );
+            return None;
+        }
+        return Some(Condition {
+            that: r.template(s, TemplateKind::Expression),
+            reason: None,
+        });
+    }
+    let fields = Fields::new(node, &format!("{what} when"), &["that", "reason"], r)?;
+    let that = match fields.get("that") {
+        Some(n) => {
+            let s = r.scalar(n, "when.that")?;
+            r.template(s, TemplateKind::Expression)
+        }
+        None => {
+            r.error(
+                fields.span(),
+                format!("{what}: `when:` needs `that:`, the condition under which the action runs"),
+            );
+            return None;
+        }
+    };
+    let reason = match fields.get("reason") {
+        Some(n) => {
+            let s = r.scalar(n, "when.reason")?;
+            Some(r.template(s, TemplateKind::Text))
+        }
+        None => None,
+    };
+    Some(Condition { that, reason })
 }
 
 /// Parses one action; an empty value is reported at its key (the parser places empty values
@@ -1432,6 +1485,11 @@ impl PlanBuilder<'_> {
             retries: spec.retries,
             retry_delay_secs: spec.retry_delay_secs,
             idempotent,
+            when: if carries_action {
+                spec.when.clone()
+            } else {
+                None
+            },
         };
         let i = self.nodes.len();
         self.nodes.push(node);
