@@ -839,3 +839,83 @@ fn shell_words_passes_a_command_parameter_as_separately_quoted_words() {
         .code(1)
         .stdout_contains("shell_words");
 }
+
+const INNER: &str = r#"
+name: inner
+description: find a member and remove it
+params:
+  node: {required: true, pattern: '^[a-z0-9-]+$'}
+  greeting: {default: hello}
+phases:
+  - id: find
+    run: "printf '{\"id\": \"m-%s\"}' {{ node }}"
+    capture: {member: json.id}
+    idempotent: true
+  - id: remove
+    description: remove {{ node }}
+    run: echo {{ greeting }} {{ node }} {{ member }} >> "$WORK/log"
+"#;
+
+const OUTER: &str = r#"
+name: outer
+params:
+  target: {required: true}
+phases:
+  - id: first
+    run: echo first >> "$WORK/log"
+  - id: etcd
+    description: take {{ target }} out of etcd
+    include: {procedure: inner, with: {node: "{{ target }}"}}
+  - id: after
+    requires: [/etcd/remove]
+    run: echo after {{ member }} >> "$WORK/log"
+"#;
+
+#[test]
+fn include_renders_the_included_phases_with_bound_parameters() {
+    let env = Env::new();
+    env.procedure("inner", INNER).procedure("outer", OUTER);
+    env.medic(&["start", "outer", "--set", "target=cp-2", "--manual"])
+        .run()
+        .code(0);
+    env.medic(&["plan"])
+        .run()
+        .code(0)
+        .stdout_contains("take cp-2 out of etcd")
+        .stdout_contains("/etcd/find")
+        .stdout_contains("remove cp-2");
+    env.medic(&["plan", "resume", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("printf '{\"id\": \"m-%s\"}' cp-2");
+    env.medic(&["plan", "resume"]).run().code(0);
+    assert_eq!(
+        log_lines(&env),
+        ["first", "hello cp-2 m-cp-2", "after m-cp-2"]
+    );
+    let ids: Vec<String> = phase_states(&env).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["/first", "/etcd/find", "/etcd/remove", "/after"]);
+    env.medic(&["plan", "complete"]).run().code(0);
+    // The included procedure's pattern holds for the bound value.
+    env.medic(&["start", "outer", "--set", "target=CP 2", "--manual"])
+        .run()
+        .code(2)
+        .stderr_contains(
+            "phase /etcd: parameter `node` of procedure `inner`: `CP 2` does not match the pattern ^[a-z0-9-]+$",
+        );
+}
+
+#[test]
+fn a_plans_dir_procedure_can_include_a_built_in_one() {
+    let env = Env::new();
+    env.procedure(
+        "replace",
+        "name: replace\nparams:\n  node: {required: true}\nphases:\n  - id: etcd\n    include: {procedure: etcd-remove-member, with: {node: \"{{ node }}\"}}\n  - id: done\n    requires: [/etcd/etcd/remove]\n    run: echo {{ member_id }}\n",
+    );
+    env.medic(&["procedures", "show", "replace"])
+        .run()
+        .code(0)
+        .stdout_contains("include etcd-remove-member")
+        .stdout_contains("/etcd/checks/health")
+        .stdout_contains("/etcd/etcd/remove");
+}
