@@ -646,6 +646,7 @@ fn show_procedure(ctx: &Ctx, name: &str) -> Result<i32, CliError> {
                         "requires": p.requires.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
                         "foreach": p.foreach.is_some(),
                         "parallel": p.parallel,
+                        "include": p.include.as_ref().map(|i| i.procedure.clone()),
                         "phases": phases(&p.children),
                     })
                 })
@@ -699,6 +700,13 @@ fn show_procedure(ctx: &Ctx, name: &str) -> Result<i32, CliError> {
                 (Some(a), false) => a.kind().to_string(),
                 (Some(a), true) => format!("{} for each item", a.kind()),
                 (None, true) => "group for each item".to_string(),
+                (None, false) if p.include.is_some() => format!(
+                    "include {}",
+                    p.include
+                        .as_ref()
+                        .map(|i| i.procedure.as_str())
+                        .unwrap_or_default()
+                ),
                 (None, false) => {
                     if p.parallel {
                         "group (parallel)".into()

@@ -21,7 +21,8 @@ use tokio::task::JoinSet;
 use crate::action::{cancelled, ActionCtx, ActionError, ActionSpec, Cancel, RenderScope, Stream};
 use crate::inventory::Inventory;
 use crate::plan::{
-    IllegalTransition, PhaseId, PhaseRecord, PhaseState, Plan, Scheduler, SchedulerMode, Transition,
+    Condition, IllegalTransition, PhaseId, PhaseRecord, PhaseState, Plan, Scheduler, SchedulerMode,
+    Transition,
 };
 use crate::procedure::{pending_capture_placeholder, Params};
 use crate::ssh::SshPool;
@@ -741,6 +742,9 @@ impl Engine {
                 } else if matches!(states[leaf], PhaseState::Failed | PhaseState::RolledBack) {
                     notes.push(format!("{}; runs again", states[leaf]));
                 }
+                if let Some(cond) = &node.when {
+                    notes.push(self.shared.describe_condition(cond, &scope));
+                }
                 if let Some(rb) = &node.rollback {
                     notes.push(format!("undo: {}", describe(Some(rb), &scope).join("; ")));
                 }
@@ -786,7 +790,15 @@ impl Engine {
                 templates: &self.shared.templates,
                 ctx: self.shared.display_context(leaf),
             };
+            let skipped = self
+                .shared
+                .records
+                .lock()
+                .expect("records lock")
+                .get(&node.id)
+                .is_some_and(|r| r.skipped);
             let (action, note) = match &node.rollback {
+                _ if skipped => (Vec::new(), Some(SKIPPED_ROLLBACK.to_string())),
                 Some(rb) => (describe(Some(rb), &scope), None),
                 None => (
                     Vec::new(),
@@ -902,6 +914,10 @@ impl Engine {
     }
 }
 
+/// Why rolling back a phase that was skipped does nothing.
+const SKIPPED_ROLLBACK: &str =
+    "it was skipped (its `when:` was false), so there is nothing to undo; recorded as rolled back";
+
 fn describe(action: Option<&ActionSpec>, scope: &RenderScope<'_>) -> Vec<String> {
     match action {
         Some(a) => a
@@ -1010,6 +1026,78 @@ impl Shared {
         Ok(())
     }
 
+    /// The dry-run note for a `when:`: the condition as written, and what it gives now when
+    /// it uses neither a value captured later nor a secret.
+    fn describe_condition(&self, cond: &Condition, scope: &RenderScope<'_>) -> String {
+        let expr = crate::template::strip_braces(&cond.that);
+        let names = self
+            .templates
+            .expression_names(&cond.that)
+            .unwrap_or_default();
+        let decided_later = names.iter().any(|n| {
+            self.params.secrets.contains_key(n)
+                || scope
+                    .ctx
+                    .get_attr(n)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s.ends_with(": captured at run time>")))
+                    .unwrap_or(false)
+        });
+        if decided_later {
+            return format!("only when {expr}; decided at run time");
+        }
+        match self.templates.eval(&cond.that, &scope.ctx) {
+            Ok(v) if v.is_true() => format!("only when {expr}; true now"),
+            Ok(_) => {
+                let reason = self
+                    .skip_reason(cond, &scope.ctx)
+                    .unwrap_or_else(|e| e.to_string());
+                format!("only when {expr}; false now, so it would be skipped: {reason}")
+            }
+            Err(e) => format!("only when {expr}; cannot evaluate yet ({e})"),
+        }
+    }
+
+    fn skip_reason(
+        &self,
+        cond: &Condition,
+        ctx: &minijinja::Value,
+    ) -> Result<String, crate::template::TemplateError> {
+        match &cond.reason {
+            Some(r) => self.templates.render(r, false, ctx),
+            None => Ok(format!(
+                "condition is false: {}",
+                crate::template::strip_braces(&cond.that)
+            )),
+        }
+    }
+
+    /// Evaluates a leaf's `when:` with the real values: `None` when the action should run,
+    /// else why it is skipped.
+    fn skip_because(&self, leaf: usize, cond: &Condition) -> Result<Option<String>, String> {
+        let vars = self.vars.lock().expect("vars lock").clone();
+        let ctx = phase_context(
+            &self.op,
+            &self.plan,
+            leaf,
+            &self.params,
+            &vars,
+            self.inventory.as_deref(),
+            true,
+        );
+        let expr = crate::template::strip_braces(&cond.that);
+        let value = self
+            .templates
+            .eval(&cond.that, &ctx)
+            .map_err(|e| format!("when `{expr}`: {e}"))?;
+        if value.is_true() {
+            return Ok(None);
+        }
+        self.skip_reason(cond, &ctx)
+            .map(Some)
+            .map_err(|e| format!("when reason: {e}"))
+    }
+
     fn display_context(&self, node: usize) -> minijinja::Value {
         let vars = self.vars.lock().expect("vars lock").clone();
         phase_context(
@@ -1040,13 +1128,17 @@ impl Shared {
         if let Some(e) = &error {
             next.error = Some(self.redactor.redact(e));
         }
-        if matches!(t, Transition::Complete | Transition::FinishRollback) {
+        if matches!(
+            t,
+            Transition::Complete | Transition::Skip | Transition::FinishRollback
+        ) {
             next.summary = detail.as_ref().map(|d| self.redactor.redact(d));
         }
         let event = match t {
             Transition::Start => "start",
             Transition::Restart => "restart",
             Transition::Complete => "complete",
+            Transition::Skip => "skip",
             Transition::Fail => "fail",
             Transition::BeginRollback => "rollback_start",
             Transition::FinishRollback => "rollback_complete",
@@ -1076,6 +1168,7 @@ impl Shared {
         let ends_phase = matches!(
             t,
             Transition::Complete
+                | Transition::Skip
                 | Transition::Fail
                 | Transition::FinishRollback
                 | Transition::FailRollback
@@ -1115,13 +1208,13 @@ impl Shared {
     async fn run_leaf_inner(&self, leaf: usize, rollback: bool) -> Result<bool, EngineError> {
         let node = self.plan.node(leaf);
         let id = node.id.clone();
-        let current = self
+        let (current, was_skipped) = self
             .records
             .lock()
             .expect("records lock")
             .get(&id)
-            .map(|r| r.state)
-            .unwrap_or(PhaseState::Unstarted);
+            .map(|r| (r.state, r.skipped))
+            .unwrap_or((PhaseState::Unstarted, false));
         let start = if rollback {
             Transition::BeginRollback
         } else if current == PhaseState::InProgress {
@@ -1129,7 +1222,9 @@ impl Shared {
         } else {
             Transition::Start
         };
-        let action = if rollback {
+        let action = if rollback && was_skipped {
+            None
+        } else if rollback {
             node.rollback.as_ref()
         } else {
             node.action.as_ref()
@@ -1137,6 +1232,30 @@ impl Shared {
         let detail = (start == Transition::Restart)
             .then(|| "the previous executor was interrupted; running again".to_string());
         let record = self.record_transition(leaf, start, None, detail, None)?;
+        if let Some(cond) = node.when.as_ref().filter(|_| !rollback) {
+            let (t, error, summary) = match self.skip_because(leaf, cond) {
+                Ok(None) => (None, None, None),
+                Ok(Some(reason)) => (
+                    Some(Transition::Skip),
+                    None,
+                    Some(self.redactor.redact(&format!("skipped: {reason}"))),
+                ),
+                Err(e) => (Some(Transition::Fail), Some(self.redactor.redact(&e)), None),
+            };
+            if let Some(t) = t {
+                let record =
+                    self.record_transition(leaf, t, error.clone(), summary.clone(), None)?;
+                self.sink.emit(&Event::PhaseFinished {
+                    id,
+                    state: record.state,
+                    rollback,
+                    elapsed_secs: 0.0,
+                    error: error.clone(),
+                    summary,
+                });
+                return Ok(error.is_none());
+            }
+        }
         let scope_display = RenderScope {
             inventory: self.inventory.as_deref(),
             templates: &self.templates,
@@ -1151,11 +1270,16 @@ impl Shared {
         });
         let started = Instant::now();
         let Some(action) = action else {
+            let why = if was_skipped {
+                SKIPPED_ROLLBACK
+            } else {
+                "no rollback action; recorded as rolled back"
+            };
             self.record_transition(
                 leaf,
                 Transition::FinishRollback,
                 None,
-                Some("no rollback action; recorded as rolled back".into()),
+                Some(why.into()),
                 None,
             )?;
             self.sink.emit(&Event::PhaseFinished {
@@ -1164,7 +1288,7 @@ impl Shared {
                 rollback,
                 elapsed_secs: 0.0,
                 error: None,
-                summary: Some("no rollback action; recorded as rolled back".into()),
+                summary: Some(why.into()),
             });
             return Ok(true);
         };

@@ -128,6 +128,9 @@ pub enum Transition {
     /// Execute again a phase whose executor died (in progress, lease dead).
     Restart,
     Complete,
+    /// End without running the action: its `when:` condition was false. Completes the phase,
+    /// and marks it skipped so that rolling it back does not undo what was never done.
+    Skip,
     Fail,
     /// Begin undoing a started phase (completed, failed, or interrupted).
     BeginRollback,
@@ -136,10 +139,11 @@ pub enum Transition {
 }
 
 impl Transition {
-    pub const ALL: [Transition; 7] = [
+    pub const ALL: [Transition; 8] = [
         Transition::Start,
         Transition::Restart,
         Transition::Complete,
+        Transition::Skip,
         Transition::Fail,
         Transition::BeginRollback,
         Transition::FinishRollback,
@@ -166,7 +170,7 @@ pub fn transition(
     let to = match (from, t) {
         (Unstarted | Failed | RolledBack, Start) => Some(InProgress),
         (InProgress, Restart) => Some(InProgress),
-        (InProgress, Complete) if !rolling_back => Some(Completed),
+        (InProgress, Complete | Skip) if !rolling_back => Some(Completed),
         (InProgress, Fail) if !rolling_back => Some(Failed),
         (Completed | Failed | InProgress, BeginRollback) => Some(InProgress),
         (InProgress, FinishRollback) if rolling_back => Some(RolledBack),
@@ -197,6 +201,9 @@ pub struct PhaseRecord {
     /// What the action reported when it finished (e.g. "50 nodes ok").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// Completed without running its action (`when:` was false); rolls back as a no-op.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 impl Default for PhaseRecord {
@@ -209,6 +216,7 @@ impl Default for PhaseRecord {
             finished_at: None,
             error: None,
             summary: None,
+            skipped: false,
         }
     }
 }
@@ -227,6 +235,7 @@ impl PhaseRecord {
                 next.started_at = Some(now_ms);
                 next.finished_at = None;
                 next.error = None;
+                next.skipped = false;
             }
             Transition::BeginRollback => {
                 next.rolling_back = true;
@@ -234,9 +243,10 @@ impl PhaseRecord {
                 next.finished_at = None;
                 next.error = None;
             }
-            Transition::Complete | Transition::FinishRollback => {
+            Transition::Complete | Transition::Skip | Transition::FinishRollback => {
                 next.finished_at = Some(now_ms);
                 next.error = None;
+                next.skipped = t == Transition::Skip;
             }
             Transition::Fail | Transition::FailRollback => {
                 next.finished_at = Some(now_ms);
@@ -306,6 +316,18 @@ pub struct PlanNode {
     pub retry_delay_secs: f64,
     #[serde(default)]
     pub idempotent: bool,
+    /// Run the action only if this holds at execution time (`when:`); else the phase is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+}
+
+/// A leaf's `when:`: an expression over the phase's variables, and why it is skipped when false.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub that: String,
+    /// A text template; by default "condition is false: THAT".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn default_retry_delay() -> f64 {
@@ -767,6 +789,7 @@ mod tests {
             retries: 0,
             retry_delay_secs: 1.0,
             idempotent: true,
+            when: None,
         }
     }
 
@@ -809,6 +832,7 @@ mod tests {
             (RolledBack, None, Start, InProgress),
             (InProgress, None, Restart, InProgress),
             (InProgress, Some(false), Complete, Completed),
+            (InProgress, Some(false), Skip, Completed),
             (InProgress, Some(false), Fail, Failed),
             (Completed, None, BeginRollback, InProgress),
             (Failed, None, BeginRollback, InProgress),
@@ -861,6 +885,28 @@ mod tests {
         assert!(r.apply(Transition::Complete, 6).is_err());
         let r = r.apply(Transition::FinishRollback, 6).unwrap();
         assert_eq!(r.state, PhaseState::RolledBack);
+    }
+
+    #[test]
+    fn a_skip_completes_and_is_remembered_until_the_phase_runs_again() {
+        let r = PhaseRecord::default().apply(Transition::Start, 1).unwrap();
+        let r = r.apply(Transition::Skip, 2).unwrap();
+        assert_eq!(r.state, PhaseState::Completed);
+        assert!(r.skipped);
+        let rb = r.apply(Transition::BeginRollback, 3).unwrap();
+        assert!(
+            rb.skipped,
+            "a rollback must still see that nothing was done"
+        );
+        let rb = rb.apply(Transition::FinishRollback, 4).unwrap();
+        assert!(!rb.skipped);
+        let again = r.apply(Transition::BeginRollback, 3).unwrap();
+        let again = again.apply(Transition::FinishRollback, 4).unwrap();
+        let again = again.apply(Transition::Start, 5).unwrap();
+        assert!(!again.skipped);
+        // Old databases have no `skipped` field.
+        let old: PhaseRecord = serde_json::from_str(r#"{"state":"completed"}"#).unwrap();
+        assert!(!old.skipped);
     }
 
     #[test]

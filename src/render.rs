@@ -120,6 +120,15 @@ impl PlanView<'_> {
                 error: record.and_then(|r| r.error.clone()),
                 attempts: record.map(|r| r.attempts).unwrap_or(0),
                 rolling_back: record.is_some_and(|r| r.rolling_back),
+                skipped: record
+                    .filter(|r| r.skipped && r.state == PhaseState::Completed)
+                    .map(|r| {
+                        let summary = r.summary.as_deref().unwrap_or_default();
+                        summary
+                            .strip_prefix("skipped: ")
+                            .unwrap_or(summary)
+                            .to_string()
+                    }),
             });
         }
         rows
@@ -237,6 +246,8 @@ impl PlanView<'_> {
                     }
                     let state = if r.rolling_back && r.state == "in_progress" {
                         "rolling_back".to_string()
+                    } else if r.skipped.is_some() {
+                        "skipped".to_string()
                     } else {
                         r.state.clone()
                     };
@@ -292,6 +303,18 @@ impl PlanView<'_> {
                 lease.describe()
             );
         }
+        if !short {
+            for r in &shown {
+                if let Some(reason) = &r.skipped {
+                    let _ = writeln!(
+                        out,
+                        "\n{} {} was skipped: {reason}",
+                        marker("completed"),
+                        r.id
+                    );
+                }
+            }
+        }
         for r in rows.iter().filter(|r| r.leaf && r.state == "interrupted") {
             let _ = writeln!(
                 out,
@@ -346,6 +369,9 @@ struct NodeRow {
     error: Option<String>,
     attempts: u32,
     rolling_back: bool,
+    /// Why a completed phase did not run its action (`when:` was false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<String>,
 }
 
 pub fn operation_json(op: &Operation) -> serde_json::Value {

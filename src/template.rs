@@ -58,6 +58,17 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
+/// The `shell_words` filter. The value is not echoed in the error: it may hold a secret.
+fn shell_words(text: String) -> Result<Value, minijinja::Error> {
+    match shlex::split(&text) {
+        Some(words) => Ok(Value::from(words)),
+        None => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "filter shell_words: the value has an unbalanced quote or ends in a backslash, so it cannot be split into words",
+        )),
+    }
+}
+
 impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
@@ -105,6 +116,9 @@ impl Templates {
                 Ok(Value::from(out))
             },
         );
+        // `{{ join_command | shell_words }}`: the words a POSIX shell would split the string
+        // into, as a list, so a shell template quotes each word on its own.
+        env.add_filter("shell_words", shell_words);
         Templates { env }
     }
 
@@ -264,6 +278,28 @@ mod tests {
         assert_eq!(check("x | lenght", true), ["unknown filter `lenght`"]);
         // Shell pipes outside Jinja blocks are not filters.
         assert!(check("df {{ dir }} | awk '{print}' && echo is ok", false).is_empty());
+    }
+
+    #[test]
+    fn shell_words_quotes_each_word_and_refuses_unbalanced_quotes() {
+        let t = Templates::new();
+        let ctx = Value::from_serialize(serde_json::json!({
+            "cmd": "kubeadm join 'a b' --token x;y",
+            "bad": "echo 'oops",
+        }));
+        let out = t
+            .render("sudo {{ cmd | shell_words }}", true, &ctx)
+            .unwrap();
+        assert_eq!(out, "sudo kubeadm join 'a b' --token 'x;y'");
+        // Without the filter the whole value stays one word.
+        let out = t.render("sudo {{ cmd }}", true, &ctx).unwrap();
+        assert_eq!(out, "sudo \"kubeadm join 'a b' --token x;y\"");
+        let err = t.render("{{ bad | shell_words }}", true, &ctx).unwrap_err();
+        assert!(err.message.contains("shell_words"), "{}", err.message);
+        assert!(!err.message.contains("oops"), "{}", err.message);
+        assert!(t
+            .unknown_filters_and_tests("{{ cmd | shell_words }}", false)
+            .is_empty());
     }
 
     #[test]

@@ -717,3 +717,205 @@ fn the_built_in_preflight_runs_end_to_end() {
         .code(0)
         .stdout_contains("completed");
 }
+
+/// A probe captures whether the node is ready; the drain only runs when it is.
+const COND: &str = r#"
+name: cond
+params:
+  node: {required: true}
+  go: {default: "yes"}
+phases:
+  - id: probe
+    run: "echo '{\"ready\": false}'"
+    capture: {node_ready: json.ready}
+    idempotent: true
+  - id: drain
+    when: {that: "{{ node_ready }}", reason: "{{ node }} is not Ready; nothing to drain"}
+    run: touch "$WORK/drained"
+    rollback: {run: touch "$WORK/undrained"}
+  - id: always
+    when: "{{ go == 'yes' }}"
+    run: touch "$WORK/always"
+    rollback: {run: touch "$WORK/undo-always"}
+"#;
+
+#[test]
+fn when_false_skips_the_action_and_its_rollback() {
+    let env = Env::new();
+    env.procedure("cond", COND);
+    env.medic(&["start", "cond", "--set", "node=n1", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("(only when node_ready; decided at run time")
+        .stdout_contains("(only when go == 'yes'; true now");
+    env.medic(&["start", "cond", "--set", "node=n1"])
+        .run()
+        .code(0)
+        .stdout_contains("/drain completed in")
+        .stdout_contains("skipped: n1 is not Ready; nothing to drain");
+    assert!(
+        !env.file("drained").exists(),
+        "a skipped action must not run"
+    );
+    assert!(
+        env.file("always").exists(),
+        "a true condition runs the action"
+    );
+    assert_eq!(state_of(&env, "/drain"), "completed");
+    let json = env.medic(&["plan", "-o", "json"]).run().code(0).json();
+    let drain = json["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "/drain")
+        .unwrap()
+        .clone();
+    assert_eq!(drain["skipped"], "n1 is not Ready; nothing to drain");
+    env.medic(&["plan"])
+        .run()
+        .code(0)
+        .stdout_contains("/drain was skipped: n1 is not Ready; nothing to drain")
+        .stdout_contains(" skipped ");
+    let history = common::history(&env);
+    assert!(
+        history
+            .iter()
+            .any(|e| e["event"] == "skip" && e["phase"] == "/drain"),
+        "{history:#?}"
+    );
+    // Rolling back the whole plan undoes /always but not the skipped /drain.
+    env.medic(&["plan", "rollback", "--phase=/", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("nothing to undo");
+    env.medic(&["plan", "rollback", "--phase=/"])
+        .run()
+        .code(0)
+        .stdout_contains("nothing to undo");
+    assert!(env.file("undo-always").exists());
+    assert!(
+        !env.file("undrained").exists(),
+        "the rollback of a skipped phase must not run"
+    );
+    assert_eq!(state_of(&env, "/drain"), "rolled_back");
+}
+
+#[test]
+fn when_false_without_a_reason_says_which_condition() {
+    let env = Env::new();
+    env.procedure("cond", COND);
+    env.medic(&["start", "cond", "--set", "node=n1", "--set", "go=no"])
+        .run()
+        .code(0)
+        .stdout_contains("skipped: condition is false: go == 'yes'");
+    assert!(!env.file("always").exists());
+    env.medic(&["plan"])
+        .run()
+        .code(0)
+        .stdout_contains("/always was skipped: condition is false: go == 'yes'");
+}
+
+#[test]
+fn shell_words_passes_a_command_parameter_as_separately_quoted_words() {
+    let env = Env::new();
+    env.procedure(
+        "words",
+        "name: words\nparams:\n  cmd: {required: true}\nphases:\n  - id: run\n    run: '{{ cmd | shell_words }} > \"$WORK/out\"'\n",
+    );
+    env.medic(&[
+        "start",
+        "words",
+        "--set",
+        "cmd=printf %s| 'b c' x;touch $WORK/pwned",
+    ])
+    .run()
+    .code(0);
+    // Several arguments, each quoted: `;` and `$WORK` stay inside their word.
+    assert_eq!(env.read("out"), "b c|x;touch|$WORK/pwned|");
+    assert!(!env.file("pwned").exists());
+    env.medic(&["plan", "complete"]).run().code(0);
+    env.medic(&["start", "words", "--set", "cmd=printf 'unbalanced"])
+        .run()
+        .code(1)
+        .stdout_contains("shell_words");
+}
+
+const INNER: &str = r#"
+name: inner
+description: find a member and remove it
+params:
+  node: {required: true, pattern: '^[a-z0-9-]+$'}
+  greeting: {default: hello}
+phases:
+  - id: find
+    run: "printf '{\"id\": \"m-%s\"}' {{ node }}"
+    capture: {member: json.id}
+    idempotent: true
+  - id: remove
+    description: remove {{ node }}
+    run: echo {{ greeting }} {{ node }} {{ member }} >> "$WORK/log"
+"#;
+
+const OUTER: &str = r#"
+name: outer
+params:
+  target: {required: true}
+phases:
+  - id: first
+    run: echo first >> "$WORK/log"
+  - id: etcd
+    description: take {{ target }} out of etcd
+    include: {procedure: inner, with: {node: "{{ target }}"}}
+  - id: after
+    requires: [/etcd/remove]
+    run: echo after {{ member }} >> "$WORK/log"
+"#;
+
+#[test]
+fn include_renders_the_included_phases_with_bound_parameters() {
+    let env = Env::new();
+    env.procedure("inner", INNER).procedure("outer", OUTER);
+    env.medic(&["start", "outer", "--set", "target=cp-2", "--manual"])
+        .run()
+        .code(0);
+    env.medic(&["plan"])
+        .run()
+        .code(0)
+        .stdout_contains("take cp-2 out of etcd")
+        .stdout_contains("/etcd/find")
+        .stdout_contains("remove cp-2");
+    env.medic(&["plan", "resume", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("printf '{\"id\": \"m-%s\"}' cp-2");
+    env.medic(&["plan", "resume"]).run().code(0);
+    assert_eq!(
+        log_lines(&env),
+        ["first", "hello cp-2 m-cp-2", "after m-cp-2"]
+    );
+    let ids: Vec<String> = phase_states(&env).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["/first", "/etcd/find", "/etcd/remove", "/after"]);
+    env.medic(&["plan", "complete"]).run().code(0);
+    // The included procedure's pattern holds for the bound value.
+    env.medic(&["start", "outer", "--set", "target=CP 2", "--manual"])
+        .run()
+        .code(2)
+        .stderr_contains(
+            "phase /etcd: parameter `node` of procedure `inner`: `CP 2` does not match the pattern ^[a-z0-9-]+$",
+        );
+}
+
+#[test]
+fn a_plans_dir_procedure_can_include_a_built_in_one() {
+    let env = Env::new();
+    env.procedure(
+        "replace",
+        "name: replace\nparams:\n  node: {required: true}\nphases:\n  - id: etcd\n    include: {procedure: etcd-remove-member, with: {node: \"{{ node }}\"}}\n  - id: done\n    requires: [/etcd/etcd/remove]\n    run: echo {{ member_id }}\n",
+    );
+    env.medic(&["procedures", "show", "replace"])
+        .run()
+        .code(0)
+        .stdout_contains("include etcd-remove-member")
+        .stdout_contains("/etcd/checks/health")
+        .stdout_contains("/etcd/etcd/remove");
+}

@@ -340,3 +340,52 @@ phases:
         .code(0)
         .stdout_contains("already gone");
 }
+
+#[test]
+fn wait_ready_with_a_version_waits_for_the_kubelet_version() {
+    let api = ApiServer::start(&seed(3, 2, ""));
+    let env = env_for(&api);
+    env.procedure(
+        "upgraded",
+        r#"
+name: upgraded
+params:
+  version: {default: v1.31.2}
+phases:
+  - id: ready
+    kube: {wait_ready: {node: n1, timeout: 2s, version: "{{ version }}"}}
+    capture: {seen: version}
+  - id: check
+    check: {that: "{{ seen == 'v1.31.2' }}"}
+"#,
+    );
+    env.medic(&["start", "upgraded", "--dry-run"])
+        .run()
+        .code(0)
+        .stdout_contains("kube wait until n1 is Ready with kubelet v1.31.2 (up to 2s)");
+    // Ready, but still the old kubelet: the timeout says what it saw.
+    env.medic(&["start", "upgraded"])
+        .run()
+        .code(1)
+        .stdout_contains(
+            "node n1 was not Ready with kubelet v1.31.2 after 2s; last seen: it was Ready with kubelet v1.30.2",
+        );
+    let out = api.kubectl(&[
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"nodeInfo":{"kubeletVersion":"v1.31.2"}}}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.medic(&["plan", "resume"])
+        .run()
+        .code(0)
+        .stdout_contains("n1 is Ready (kubelet v1.31.2)");
+}

@@ -792,3 +792,43 @@ phases:
         ]),
     ]);
 }
+
+#[test]
+fn conditions() {
+    run_table(vec![
+        case(
+            "when with a syntax error",
+            "name: p\nphases:\n  - id: a\n    when: \"{{ ready and }}\"\n    run: echo\n",
+        )
+        .expect(&["plans/p.yaml:4:11: bad template: syntax error: "])
+        .no_operation(),
+        case(
+            "when with an undeclared name",
+            "name: p\nparams:\n  ready: {}\nphases:\n  - id: a\n    when: {that: \"{{ redy }}\", reason: \"{{ nope }}\"}\n    run: echo\n",
+        )
+        .expect(&[
+            "2 problems found",
+            "plans/p.yaml:6:18: template uses undefined name `redy`; did you mean `ready`?",
+            "plans/p.yaml:6:40: template uses undefined name `nope`",
+        ])
+        .no_operation(),
+        case(
+            "when on a group",
+            "name: p\nphases:\n  - id: g\n    when: \"{{ true }}\"\n    phases:\n      - id: a\n        run: echo\n",
+        )
+        .expect(&[
+            "plans/p.yaml:4:11: phase `g`: `when:` applies to a phase with an action, not a group; put it on the phases inside",
+        ])
+        .no_operation(),
+        case(
+            "when without that",
+            "name: p\nphases:\n  - id: a\n    when: {reason: later}\n    run: echo\n",
+        )
+        .expect(&["phase `a`: `when:` needs `that:`"]),
+        case(
+            "when with an unknown key",
+            "name: p\nphases:\n  - id: a\n    when: {that: \"{{ true }}\", becuase: x}\n    run: echo\n",
+        )
+        .expect(&["unknown key `becuase` in phase `a` when"]),
+    ]);
+}

@@ -4,7 +4,7 @@
 //! kube: {cordon: NODE}  |  {uncordon: NODE}  |  {delete_node: NODE}  |  {node_info: NODE}
 //! kube: {drain: {node: NODE, timeout: 10m, delete_emptydir_data: true, ignore_daemonsets: true,
 //!                force: false, grace_period: 30, disable_eviction: false}}
-//! kube: {wait_ready: {node: NODE, timeout: 10m}}  |  {wait_gone: {node: NODE, timeout: 5m}}
+//! kube: {wait_ready: {node: NODE, timeout: 10m, version: v1.31.2}}  |  {wait_gone: {node: NODE, timeout: 5m}}
 //! kube: {label: {node: NODE, labels: {k: v}}}  |  {unlabel: {node: NODE, keys: [k]}}
 //! kube: {taint: {node: NODE, key: k, value: v, effect: NoSchedule}}  |  {untaint: {node: NODE, key: k}}
 //! ```
@@ -53,6 +53,9 @@ pub enum KubeSpec {
     WaitReady {
         node: String,
         timeout: String,
+        /// The kubelet version the node must report too (`v1.31.2`), a template.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<String>,
     },
     WaitGone {
         node: String,
@@ -585,7 +588,8 @@ impl Action for KubeSpec {
                         "grace_period",
                         "disable_eviction",
                     ],
-                    "wait_ready" | "wait_gone" => &["node", "timeout"],
+                    "wait_ready" => &["node", "timeout", "version"],
+                    "wait_gone" => &["node", "timeout"],
                     "label" => &["node", "labels"],
                     "unlabel" => &["node", "keys"],
                     "taint" => &["node", "key", "value", "effect"],
@@ -616,6 +620,10 @@ impl Action for KubeSpec {
                     "wait_ready" => KubeSpec::WaitReady {
                         node,
                         timeout: duration_field(&f, reader, "10m"),
+                        version: match f.get("version") {
+                            Some(n) => Some(scalar(reader, n, "kube wait_ready version")?),
+                            None => None,
+                        },
                     },
                     "wait_gone" => KubeSpec::WaitGone {
                         node,
@@ -714,8 +722,14 @@ impl Action for KubeSpec {
                 if d.force { ", unmanaged pods deleted" } else { "" }
             )
             }
-            KubeSpec::WaitReady { timeout, .. } => format!(
-                "kube wait until {node} is Ready (up to {})",
+            KubeSpec::WaitReady {
+                timeout, version, ..
+            } => format!(
+                "kube wait until {node} is Ready{} (up to {})",
+                match version {
+                    Some(v) => format!(" with kubelet {}", scope.render("kube.version", v, false)?),
+                    None => String::new(),
+                },
                 super::wait::human_secs(render_duration(scope, timeout)?)
             ),
             KubeSpec::WaitGone { timeout, .. } => format!(
@@ -830,32 +844,79 @@ impl Action for KubeSpec {
                 let d = d.resolve(ctx.scope)?;
                 self.drain(ctx, &client, &node, &d).await
             }
-            KubeSpec::WaitReady { timeout, .. } | KubeSpec::WaitGone { timeout, .. } => {
-                let timeout_secs = &render_duration(ctx.scope, timeout)?;
-                let want_gone = matches!(self, KubeSpec::WaitGone { .. });
-                let deadline = Instant::now() + Duration::from_secs_f64(*timeout_secs);
+            KubeSpec::WaitReady {
+                timeout, version, ..
+            } => {
+                let timeout_secs = render_duration(ctx.scope, timeout)?;
+                let version = match version {
+                    Some(v) => Some(ctx.scope.render("kube.version", v, false)?),
+                    None => None,
+                };
+                let wanted = match &version {
+                    Some(v) => format!("Ready with kubelet {v}"),
+                    None => "Ready".to_string(),
+                };
+                let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs);
                 loop {
                     let state = nodes
                         .get_opt(&node)
                         .await
                         .map_err(|e| api_error(&format!("get node {node}"), e))?;
-                    let ok = match &state {
-                        None => want_gone,
-                        Some(n) => !want_gone && node_info(n)["ready"] == true,
-                    };
-                    if ok {
+                    let info = state.as_ref().map(node_info);
+                    let seen_version = info
+                        .as_ref()
+                        .and_then(|i| i["kubelet_version"].as_str())
+                        .map(|s| s.to_string());
+                    let ready = info.as_ref().is_some_and(|i| i["ready"] == true);
+                    let version_ok = version.is_none() || seen_version == version;
+                    if let (Some(mut info), true) = (info, ready && version_ok) {
+                        info["version"] = json!(seen_version);
                         return done(
-                            format!("{node} is {}", if want_gone { "gone" } else { "Ready" }),
-                            state
-                                .map(|n| node_info(&n))
-                                .unwrap_or(json!({"node": node, "gone": true})),
+                            match &seen_version {
+                                Some(v) => format!("{node} is Ready (kubelet {v})"),
+                                None => format!("{node} is Ready"),
+                            },
+                            info,
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        let last = match (&state, &seen_version) {
+                            (None, _) => "the node does not exist".to_string(),
+                            (Some(_), v) => format!(
+                                "it was {} with kubelet {}",
+                                if ready { "Ready" } else { "NotReady" },
+                                v.as_deref().unwrap_or("(no version reported)")
+                            ),
+                        };
+                        return Err(fail(format!(
+                            "node {node} was not {wanted} after {}; last seen: {last}",
+                            super::wait::human_secs(timeout_secs)
+                        )));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
+                    }
+                }
+            }
+            KubeSpec::WaitGone { timeout, .. } => {
+                let timeout_secs = render_duration(ctx.scope, timeout)?;
+                let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs);
+                loop {
+                    let state = nodes
+                        .get_opt(&node)
+                        .await
+                        .map_err(|e| api_error(&format!("get node {node}"), e))?;
+                    if state.is_none() {
+                        return done(
+                            format!("{node} is gone"),
+                            json!({"node": node, "gone": true}),
                         );
                     }
                     if Instant::now() >= deadline {
                         return Err(fail(format!(
-                            "node {node} was not {} after {}",
-                            if want_gone { "gone" } else { "Ready" },
-                            super::wait::human_secs(*timeout_secs)
+                            "node {node} was not gone after {}",
+                            super::wait::human_secs(timeout_secs)
                         )));
                     }
                     tokio::select! {

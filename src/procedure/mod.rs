@@ -19,7 +19,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use crate::action::{ActionSpec, ACTION_KINDS};
-use crate::plan::{PhaseId, Plan, PlanNode};
+use crate::plan::{Condition, PhaseId, Plan, PlanNode};
 use crate::template::Templates;
 use source::{closest, start_span, Diagnostic, Fields, Location, Reader, TemplateKind};
 
@@ -63,7 +63,12 @@ const PHASE_KEYS: &[&str] = &[
     "retries",
     "retry_delay",
     "idempotent",
+    "when",
+    "include",
 ];
+
+/// The keys a phase with `include:` may have besides it.
+const INCLUDE_PHASE_KEYS: &[&str] = &["id", "description", "requires", "include"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcedureError {
@@ -76,6 +81,8 @@ pub enum ProcedureError {
     },
     #[error("{}", render_diagnostics(.0))]
     Invalid(Vec<Diagnostic>),
+    #[error("include cycle: {}", .0.join(" → "))]
+    IncludeCycle(Vec<String>),
 }
 
 fn render_diagnostics(diags: &[Diagnostic]) -> String {
@@ -127,6 +134,20 @@ pub struct PhaseSpec {
     pub retries: u32,
     pub retry_delay_secs: f64,
     pub idempotent: Option<bool>,
+    pub when: Option<Condition>,
+    /// `include:` — a group whose children are another procedure's phases.
+    pub include: Option<Include>,
+}
+
+/// `include: {procedure: NAME, with: {param: "template"}}`.
+#[derive(Clone, Debug)]
+pub struct Include {
+    pub procedure: String,
+    /// Parameter name, template rendered in the including procedure's context, where it is.
+    pub with: Vec<(String, String, Location)>,
+    /// The included procedure's parameters, known once the include is resolved.
+    pub params: Vec<ParamSpec>,
+    pub location: Location,
 }
 
 /// A validated procedure.
@@ -173,11 +194,26 @@ pub fn pending_capture_placeholder(name: &str) -> String {
 }
 
 impl Procedure {
-    /// Parses and validates one procedure file; `file` labels messages.
+    /// Parses and validates one procedure file that includes no other; `file` labels messages.
     pub fn parse(
         file: &str,
         text: &str,
         expected_name: Option<&str>,
+    ) -> Result<Procedure, ProcedureError> {
+        Self::parse_with(file, text, expected_name, &mut |name| {
+            Err(ProcedureError::Unknown {
+                name: name.to_string(),
+                hint: " (includes are resolved through the catalog)".into(),
+            })
+        })
+    }
+
+    /// Parses and validates one procedure file; `include` loads the procedures it includes.
+    pub fn parse_with(
+        file: &str,
+        text: &str,
+        expected_name: Option<&str>,
+        include: &mut dyn FnMut(&str) -> Result<Procedure, ProcedureError>,
     ) -> Result<Procedure, ProcedureError> {
         let mut reader = Reader::new(file);
         // YAML allows a byte-order mark; some editors write one.
@@ -187,8 +223,10 @@ impl Procedure {
             Ok(root) => root,
             Err(e) => return Err(ProcedureError::Invalid(vec![load_error(file, text, &e)])),
         };
-        let procedure = read_procedure(&root, &mut reader, expected_name);
-        if let Some(p) = &procedure {
+        let mut procedure = read_procedure(&root, &mut reader, expected_name);
+        if let Some(p) = &mut procedure {
+            resolve_includes(&mut p.phases, include, &mut reader);
+            validate_includes(p, &mut reader);
             validate_graph(p, &mut reader);
             validate_templates(p, &mut reader);
         }
@@ -360,6 +398,7 @@ impl Procedure {
             retries: 0,
             retry_delay_secs: 1.0,
             idempotent: true,
+            when: None,
         });
         builder.add_children(0, &self.phases, &BTreeMap::new());
         if builder.diags.is_empty() {
@@ -755,7 +794,31 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         retries: 0,
         retry_delay_secs: 1.0,
         idempotent: None,
+        when: None,
+        include: None,
     };
+    if let Some(n) = fields.get("include") {
+        for key in fields.keys() {
+            if !INCLUDE_PHASE_KEYS.contains(&key.as_str()) {
+                r.error(
+                    key.span(),
+                    format!(
+                        "{what}: `{}:` does not apply to a phase with `include:`; it may only have {}",
+                        key.as_str(),
+                        INCLUDE_PHASE_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(d) = fields.get("description") {
+            if let Some(s) = r.scalar(d, "description") {
+                spec.description = Some(r.template(s, TemplateKind::Text));
+            }
+        }
+        spec.requires = read_requires(&fields, r);
+        spec.include = read_include(n, &what, r);
+        return Some(spec);
+    }
     if let Some(n) = fields.get("foreach") {
         let as_name = match fields.get("as") {
             Some(a) => r
@@ -800,18 +863,7 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
             spec.description = Some(r.template(s, TemplateKind::Text));
         }
     }
-    if let Some(n) = fields.get("requires") {
-        let items: Vec<&Node> = match n {
-            Node::Sequence(seq) => seq.iter().collect(),
-            other => vec![other],
-        };
-        for item in items {
-            if let Some(s) = r.scalar(item, "requires") {
-                let loc = r.location(item.span());
-                spec.requires.push((s.as_str().to_string(), loc));
-            }
-        }
-    }
+    spec.requires = read_requires(&fields, r);
     let action_keys: Vec<&marked_yaml::types::MarkedScalarNode> = fields
         .keys()
         .filter(|k| ACTION_KINDS.contains(&k.as_str()))
@@ -953,10 +1005,258 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     if let Some(n) = fields.get("idempotent") {
         spec.idempotent = r.bool(n, &format!("{what}: idempotent"));
     }
+    if let Some(n) = fields.get("when") {
+        if has_phases {
+            r.error(
+                &start_span(n),
+                format!("{what}: `when:` applies to a phase with an action, not a group; put it on the phases inside"),
+            );
+        } else {
+            spec.when = read_condition(n, &what, r);
+        }
+    }
     if pushed_local.is_some() {
         r.locals.pop();
     }
     Some(spec)
+}
+
+fn read_requires(fields: &Fields<'_>, r: &mut Reader) -> Vec<(String, Location)> {
+    let mut out = Vec::new();
+    if let Some(n) = fields.get("requires") {
+        let items: Vec<&Node> = match n {
+            Node::Sequence(seq) => seq.iter().collect(),
+            other => vec![other],
+        };
+        for item in items {
+            if let Some(s) = r.scalar(item, "requires") {
+                let loc = r.location(item.span());
+                out.push((s.as_str().to_string(), loc));
+            }
+        }
+    }
+    out
+}
+
+/// `include: {procedure: NAME, with: {param: "{{ value }}"}}`; resolved later.
+fn read_include(node: &Node, what: &str, r: &mut Reader) -> Option<Include> {
+    let location = r.location(&start_span(node));
+    let fields = Fields::new(node, &format!("{what} include"), &["procedure", "with"], r)?;
+    let Some(name) = fields.get("procedure") else {
+        r.error(
+            fields.span(),
+            format!("{what}: `include:` needs `procedure:`, the name of the procedure to include"),
+        );
+        return None;
+    };
+    let procedure = r.scalar(name, "include.procedure")?.as_str().to_string();
+    let mut with = Vec::new();
+    match fields.get("with") {
+        Some(Node::Mapping(map)) => {
+            for (k, v) in map.iter() {
+                if let Some(s) = r.scalar(v, &format!("include with `{}`", k.as_str())) {
+                    let loc = r.location(k.span());
+                    let source = r.template(s, TemplateKind::Text);
+                    with.push((k.as_str().to_string(), source, loc));
+                }
+            }
+        }
+        Some(other) => r.error(
+            &start_span(other),
+            format!("{what}: `with:` must map the included procedure's parameters to values"),
+        ),
+        None => {}
+    }
+    Some(Include {
+        procedure,
+        with,
+        params: Vec::new(),
+        location,
+    })
+}
+
+/// Loads every included procedure and makes its phases the include phase's children,
+/// checking the binding: known parameters, required ones given, no secrets, relative requires.
+fn resolve_includes(
+    phases: &mut [PhaseSpec],
+    load: &mut dyn FnMut(&str) -> Result<Procedure, ProcedureError>,
+    r: &mut Reader,
+) {
+    for phase in phases.iter_mut() {
+        let Some(inc) = &mut phase.include else {
+            resolve_includes(&mut phase.children, load, r);
+            continue;
+        };
+        let what = format!("phase `{}`", phase.id);
+        let here = Some(inc.location.clone());
+        let included = match load(&inc.procedure) {
+            Ok(p) => p,
+            Err(e) => {
+                let message = match e {
+                    ProcedureError::Unknown { name, hint } => {
+                        format!("{what} includes unknown procedure `{name}`{hint}")
+                    }
+                    ProcedureError::IncludeCycle(chain) => format!(
+                        "{what}: include cycle: {} (a procedure cannot include itself)",
+                        chain.join(" → ")
+                    ),
+                    ProcedureError::Read { path, source } => format!(
+                        "{what}: cannot read included procedure {}: {source}",
+                        path.display()
+                    ),
+                    ProcedureError::Invalid(diags) => {
+                        r.diagnostics.extend(diags);
+                        format!(
+                            "{what}: included procedure `{}` has problems (listed here too)",
+                            inc.procedure
+                        )
+                    }
+                };
+                r.diagnostics.push(Diagnostic {
+                    location: here,
+                    message,
+                });
+                continue;
+            }
+        };
+        let secrets: Vec<&str> = included
+            .params
+            .iter()
+            .filter(|p| p.secret)
+            .map(|p| p.name.as_str())
+            .collect();
+        if !secrets.is_empty() {
+            r.diagnostics.push(Diagnostic {
+                location: here.clone(),
+                message: format!(
+                    "{what}: procedure `{}` has secret parameters ({}); including a procedure with secret parameters is not supported, run it on its own",
+                    inc.procedure,
+                    secrets.join(", ")
+                ),
+            });
+        }
+        for (key, _, loc) in &inc.with {
+            if included.param(key).is_none() {
+                let names: Vec<&str> = included.params.iter().map(|p| p.name.as_str()).collect();
+                let hint = match closest(key, names.iter().copied()) {
+                    Some(c) => format!("; did you mean `{c}`?"),
+                    None if names.is_empty() => "; it takes no parameters".to_string(),
+                    None => format!("; its parameters are {}", names.join(", ")),
+                };
+                r.diagnostics.push(Diagnostic {
+                    location: Some(loc.clone()),
+                    message: format!(
+                        "{what}: procedure `{}` has no parameter `{key}`{hint}",
+                        inc.procedure
+                    ),
+                });
+            }
+        }
+        for p in &included.params {
+            if p.required && p.default.is_none() && !inc.with.iter().any(|w| w.0 == p.name) {
+                r.diagnostics.push(Diagnostic {
+                    location: here.clone(),
+                    message: format!(
+                        "{what}: procedure `{}` needs its required parameter `{}`; add `with: {{{}: ...}}`",
+                        inc.procedure, p.name, p.name
+                    ),
+                });
+            }
+        }
+        walk(&included.phases, &mut |p| {
+            for (req, loc) in &p.requires {
+                if req.starts_with('/') {
+                    r.diagnostics.push(Diagnostic {
+                        location: here.clone(),
+                        message: format!(
+                            "{what}: procedure `{}` cannot be included: it requires `{req}` by absolute path (at {loc}); inside an include only relative requires (a sibling's id) keep their meaning",
+                            inc.procedure
+                        ),
+                    });
+                }
+            }
+        });
+        inc.params = included.params;
+        phase.children = included.phases;
+    }
+}
+
+/// `with:` values are bound when the plan is built: they cannot use values captured at run
+/// time, nor secrets (the bound values are stored in the plan).
+fn validate_includes(procedure: &Procedure, r: &mut Reader) {
+    fn visit(
+        phases: &[PhaseSpec],
+        procedure: &Procedure,
+        captures: &BTreeSet<String>,
+        r: &mut Reader,
+    ) {
+        let templates = Templates::new();
+        for phase in phases {
+            let Some(inc) = &phase.include else {
+                visit(&phase.children, procedure, captures, r);
+                continue;
+            };
+            // The included phases were checked when their own procedure was loaded.
+            for (key, source, loc) in &inc.with {
+                for name in templates.template_names(source, false).unwrap_or_default() {
+                    let why = if captures.contains(&name) {
+                        "a value captured at run time"
+                    } else if procedure.param(&name).is_some_and(|p| p.secret) {
+                        "a secret parameter"
+                    } else {
+                        continue;
+                    };
+                    r.diagnostics.push(Diagnostic {
+                        location: Some(loc.clone()),
+                        message: format!(
+                            "phase `{}`: include `with: {key}` uses `{name}`, {why}; included parameters are bound when the plan is built and stored in it"
+                            , phase.id
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    visit(&procedure.phases, procedure, &procedure.capture_names(), r);
+}
+
+/// `when: "{{ expr }}"` or `when: {that: "{{ expr }}", reason: "text"}`.
+fn read_condition(node: &Node, what: &str, r: &mut Reader) -> Option<Condition> {
+    if let Node::Scalar(s) = node {
+        if s.as_str().trim().is_empty() {
+            r.error(
+                &start_span(node),
+                format!("{what}: `when:` needs a condition such as \"{{{{ node_ready }}}}\""),
+            );
+            return None;
+        }
+        return Some(Condition {
+            that: r.template(s, TemplateKind::Expression),
+            reason: None,
+        });
+    }
+    let fields = Fields::new(node, &format!("{what} when"), &["that", "reason"], r)?;
+    let that = match fields.get("that") {
+        Some(n) => {
+            let s = r.scalar(n, "when.that")?;
+            r.template(s, TemplateKind::Expression)
+        }
+        None => {
+            r.error(
+                fields.span(),
+                format!("{what}: `when:` needs `that:`, the condition under which the action runs"),
+            );
+            return None;
+        }
+    };
+    let reason = match fields.get("reason") {
+        Some(n) => {
+            let s = r.scalar(n, "when.reason")?;
+            Some(r.template(s, TemplateKind::Text))
+        }
+        None => None,
+    };
+    Some(Condition { that, reason })
 }
 
 /// Parses one action; an empty value is reported at its key (the parser places empty values
@@ -1296,13 +1596,95 @@ impl PlanBuilder<'_> {
                     }
                 }
                 None => {
-                    let node = self.push(parent, id, spec, locals, false);
+                    let node = self.push(parent, id.clone(), spec, locals, false);
+                    let inner = match &spec.include {
+                        Some(inc) => self.bind_include(&id, inc, locals),
+                        None => locals.clone(),
+                    };
                     if !spec.children.is_empty() {
-                        self.add_children(node, &spec.children, locals);
+                        self.add_children(node, &spec.children, &inner);
                     }
                 }
             }
         }
+    }
+
+    /// The included procedure's parameters for its subtree: `with:` values rendered in the
+    /// including context (a lone `{{ expr }}` keeps its type, e.g. a list), else defaults;
+    /// each checked against its pattern.
+    fn bind_include(
+        &mut self,
+        id: &PhaseId,
+        inc: &Include,
+        locals: &BTreeMap<String, serde_json::Value>,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let ctx = self.context(locals);
+        let mut inner = locals.clone();
+        for param in &inc.params {
+            let given = inc.with.iter().find(|w| w.0 == param.name);
+            let value = match given {
+                Some((key, source, loc)) => {
+                    let rendered = if crate::template::strip_braces(source) != source.trim() {
+                        self.templates.eval(source, &ctx).and_then(|v| {
+                            serde_json::to_value(&v).map_err(|e| crate::template::TemplateError {
+                                message: e.to_string(),
+                                line: None,
+                            })
+                        })
+                    } else {
+                        self.templates
+                            .render(source, false, &ctx)
+                            .map(serde_json::Value::String)
+                    };
+                    match rendered {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.diags.push(Diagnostic {
+                                location: Some(loc.clone()),
+                                message: format!(
+                                    "phase {id}: include `with: {key}`: {}",
+                                    e.message
+                                ),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                None => param
+                    .default
+                    .clone()
+                    .unwrap_or_else(|| serde_json::Value::String(String::new())),
+            };
+            let value = match (param.kind, value) {
+                (ParamKind::List, serde_json::Value::String(s)) => serde_json::Value::Array(
+                    s.split(',')
+                        .map(|s| s.trim())
+                        .filter(|s| !s.is_empty())
+                        .map(|s| serde_json::Value::String(s.to_string()))
+                        .collect(),
+                ),
+                (ParamKind::String, v @ serde_json::Value::Array(_)) | (ParamKind::List, v) => v,
+                (ParamKind::String, v) => serde_json::Value::String(json_text(&v)),
+            };
+            if let (Some(pattern), Some((_, _, loc))) = (&param.pattern, given) {
+                let re = regex::Regex::new(pattern).expect("validated at load");
+                let items: Vec<String> = match &value {
+                    serde_json::Value::Array(a) => a.iter().map(json_text).collect(),
+                    other => vec![json_text(other)],
+                };
+                for item in items.iter().filter(|i| !re.is_match(i)) {
+                    self.diags.push(Diagnostic {
+                        location: Some(loc.clone()),
+                        message: format!(
+                            "phase {id}: parameter `{}` of procedure `{}`: `{item}` does not match the pattern {pattern}",
+                            param.name, inc.procedure
+                        ),
+                    });
+                }
+            }
+            inner.insert(param.name.clone(), value);
+        }
+        inner
     }
 
     fn foreach_items(
@@ -1432,6 +1814,11 @@ impl PlanBuilder<'_> {
             retries: spec.retries,
             retry_delay_secs: spec.retry_delay_secs,
             idempotent,
+            when: if carries_action {
+                spec.when.clone()
+            } else {
+                None
+            },
         };
         let i = self.nodes.len();
         self.nodes.push(node);
@@ -1501,6 +1888,16 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
+        self.load_procedure(name, &mut Vec::new())
+    }
+
+    /// Loads `name`, resolving its includes through this catalog; `loading` holds the
+    /// procedures being loaded around it, to name an include cycle.
+    fn load_procedure(
+        &self,
+        name: &str,
+        loading: &mut Vec<String>,
+    ) -> Result<Procedure, ProcedureError> {
         let Some(sources) = self.entries.get(name) else {
             let hint = closest(name, self.names())
                 .map(|c| format!(" (did you mean `{c}`?)"))
@@ -1510,9 +1907,9 @@ impl Catalog {
                 hint,
             });
         };
-        match sources.as_slice() {
+        let (file, text) = match sources.as_slice() {
             [CatalogSource::Builtin(text)] => {
-                Procedure::parse(&format!("plans/{name}.yaml (built in)"), text, Some(name))
+                (format!("plans/{name}.yaml (built in)"), text.to_string())
             }
             [CatalogSource::File(path)] => {
                 let text =
@@ -1520,7 +1917,7 @@ impl Catalog {
                         path: path.clone(),
                         source,
                     })?;
-                Procedure::parse(&path.display().to_string(), &text, Some(name))
+                (path.display().to_string(), text)
             }
             many => {
                 let files: Vec<String> = many
@@ -1530,15 +1927,26 @@ impl Catalog {
                         CatalogSource::Builtin(_) => None,
                     })
                     .collect();
-                Err(ProcedureError::Invalid(vec![Diagnostic {
+                return Err(ProcedureError::Invalid(vec![Diagnostic {
                     location: None,
                     message: format!(
                         "procedure `{name}` is defined by more than one file: {}; keep one",
                         files.join(" and ")
                     ),
-                }]))
+                }]));
             }
-        }
+        };
+        loading.push(name.to_string());
+        let result = Procedure::parse_with(&file, &text, Some(name), &mut |included| {
+            if let Some(pos) = loading.iter().position(|l| l == included) {
+                let mut chain = loading[pos..].to_vec();
+                chain.push(included.to_string());
+                return Err(ProcedureError::IncludeCycle(chain));
+            }
+            self.load_procedure(included, loading)
+        });
+        loading.pop();
+        result
     }
 }
 
