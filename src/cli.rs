@@ -498,6 +498,10 @@ async fn drill_command(
                     if *alive { "running" } else { "not running" }
                 );
             }
+            if st.processes.is_empty() {
+                println!("  nothing runs: the drill is down (start a new one with `medic drill up`)");
+                return Ok(0);
+            }
             println!("  API          {}", st.api);
             for extra in &st.etcd_members {
                 println!("  etcd member  {extra}");

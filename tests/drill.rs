@@ -159,7 +159,7 @@ fn drill_up_break_provision_and_down_leaves_no_process_or_port() {
         .medic(&["drill", "status"])
         .run()
         .code(0)
-        .stdout_contains("not running");
+        .stdout_contains("the drill is down");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //!
 //! ```yaml
 //! kube: {cordon: NODE}  |  {uncordon: NODE}  |  {delete_node: NODE}  |  {node_info: NODE}
+//! kube: {nodes: {}}   # every node's status, for checks
 //! kube: {drain: {node: NODE, timeout: 10m, delete_emptydir_data: true, ignore_daemonsets: true,
 //!                force: false, grace_period: 30, disable_eviction: false}}
 //! kube: {wait_ready: {node: NODE, timeout: 10m, version: v1.31.2}}  |  {wait_gone: {node: NODE, timeout: 5m}}
@@ -49,6 +50,8 @@ pub enum KubeSpec {
     Uncordon(String),
     DeleteNode(String),
     NodeInfo(String),
+    /// Every node's status (for checks before a change that touches them all).
+    Nodes,
     Drain(DrainSpec),
     WaitReady {
         node: String,
@@ -86,6 +89,7 @@ const OPS: &[&str] = &[
     "uncordon",
     "delete_node",
     "node_info",
+    "nodes",
     "drain",
     "wait_ready",
     "wait_gone",
@@ -246,6 +250,7 @@ impl KubeSpec {
             | KubeSpec::Uncordon(n)
             | KubeSpec::DeleteNode(n)
             | KubeSpec::NodeInfo(n) => n,
+            KubeSpec::Nodes => "",
             KubeSpec::Drain(d) => &d.node,
             KubeSpec::WaitReady { node, .. }
             | KubeSpec::WaitGone { node, .. }
@@ -262,6 +267,7 @@ impl KubeSpec {
             KubeSpec::Uncordon(_) => "uncordon",
             KubeSpec::DeleteNode(_) => "delete_node",
             KubeSpec::NodeInfo(_) => "node_info",
+            KubeSpec::Nodes => "nodes",
             KubeSpec::Drain(_) => "drain",
             KubeSpec::WaitReady { .. } => "wait_ready",
             KubeSpec::WaitGone { .. } => "wait_gone",
@@ -577,6 +583,10 @@ impl Action for KubeSpec {
             "uncordon" => KubeSpec::Uncordon(scalar(reader, body, "kube uncordon")?),
             "delete_node" => KubeSpec::DeleteNode(scalar(reader, body, "kube delete_node")?),
             "node_info" => KubeSpec::NodeInfo(scalar(reader, body, "kube node_info")?),
+            "nodes" => {
+                Fields::new(body, "kube nodes", &[], reader)?;
+                KubeSpec::Nodes
+            }
             _ => {
                 let keys: &[&str] = match *op {
                     "drain" => &[
@@ -702,6 +712,9 @@ impl Action for KubeSpec {
     }
 
     fn target(&self) -> Option<String> {
+        if matches!(self, KubeSpec::Nodes) {
+            return Some("every node".into());
+        }
         Some(format!("node {}", self.node_template()))
     }
 
@@ -749,6 +762,7 @@ impl Action for KubeSpec {
                 key, value, effect, ..
             } => format!("kube taint {node} {key}={value}:{effect}"),
             KubeSpec::Untaint { key, .. } => format!("kube untaint {node} {key}"),
+            KubeSpec::Nodes => "kube read every node's status (Ready, kubelet version, cordoned)".into(),
             other => format!("kube {} {node}", other.op()),
         }];
         if let Some(d) = &drain {
@@ -822,6 +836,18 @@ impl Action for KubeSpec {
                 ),
                 Err(e) => Err(api_error(&format!("delete node {node}"), e)),
             },
+            KubeSpec::Nodes => {
+                let list = nodes
+                    .list(&Default::default())
+                    .await
+                    .map_err(|e| api_error("list nodes", e))?;
+                let infos: Vec<serde_json::Value> = list.items.iter().map(node_info).collect();
+                let ready = infos.iter().filter(|i| i["ready"] == true).count();
+                done(
+                    format!("{} node(s), {ready} Ready", infos.len()),
+                    json!({"nodes": infos, "total": infos.len(), "ready": ready}),
+                )
+            }
             KubeSpec::NodeInfo(_) => {
                 let n = nodes
                     .get(&node)

@@ -42,6 +42,22 @@ mod builtin {
             "node-maintenance",
             include_str!("../../plans/node-maintenance.yaml"),
         ),
+        (
+            "replace-control-plane-node",
+            include_str!("../../plans/replace-control-plane-node.yaml"),
+        ),
+        (
+            "replace-worker-node",
+            include_str!("../../plans/replace-worker-node.yaml"),
+        ),
+        (
+            "upgrade-kubernetes",
+            include_str!("../../plans/upgrade-kubernetes.yaml"),
+        ),
+        (
+            "upgrade-kubernetes-node",
+            include_str!("../../plans/upgrade-kubernetes-node.yaml"),
+        ),
     ];
 }
 
