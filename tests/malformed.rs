@@ -832,3 +832,86 @@ fn conditions() {
         .expect(&["unknown key `becuase` in phase `a` when"]),
     ]);
 }
+
+const INCLUDED: &str = "name: q\nparams:\n  node: {required: true, pattern: '^[a-z0-9-]+$'}\n  mode: {default: soft}\nphases:\n  - id: one\n    run: echo {{ node }}\n    capture: {found: json.x}\n  - id: two\n    requires: [one]\n    run: echo {{ mode }}\n";
+
+#[test]
+fn includes() {
+    run_table(vec![
+        case(
+            "include of an unknown procedure",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: qq, with: {node: n1}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:4:14: phase `a` includes unknown procedure `qq` (did you mean `q`?)"])
+        .no_operation(),
+        case(
+            "include with an unknown parameter",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: q, with: {node: n1, nod: x}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:4:46: phase `a`: procedure `q` has no parameter `nod`; did you mean `node`?"]),
+        case(
+            "include without a required parameter",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: q, with: {mode: hard}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:4:14: phase `a`: procedure `q` needs its required parameter `node`; add `with: {node: ...}`"]),
+        case(
+            "include cycle",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: r}\n",
+        )
+        .file("r.yaml", "name: r\nphases:\n  - id: b\n    include: {procedure: p}\n")
+        .expect(&["include cycle: p → r → p"])
+        .no_operation(),
+        case(
+            "a procedure includes itself",
+            "name: p\nphases:\n  - id: a\n    run: echo\n  - id: b\n    include: {procedure: p}\n",
+        )
+        .expect(&["plans/p.yaml:6:14: phase `b`: include cycle: p → p"]),
+        case(
+            "included procedure uses absolute requires",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: r}\n",
+        )
+        .file("r.yaml", "name: r\nphases:\n  - id: b\n    run: echo\n  - id: c\n    requires: [/b]\n    run: echo\n")
+        .expect(&["plans/p.yaml:4:14: phase `a`: procedure `r` cannot be included: it requires `/b` by absolute path (at ", "r.yaml:6:16)"]),
+        case(
+            "included procedure has secret parameters",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: r, with: {token: x}}\n",
+        )
+        .file("r.yaml", "name: r\nparams:\n  token: {secret: true}\nphases:\n  - id: b\n    run: echo {{ token }}\n")
+        .expect(&["plans/p.yaml:4:14: phase `a`: procedure `r` has secret parameters (token); including a procedure with secret parameters is not supported"]),
+        case(
+            "include phase with an action",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: q, with: {node: n1}}\n    run: echo\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:5:5: phase `a`: `run:` does not apply to a phase with `include:`"]),
+        case(
+            "include with a captured value",
+            "name: p\nphases:\n  - id: find\n    run: echo\n    capture: {node: json.node}\n  - id: a\n    include: {procedure: q, with: {node: \"{{ node }}\"}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:7:36: phase `a`: include `with: node` uses `node`, a value captured at run time"]),
+        case(
+            "include with an undefined name",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: q, with: {node: \"{{ nod }}\"}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:4:42: template uses undefined name `nod`"]),
+        case(
+            "requires into an include that does not exist",
+            "name: p\nphases:\n  - id: a\n    include: {procedure: q, with: {node: n1}}\n  - id: b\n    requires: [/a/tow]\n    run: echo\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["plans/p.yaml:6:16: phase /b requires unknown phase `/a/tow`; did you mean `/a/two`?"]),
+        case(
+            "included value against the included pattern",
+            "name: p\nparams:\n  n: {required: true}\nphases:\n  - id: a\n    include: {procedure: q, with: {node: \"{{ n }}\"}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .args(&["start", "p", "--set", "n=Bad Node"])
+        .expect(&["plans/p.yaml:6:36: phase /a: parameter `node` of procedure `q`: `Bad Node` does not match the pattern ^[a-z0-9-]+$"])
+        .no_operation(),
+    ]);
+}

@@ -2,12 +2,15 @@
 //!
 //! 1. [`Catalog`] finds procedures: the built-in ones compiled into the binary, then a plans
 //!    directory (`--plans-dir`/`MEDIC_PLANS_DIR`) that adds or overrides by name.
-//! 2. [`Procedure::parse`] reads one file and reports *every* problem at once with file, line
-//!    and column: unknown keys, duplicate IDs, unknown `requires` (with the closest ID),
-//!    cycles (with the cycle), bad templates and names no parameter or capture defines.
+//! 2. [`Procedure::parse_with`] reads one file and reports *every* problem at once with file,
+//!    line and column: unknown keys, duplicate IDs, unknown `requires` (with the closest ID),
+//!    cycles (with the cycle), bad templates and names no parameter or capture defines. An
+//!    `include:` phase gets the included procedure's phases (loaded through the catalog) as
+//!    its children before the requires graph and templates are checked.
 //! 3. [`Procedure::resolve_params`] checks `--set` values: unknown, missing, pattern mismatch.
-//! 4. [`Procedure::build_plan`] expands `foreach`, resolves `requires` to phase IDs and renders
-//!    descriptions, giving the immutable [`Plan`] an operation runs.
+//! 4. [`Procedure::build_plan`] expands `foreach`, binds included procedures' parameters (as
+//!    the subtree's locals), resolves `requires` to phase IDs and renders descriptions, giving
+//!    the immutable [`Plan`] an operation runs.
 
 pub mod source;
 
@@ -2073,6 +2076,45 @@ mod tests {
                 || errs[0].contains("requires cycle: /b → /a → /b"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn include_binds_the_included_parameters_for_its_subtree_only() {
+        let inner = "name: inner\nparams:\n  node: {required: true}\n  tools: {type: list, default: [a]}\n  mode: {default: soft}\nphases:\n  - id: each\n    foreach: \"{{ tools }}\"\n    run: echo {{ node }} {{ item }} {{ mode }}\n";
+        let outer = "name: outer\nparams:\n  target: {default: cp-2}\n  list: {default: [x, y]}\nphases:\n  - id: inc\n    description: about {{ target }}\n    include: {procedure: inner, with: {node: \"n-{{ target }}\", tools: \"{{ list }}\"}}\n  - id: after\n    requires: [/inc/each]\n    when: \"{{ target == 'cp-2' }}\"\n    run: echo {{ target }}\n";
+        let p = Procedure::parse_with("outer.yaml", outer, None, &mut |name| {
+            assert_eq!(name, "inner");
+            Procedure::parse("inner.yaml", inner, None)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let params = p.resolve_params(&[]).unwrap();
+        let plan = p.build_plan(&params, &Templates::new()).unwrap();
+        let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "/",
+                "/inc",
+                "/inc/each",
+                "/inc/each/x",
+                "/inc/each/y",
+                "/after"
+            ]
+        );
+        let x = plan.node(plan.find(&PhaseId::parse("/inc/each/x")).unwrap());
+        assert_eq!(x.locals["node"], "n-cp-2");
+        assert_eq!(x.locals["tools"], serde_json::json!(["x", "y"]));
+        assert_eq!(x.locals["mode"], "soft");
+        assert_eq!(x.locals["item"], "x");
+        assert_eq!(x.when, None);
+        let after = plan.node(plan.find(&PhaseId::parse("/after")).unwrap());
+        assert!(after.locals.is_empty(), "{:?}", after.locals);
+        assert_eq!(after.requires, [PhaseId::parse("/inc/each")]);
+        assert_eq!(
+            after.when.as_ref().map(|w| w.that.as_str()),
+            Some("{{ target == 'cp-2' }}")
+        );
+        assert_eq!(plan.node(1).description, "about cp-2");
     }
 
     #[test]
