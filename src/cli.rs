@@ -499,7 +499,9 @@ async fn drill_command(
                 );
             }
             if st.processes.is_empty() {
-                println!("  nothing runs: the drill is down (start a new one with `medic drill up`)");
+                println!(
+                    "  nothing runs: the drill is down (start a new one with `medic drill up`)"
+                );
                 return Ok(0);
             }
             println!("  API          {}", st.api);
@@ -868,7 +870,24 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     }
     let params = procedure.resolve_params(&sets)?;
     let templates = Templates::new();
-    let plan = procedure.build_plan(&params, &templates)?;
+    // A broken inventory is reported where the plan needs it; the plan is built without it.
+    let inventory = ctx.inventory().ok().flatten();
+    let plan = procedure
+        .build_plan_for(
+            &params,
+            &templates,
+            inventory.as_ref().map(|i| i.template_value()),
+        )
+        .map_err(|e| {
+            let mut err = CliError::from(e);
+            if inventory.is_none() {
+                err.message.push_str(&format!(
+                    "\n(no inventory was loaded from {}; a procedure that expands over the inventory's nodes needs one: pass --inventory FILE)",
+                    ctx.cli.inventory.display()
+                ));
+            }
+            err
+        })?;
     let plan_json = serde_json::to_vec(&plan).expect("plan serializes");
     let redact = |a: &str| -> String {
         match a.strip_prefix("--set=") {

@@ -737,10 +737,12 @@ impl<'a> Scheduler<'a> {
         }
         let mut chain = vec![leaf];
         chain.extend(self.plan.ancestors(leaf));
+        // Every ancestor counts the leaf; only those whose whole subtree is now done release
+        // their dependents.
         for node in chain {
             self.remaining[node] = self.remaining[node].saturating_sub(1);
             if self.remaining[node] != 0 {
-                break;
+                continue;
             }
             let waiting = self.dependents.remove(&node).unwrap_or_default();
             for d in waiting {
@@ -954,6 +956,33 @@ mod tests {
             s.finished(*l, true);
         }
         assert_eq!(ids(&p, &order), ["/a", "/b", "/c"]);
+        assert!(s.all_done());
+    }
+
+    #[test]
+    fn a_sibling_after_nested_groups_runs_once_every_leaf_of_them_is_done() {
+        // /g holds two groups of two leaves; /after requires /g (the ordered sibling before).
+        let p = plan(&[
+            ("/g", false, &[]),
+            ("/g/x", false, &[]),
+            ("/g/x/1", false, &[]),
+            ("/g/x/2", false, &[]),
+            ("/g/y", false, &[]),
+            ("/g/y/1", false, &[]),
+            ("/g/y/2", false, &[]),
+            ("/after", false, &[]),
+        ]);
+        let states = vec![PhaseState::Unstarted; p.len()];
+        let mut s = Scheduler::new(&p, &states, 0, SchedulerMode::Execute);
+        let mut order = Vec::new();
+        while let Some(l) = s.next_ready().first().copied() {
+            order.push(l);
+            s.finished(l, true);
+        }
+        assert_eq!(
+            ids(&p, &order),
+            ["/g/x/1", "/g/x/2", "/g/y/1", "/g/y/2", "/after"]
+        );
         assert!(s.all_done());
     }
 

@@ -120,6 +120,7 @@ impl PlanView<'_> {
                 error: record.and_then(|r| r.error.clone()),
                 attempts: record.map(|r| r.attempts).unwrap_or(0),
                 rolling_back: record.is_some_and(|r| r.rolling_back),
+                summary: record.and_then(|r| r.summary.clone()),
                 skipped: record
                     .filter(|r| r.skipped && r.state == PhaseState::Completed)
                     .map(|r| {
@@ -369,6 +370,9 @@ struct NodeRow {
     error: Option<String>,
     attempts: u32,
     rolling_back: bool,
+    /// What the action reported when it finished (e.g. how many pods a drain moved).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<String>,
     /// Why a completed phase did not run its action (`when:` was false).
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,

@@ -762,7 +762,9 @@ impl Action for KubeSpec {
                 key, value, effect, ..
             } => format!("kube taint {node} {key}={value}:{effect}"),
             KubeSpec::Untaint { key, .. } => format!("kube untaint {node} {key}"),
-            KubeSpec::Nodes => "kube read every node's status (Ready, kubelet version, cordoned)".into(),
+            KubeSpec::Nodes => {
+                "kube read every node's status (Ready, kubelet version, cordoned)".into()
+            }
             other => format!("kube {} {node}", other.op()),
         }];
         if let Some(d) = &drain {

@@ -715,15 +715,26 @@ async fn kubeadm_join(drill: &mut Drill, node: &str, args: &[String]) -> Result2
             )
         })?;
         let peer = drill.peer_url(&n);
-        let added = client
-            .member_add([peer.clone()], None)
-            .await
-            .map_err(|e| {
-                Reply::err(
-                    1,
-                    format!("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: etcdserver: {e}\n"),
-                )
-            })?;
+        // As kubeadm does, a cluster that just changed membership ("unhealthy cluster" for a
+        // few seconds in etcd 3.4) is retried.
+        let started = Instant::now();
+        let added = loop {
+            match client.member_add([peer.clone()], None).await {
+                Ok(added) => break added,
+                Err(e)
+                    if e.to_string().contains("unhealthy cluster")
+                        && started.elapsed() < Duration::from_secs(30) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    return Err(Reply::err(
+                        1,
+                        format!("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: etcdserver: {e}\n"),
+                    ))
+                }
+            }
+        };
         let new_id = added.member().map(|m| m.id()).unwrap_or_default();
         let initial: Vec<String> = added
             .member_list()

@@ -87,7 +87,16 @@ const PHASE_KEYS: &[&str] = &[
 ];
 
 /// The keys a phase with `include:` may have besides it.
-const INCLUDE_PHASE_KEYS: &[&str] = &["id", "description", "requires", "include"];
+const INCLUDE_PHASE_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "requires",
+    "include",
+    "foreach",
+    "as",
+    "parallel",
+    "max_parallel",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcedureError {
@@ -393,10 +402,25 @@ impl Procedure {
         params: &Params,
         templates: &Templates,
     ) -> Result<Plan, ProcedureError> {
+        self.build_plan_for(params, templates, None)
+    }
+
+    /// As [`Procedure::build_plan`], with the inventory (`inventory.nodes`, roles) available
+    /// to templates that shape the plan, e.g. `foreach` over the control-plane nodes.
+    pub fn build_plan_for(
+        &self,
+        params: &Params,
+        templates: &Templates,
+        inventory: Option<serde_json::Value>,
+    ) -> Result<Plan, ProcedureError> {
+        let mut base = params.template_values(false);
+        if let Some(inv) = inventory {
+            base.insert("inventory".into(), inv);
+        }
         let mut builder = PlanBuilder {
             procedure: self,
             templates,
-            base: params.template_values(false),
+            base,
             captures: self.capture_names(),
             nodes: Vec::new(),
             diags: Vec::new(),
@@ -816,28 +840,6 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         when: None,
         include: None,
     };
-    if let Some(n) = fields.get("include") {
-        for key in fields.keys() {
-            if !INCLUDE_PHASE_KEYS.contains(&key.as_str()) {
-                r.error(
-                    key.span(),
-                    format!(
-                        "{what}: `{}:` does not apply to a phase with `include:`; it may only have {}",
-                        key.as_str(),
-                        INCLUDE_PHASE_KEYS.join(", ")
-                    ),
-                );
-            }
-        }
-        if let Some(d) = fields.get("description") {
-            if let Some(s) = r.scalar(d, "description") {
-                spec.description = Some(r.template(s, TemplateKind::Text));
-            }
-        }
-        spec.requires = read_requires(&fields, r);
-        spec.include = read_include(n, &what, r);
-        return Some(spec);
-    }
     if let Some(n) = fields.get("foreach") {
         let as_name = match fields.get("as") {
             Some(a) => r
@@ -876,6 +878,53 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     let pushed_local = spec.foreach.as_ref().map(|(_, name)| name.clone());
     if let Some(name) = &pushed_local {
         r.locals.push(name.clone());
+    }
+    if let Some(n) = fields.get("include") {
+        for key in fields.keys() {
+            if !INCLUDE_PHASE_KEYS.contains(&key.as_str()) {
+                r.error(
+                    key.span(),
+                    format!(
+                        "{what}: `{}:` does not apply to a phase with `include:`; it may only have {}",
+                        key.as_str(),
+                        INCLUDE_PHASE_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(d) = fields.get("description") {
+            if let Some(s) = r.scalar(d, "description") {
+                spec.description = Some(r.template(s, TemplateKind::Text));
+            }
+        }
+        spec.requires = read_requires(&fields, r);
+        spec.include = read_include(n, &what, r);
+        if let Some(p) = fields.get("parallel") {
+            spec.parallel = r.bool(p, &format!("{what}: parallel")).unwrap_or(false);
+            if spec.foreach.is_none() {
+                r.error(
+                    &start_span(p),
+                    format!("{what}: `parallel:` applies to a `foreach:` of includes"),
+                );
+            }
+        }
+        if let Some(m) = fields.get("max_parallel") {
+            match r.uint(m, &format!("{what}: max_parallel")) {
+                Some(0) => r.error(
+                    &start_span(m),
+                    format!("{what}: max_parallel must be at least 1"),
+                ),
+                Some(v) if spec.parallel => spec.max_parallel = Some(v as usize),
+                _ => r.error(
+                    &start_span(m),
+                    format!("{what}: max_parallel needs `parallel: true`"),
+                ),
+            }
+        }
+        if pushed_local.is_some() {
+            r.locals.pop();
+        }
+        return Some(spec);
     }
     if let Some(n) = fields.get("description") {
         if let Some(s) = r.scalar(n, "description") {
@@ -1608,7 +1657,10 @@ impl PlanBuilder<'_> {
                         let mut inner = locals.clone();
                         inner.insert(as_name.clone(), item);
                         let child_id = id.child(&segment);
-                        let child = self.push(group, child_id, spec, &inner, false);
+                        let child = self.push(group, child_id.clone(), spec, &inner, false);
+                        if let Some(inc) = &spec.include {
+                            inner = self.bind_include(&child_id, inc, &inner);
+                        }
                         if !spec.children.is_empty() {
                             self.add_children(child, &spec.children, &inner);
                         }
@@ -2054,12 +2106,31 @@ mod tests {
                 .params
                 .iter()
                 .filter(|s| s.required && s.default.is_none())
-                .map(|s| format!("{}=example", s.name))
+                .map(|s| {
+                    // A value each required parameter's pattern accepts.
+                    let value = match s.name.as_str() {
+                        "version" => "1.31.2".to_string(),
+                        "from_version" => "1.30.2".to_string(),
+                        "join_command" => {
+                            "kubeadm join 10.0.0.1:6443 --discovery-token-ca-cert-hash sha256:00"
+                                .to_string()
+                        }
+                        "token" => "abcdef.0123456789abcdef".to_string(),
+                        "certificate_key" => "0".repeat(64),
+                        _ => "example".to_string(),
+                    };
+                    format!("{}={value}", s.name)
+                })
                 .collect();
             let params = p
                 .resolve_params(&sets)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            p.build_plan(&params, &Templates::new())
+            // Procedures that expand over the inventory's nodes get a small one.
+            let inventory = serde_json::json!({"nodes": [
+                {"name": "cp-1", "address": "10.0.0.1", "roles": ["control-plane", "etcd"]},
+                {"name": "worker-1", "address": "10.0.0.2", "roles": ["worker"]},
+            ]});
+            p.build_plan_for(&params, &Templates::new(), Some(inventory))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
