@@ -781,8 +781,9 @@ async fn kubeadm_reset(drill: &mut Drill, node: &str, args: &[String]) -> Result
     }
     let n = drill.node(node).map_err(drill_err)?.clone();
     let mut out = String::from("[preflight] Running pre-flight checks\n");
-    let had_member = n.etcd.is_some() || drill.etcd_data_dir(node).join("member").exists();
-    if n.control_plane && had_member {
+    // The member is looked up in the cluster, not from local traces: a join interrupted
+    // between adding the member and starting it leaves an unstarted member and no data.
+    if n.control_plane {
         let peer = drill.peer_url(&n);
         match etcd_client(&drill.live_etcd_endpoints(Some(node))).await {
             Ok(mut c) => {
