@@ -1075,16 +1075,7 @@ impl Shared {
     /// Evaluates a leaf's `when:` with the real values: `None` when the action should run,
     /// else why it is skipped.
     fn skip_because(&self, leaf: usize, cond: &Condition) -> Result<Option<String>, String> {
-        let vars = self.vars.lock().expect("vars lock").clone();
-        let ctx = phase_context(
-            &self.op,
-            &self.plan,
-            leaf,
-            &self.params,
-            &vars,
-            self.inventory.as_deref(),
-            true,
-        );
+        let ctx = self.context(leaf, true);
         let expr = crate::template::strip_braces(&cond.that);
         let value = self
             .templates
@@ -1099,6 +1090,12 @@ impl Shared {
     }
 
     fn display_context(&self, node: usize) -> minijinja::Value {
+        self.context(node, false)
+    }
+
+    /// The template context of `node` with the variables captured so far; real secret values
+    /// only when `reveal` (execution).
+    fn context(&self, node: usize, reveal: bool) -> minijinja::Value {
         let vars = self.vars.lock().expect("vars lock").clone();
         phase_context(
             &self.op,
@@ -1107,7 +1104,7 @@ impl Shared {
             &self.params,
             &vars,
             self.inventory.as_deref(),
-            false,
+            reveal,
         )
     }
 
@@ -1353,16 +1350,7 @@ impl Shared {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let vars = self.vars.lock().expect("vars lock").clone();
-            let ctx = phase_context(
-                &self.op,
-                &self.plan,
-                leaf,
-                &self.params,
-                &vars,
-                self.inventory.as_deref(),
-                true,
-            );
+            let ctx = self.context(leaf, true);
             let scope = RenderScope {
                 inventory: self.inventory.as_deref(),
                 templates: &self.templates,

@@ -913,5 +913,20 @@ fn includes() {
         .args(&["start", "p", "--set", "n=Bad Node"])
         .expect(&["plans/p.yaml:6:36: phase /a: parameter `node` of procedure `q`: `Bad Node` does not match the pattern ^[a-z0-9-]+$"])
         .no_operation(),
+        case(
+            "parallel include without foreach",
+            "name: p\nphases:\n  - id: a\n    parallel: true\n    max_parallel: 0\n    include: {procedure: q, with: {node: n1}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&[
+            "plans/p.yaml:4:15: phase `a`: `parallel:` applies to a group (`phases:` or `foreach:`)",
+            "plans/p.yaml:5:19: phase `a`: max_parallel must be at least 1",
+        ]),
+        case(
+            "foreach include with an undefined item name",
+            "name: p\nphases:\n  - id: a\n    foreach: [x, y]\n    as: n\n    include: {procedure: q, with: {node: \"{{ item }}\"}}\n",
+        )
+        .file("q.yaml", INCLUDED)
+        .expect(&["template uses undefined name `item`"]),
     ]);
 }

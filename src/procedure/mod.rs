@@ -899,28 +899,8 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         }
         spec.requires = read_requires(&fields, r);
         spec.include = read_include(n, &what, r);
-        if let Some(p) = fields.get("parallel") {
-            spec.parallel = r.bool(p, &format!("{what}: parallel")).unwrap_or(false);
-            if spec.foreach.is_none() {
-                r.error(
-                    &start_span(p),
-                    format!("{what}: `parallel:` applies to a `foreach:` of includes"),
-                );
-            }
-        }
-        if let Some(m) = fields.get("max_parallel") {
-            match r.uint(m, &format!("{what}: max_parallel")) {
-                Some(0) => r.error(
-                    &start_span(m),
-                    format!("{what}: max_parallel must be at least 1"),
-                ),
-                Some(v) if spec.parallel => spec.max_parallel = Some(v as usize),
-                _ => r.error(
-                    &start_span(m),
-                    format!("{what}: max_parallel needs `parallel: true`"),
-                ),
-            }
-        }
+        let group = spec.foreach.is_some();
+        read_parallel(&fields, &mut spec, &what, group, r);
         if pushed_local.is_some() {
             r.locals.pop();
         }
@@ -1027,31 +1007,8 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
             r.error(&start_span(n), format!("{what}: capture must map names to expressions over the result, e.g. `capture: {{member_id: json.id}}`"));
         }
     }
-    if let Some(n) = fields.get("parallel") {
-        spec.parallel = r.bool(n, &format!("{what}: parallel")).unwrap_or(false);
-        if !has_phases && spec.foreach.is_none() {
-            r.error(
-                &start_span(n),
-                format!("{what}: `parallel:` applies to a group (`phases:` or `foreach:`)"),
-            );
-        }
-    }
-    if let Some(n) = fields.get("max_parallel") {
-        match r.uint(n, &format!("{what}: max_parallel")) {
-            Some(0) => r.error(
-                &start_span(n),
-                format!("{what}: max_parallel must be at least 1"),
-            ),
-            Some(v) => spec.max_parallel = Some(v as usize),
-            None => {}
-        }
-        if !spec.parallel {
-            r.error(
-                &start_span(n),
-                format!("{what}: max_parallel needs `parallel: true`"),
-            );
-        }
-    }
+    let group = has_phases || spec.foreach.is_some();
+    read_parallel(&fields, &mut spec, &what, group, r);
     if let Some(n) = fields.get("timeout") {
         spec.timeout_secs = r.duration(n, &format!("{what}: timeout"));
     }
@@ -1325,6 +1282,35 @@ fn read_condition(node: &Node, what: &str, r: &mut Reader) -> Option<Condition> 
         None => None,
     };
     Some(Condition { that, reason })
+}
+
+/// `parallel:` and `max_parallel:` of a group (`phases:`, `foreach:` or a foreach of includes).
+fn read_parallel(fields: &Fields, spec: &mut PhaseSpec, what: &str, group: bool, r: &mut Reader) {
+    if let Some(n) = fields.get("parallel") {
+        spec.parallel = r.bool(n, &format!("{what}: parallel")).unwrap_or(false);
+        if !group {
+            r.error(
+                &start_span(n),
+                format!("{what}: `parallel:` applies to a group (`phases:` or `foreach:`)"),
+            );
+        }
+    }
+    if let Some(n) = fields.get("max_parallel") {
+        match r.uint(n, &format!("{what}: max_parallel")) {
+            Some(0) => r.error(
+                &start_span(n),
+                format!("{what}: max_parallel must be at least 1"),
+            ),
+            Some(v) => spec.max_parallel = Some(v as usize),
+            None => {}
+        }
+        if !spec.parallel {
+            r.error(
+                &start_span(n),
+                format!("{what}: max_parallel needs `parallel: true`"),
+            );
+        }
+    }
 }
 
 /// Parses one action; an empty value is reported at its key (the parser places empty values
