@@ -437,7 +437,9 @@ fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy
                 finished = true;
                 break;
             }
-            panic!("resume failed on its own: {status}");
+            let plan = drill.medic(&["plan"]).run().stdout;
+            let logs = drill.medic(&["plan", "logs"]).run().stdout;
+            panic!("resume failed on its own: {status}\n{plan}\n{logs}");
         }
         // SAFETY: signalling our own child.
         unsafe {

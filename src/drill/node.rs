@@ -715,14 +715,15 @@ async fn kubeadm_join(drill: &mut Drill, node: &str, args: &[String]) -> Result2
             )
         })?;
         let peer = drill.peer_url(&n);
-        // As kubeadm does, a cluster that just changed membership ("unhealthy cluster" for a
-        // few seconds in etcd 3.4) is retried.
+        // As kubeadm does, a refused add is retried for a while: a cluster that just changed
+        // membership answers "unhealthy cluster" (etcd 3.4) or "member not found" for a few
+        // seconds. A peer URL that is already a member is final.
         let started = Instant::now();
         let added = loop {
             match client.member_add([peer.clone()], None).await {
                 Ok(added) => break added,
                 Err(e)
-                    if e.to_string().contains("unhealthy cluster")
+                    if !e.to_string().contains("already exists")
                         && started.elapsed() < Duration::from_secs(30) =>
                 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
