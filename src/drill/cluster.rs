@@ -1004,7 +1004,13 @@ fn processes_mentioning(dir: &Path) -> Vec<(u32, String)> {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-        if cmdline.contains(&needle) && process_start_ticks(pid).is_some() {
+        // Only the kinds of process the drill starts: an operator's medic run that merely
+        // names a file in the drill directory (`--set-file token=…`) is left alone.
+        let program = cmdline.split(' ').next().unwrap_or_default();
+        let drill_kind = program.ends_with("etcd")
+            || program.ends_with("sshd")
+            || cmdline.contains(" drill apiserver ");
+        if drill_kind && cmdline.contains(&needle) && process_start_ticks(pid).is_some() {
             out.push((pid, cmdline.trim().to_string()));
         }
     }
