@@ -365,7 +365,7 @@ impl Drill {
             .arg("--initial-cluster-state")
             .arg(state)
             .arg("--initial-cluster-token")
-            .arg(format!("drill-{}", self.api_port))
+            .arg(format!("drill-{}", self.ssh_port))
             .args([
                 "--heartbeat-interval",
                 "100",
