@@ -27,7 +27,9 @@ use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
+use super::{
+    sleep_unless_cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream,
+};
 use crate::procedure::source::{start_span, Fields, Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -410,10 +412,7 @@ impl KubeSpec {
                     backoff.as_secs_f64()
                 ),
             );
-            tokio::select! {
-                _ = tokio::time::sleep(backoff.min(deadline - Instant::now())) => {}
-                reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
-            }
+            sleep_unless_cancelled(&ctx.cancel, backoff.min(deadline - Instant::now())).await?;
             backoff = (backoff * 3 / 2).min(Duration::from_secs(2));
         }
         // Wait until every evicted pod is gone (a replacement has another uid).
@@ -445,10 +444,7 @@ impl KubeSpec {
                     names.join(", ")
                 )));
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
-            }
+            sleep_unless_cancelled(&ctx.cancel, Duration::from_millis(100)).await?;
         }
         let skipped: Vec<&PodPlan> = plan.iter().filter(|p| p.action == "skip").collect();
         Ok(ActionOutput {
@@ -921,10 +917,7 @@ impl Action for KubeSpec {
                             super::wait::human_secs(timeout_secs)
                         )));
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
-                    }
+                    sleep_unless_cancelled(&ctx.cancel, Duration::from_millis(250)).await?;
                 }
             }
             KubeSpec::WaitGone { timeout, .. } => {
@@ -947,10 +940,7 @@ impl Action for KubeSpec {
                             super::wait::human_secs(timeout_secs)
                         )));
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
-                    }
+                    sleep_unless_cancelled(&ctx.cancel, Duration::from_millis(250)).await?;
                 }
             }
             KubeSpec::Label { labels, .. } => {

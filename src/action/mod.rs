@@ -97,6 +97,17 @@ pub async fn cancelled(cancel: &Cancel) -> String {
     }
 }
 
+/// Waits `pause` between polls, or returns `Cancelled` as soon as cancellation is requested.
+pub async fn sleep_unless_cancelled(
+    cancel: &Cancel,
+    pause: std::time::Duration,
+) -> Result<(), ActionError> {
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => Ok(()),
+        reason = cancelled(cancel) => Err(ActionError::Cancelled(reason)),
+    }
+}
+
 /// Everything an action may use while it runs.
 pub struct ActionCtx<'a> {
     pub phase: &'a PhaseId,

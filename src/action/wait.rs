@@ -10,7 +10,9 @@ use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 
 use super::run::run_shell;
-use super::{cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
+use super::{
+    sleep_unless_cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream,
+};
 use crate::procedure::source::{Fields, Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -108,10 +110,7 @@ impl Action for WaitSpec {
                 });
             }
             let pause = Duration::from_secs_f64(self.interval_secs).min(deadline - now);
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                reason = cancelled(&ctx.cancel) => return Err(ActionError::Cancelled(reason)),
-            }
+            sleep_unless_cancelled(&ctx.cancel, pause).await?;
         }
     }
 }

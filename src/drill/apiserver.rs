@@ -156,23 +156,28 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
-/// Equality-based label selector: `a=b`, `a==b`, `a!=b`, `a`, `!a`, comma-separated.
-fn labels_match(selector: &str, labels: &Value) -> bool {
+/// Equality-based selector terms, comma-separated: `k=v`, `k==v`, `k!=v`, `k` (present),
+/// `!k` (absent), against `value_of(key)` (`None` = absent).
+fn terms_match(selector: &str, value_of: impl Fn(&str) -> Option<String>) -> bool {
     selector
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .all(|term| {
             if let Some((k, v)) = term.split_once("!=") {
-                labels[k.trim()].as_str() != Some(v.trim())
+                value_of(k.trim()).as_deref() != Some(v.trim())
             } else if let Some((k, v)) = term.split_once('=') {
-                labels[k.trim()].as_str() == Some(v.trim_start_matches('=').trim())
+                value_of(k.trim()).as_deref() == Some(v.trim_start_matches('=').trim())
             } else if let Some(k) = term.strip_prefix('!') {
-                labels.get(k.trim()).is_none()
+                value_of(k.trim()).is_none()
             } else {
-                labels.get(term).is_some()
+                value_of(term).is_some()
             }
         })
+}
+
+fn labels_match(selector: &str, labels: &Value) -> bool {
+    terms_match(selector, |k| labels[k].as_str().map(String::from))
 }
 
 fn field(obj: &Value, path: &str) -> String {
@@ -188,20 +193,9 @@ fn field(obj: &Value, path: &str) -> String {
     }
 }
 
+/// Field selectors (`spec.nodeName=n1`); a missing field compares as empty, as in Kubernetes.
 fn fields_match(selector: &str, obj: &Value) -> bool {
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .all(|term| {
-            if let Some((k, v)) = term.split_once("!=") {
-                field(obj, k.trim()) != v.trim()
-            } else if let Some((k, v)) = term.split_once('=') {
-                field(obj, k.trim()) == v.trim_start_matches('=').trim()
-            } else {
-                true
-            }
-        })
+    terms_match(selector, |k| Some(field(obj, k)))
 }
 
 /// A PDB's selector (matchLabels only) against a pod's labels.
