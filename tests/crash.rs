@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{phase_states, Env};
+use common::{kill9, phase_states, Env, Rng};
 
 const PHASES: usize = 14;
 
@@ -27,18 +27,6 @@ fn procedure() -> String {
     yaml
 }
 
-/// xorshift64*, seeded per run and printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-}
-
 fn counts(env: &Env) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in env.read("log").lines() {
@@ -47,30 +35,12 @@ fn counts(env: &Env) -> BTreeMap<String, usize> {
     out
 }
 
-fn kill9(pid: u32) {
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-}
-
 #[test]
 fn sigkill_at_random_moments_then_resume_finishes_without_repeating_completed_phases() {
     let env = Env::new();
     env.procedure("crashy", &procedure());
     env.medic(&["start", "crashy", "--manual"]).run().code(0);
-    let seed = std::env::var("MEDIC_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                ^ 0x9E3779B97F4A7C15
-        });
-    eprintln!("crash test seed: MEDIC_CRASH_SEED={seed}");
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::from_env("crash test");
     let mut completed: BTreeSet<String> = BTreeSet::new();
     let mut interruptions: BTreeMap<String, usize> = BTreeMap::new();
     let mut frozen_counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -117,7 +87,8 @@ fn sigkill_at_random_moments_then_resume_finishes_without_repeating_completed_ph
             assert_eq!(
                 now_counts.get(phase),
                 Some(count),
-                "completed phase {phase} ran again (seed {seed})"
+                "completed phase {phase} ran again (seed {})",
+                rng.seed
             );
         }
         for p in &now_completed {
@@ -144,7 +115,8 @@ fn sigkill_at_random_moments_then_resume_finishes_without_repeating_completed_ph
         let allowed = 1 + interruptions.get(&format!("/{name}")).copied().unwrap_or(0);
         assert!(
             ran >= 1 && ran <= allowed,
-            "{name} ran {ran} times, allowed {allowed} (seed {seed})"
+            "{name} ran {ran} times, allowed {allowed} (seed {})",
+            rng.seed
         );
     }
     // First appearances are in plan order.

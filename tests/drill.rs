@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::drill::DrillCluster;
-use common::{history, phase_states, state_of};
+use common::{history, kill9, phase_states, state_of, Rng};
 
 const OLD: &str = "v1.30.2";
 
@@ -383,18 +383,6 @@ fn upgrade_failing_on_the_second_node_rolls_back_from_the_root() {
         .any(|e| e["reason"].as_str() == Some("apt mirror down")));
 }
 
-/// xorshift64*, seeded per run and printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545F4914F6CDD1D)
-    }
-}
-
 #[test]
 fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy_members() {
     let drill = DrillCluster::up(&["--control-planes", "3", "--workers", "0"]);
@@ -413,17 +401,7 @@ fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy
     let secrets = drill.join_secrets(true);
     args.extend(secrets.iter().map(|s| s.as_str()));
     drill.medic(&args).run().code(0);
-    let seed = std::env::var("MEDIC_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("drill crash test seed: MEDIC_CRASH_SEED={seed}");
-    let mut rng = Rng(seed.max(1));
+    let mut rng = Rng::from_env("drill crash test");
     let mut kills = 0;
     let mut finished = false;
     for round in 0..12 {
@@ -441,10 +419,7 @@ fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy
             let logs = drill.medic(&["plan", "logs"]).run().stdout;
             panic!("resume failed on its own: {status}\n{plan}\n{logs}");
         }
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
+        kill9(child.id());
         child.wait().unwrap();
         kills += 1;
     }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::etcd::EtcdCluster;
-use common::{phase_states, Env};
+use common::{kill9, phase_states, Env};
 
 fn env_for(cluster: &EtcdCluster, extra: &str) -> Env {
     let env = Env::new();
@@ -276,10 +276,7 @@ fn sigkill_during_the_removal_then_resume_removes_the_member_exactly_once() {
     for _ in 0..8 {
         let child = env.medic(&["plan", "resume"]).spawn_quiet();
         std::thread::sleep(Duration::from_millis(delay));
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGKILL);
-        }
+        kill9(child.id());
         let _ = child.wait_with_output();
         delay += 70;
         let states = phase_states(&env);

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::kube::{empty_dir_pod, seed, unmanaged_pod, ApiServer};
-use common::{phase_states, Env};
+use common::{kill9, phase_states, Env};
 
 fn env_for(api: &ApiServer) -> Env {
     let env = Env::new();
@@ -190,10 +190,7 @@ fn sigkill_mid_drain_then_resume_completes() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    kill9(child.id());
     let _ = child.wait_with_output();
     assert_eq!(phase_states(&env)[0].1, "interrupted");
     env.medic(&["plan", "resume"]).run().code(0);

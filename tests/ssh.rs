@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sshd::{free_port, Sshd};
-use common::{state_of, Env};
+use common::{kill9, state_of, Env};
 
 fn roles(i: usize) -> &'static str {
     match i {
@@ -352,10 +352,7 @@ phases:
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
+    kill9(child.id());
     let _ = child.wait_with_output();
     assert_eq!(state_of(&env, "/slow"), "interrupted");
     std::fs::write(env.file("fast"), "").unwrap();

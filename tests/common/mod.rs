@@ -207,6 +207,48 @@ pub fn state_of(env: &Env, id: &str) -> String {
         .unwrap_or_else(|| panic!("no phase {id}"))
 }
 
+/// xorshift64*, seeded from `MEDIC_CRASH_SEED` or the clock; the seed is printed so a failing
+/// run of a randomized test can be replayed.
+pub struct Rng {
+    state: u64,
+    pub seed: u64,
+}
+
+impl Rng {
+    pub fn from_env(label: &str) -> Rng {
+        let seed = std::env::var("MEDIC_CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    ^ 0x9E3779B97F4A7C15
+            });
+        eprintln!("{label} seed: MEDIC_CRASH_SEED={seed}");
+        Rng {
+            state: seed.max(1),
+            seed,
+        }
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+}
+
+/// SIGKILL, as a crash or `kill -9` would end medic.
+pub fn kill9(pid: u32) {
+    // SAFETY: signalling a child process of the test.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
 pub mod drill;
 pub mod etcd;
 pub mod kube;
