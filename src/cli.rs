@@ -873,7 +873,7 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     // A broken inventory is reported where the plan needs it; the plan is built without it.
     let inventory = ctx.inventory().ok().flatten();
     let plan = procedure
-        .build_plan_for(
+        .build_plan(
             &params,
             &templates,
             inventory.as_ref().map(|i| i.template_value()),

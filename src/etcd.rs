@@ -316,7 +316,7 @@ impl Transport {
 
     /// A client on the first endpoint that answers: a dead member must not fail the call
     /// (the crate's balanced channel may route a request to it).
-    async fn any_client(settings: &EtcdSettings) -> Result<Client, String> {
+    pub(crate) async fn any_client(settings: &EtcdSettings) -> Result<Client, String> {
         let mut errors = Vec::new();
         for endpoint in &settings.endpoints {
             match Self::client(settings, std::slice::from_ref(endpoint), HEALTH_TIMEOUT).await {

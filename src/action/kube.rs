@@ -118,33 +118,38 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// A client for the inventory's kubeconfig and context (else `KUBECONFIG` / `~/.kube/config`),
-/// with the client's own retry of HTTP 429 turned off so the drain controls it.
+/// A client for the inventory's kubeconfig and context (else `KUBECONFIG` / `~/.kube/config`).
 pub async fn client(scope: &RenderScope<'_>) -> Result<Client, ActionError> {
-    let kube_settings = scope
+    let settings = scope
         .inventory
         .map(|i| i.kubernetes.clone())
         .unwrap_or_default();
+    client_for(&settings).await.map_err(fail)
+}
+
+/// A client for a kubeconfig and context, with the client's own retry of HTTP 429 turned off
+/// so the drain controls it.
+pub async fn client_for(settings: &crate::inventory::KubeSettings) -> Result<Client, String> {
     let options = kube::config::KubeConfigOptions {
-        context: kube_settings.context.clone(),
+        context: settings.context.clone(),
         ..Default::default()
     };
-    let mut config = match &kube_settings.kubeconfig {
+    let mut config = match &settings.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| fail(format!("read kubeconfig {}: {e}", path.display())))?;
+                .map_err(|e| format!("read kubeconfig {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|e| fail(format!("kubeconfig {}: {e}", path.display())))?
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
         }
         None => kube::Config::from_kubeconfig(&options)
             .await
-            .map_err(|e| fail(format!("kubeconfig (KUBECONFIG or ~/.kube/config): {e}")))?,
+            .map_err(|e| format!("kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))?,
     };
     config.default_retry = false;
     config.connect_timeout = Some(Duration::from_secs(10));
     config.read_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| fail(format!("kubernetes client: {e}")))
+    Client::try_from(config).map_err(|e| format!("kubernetes client: {e}"))
 }
 
 /// What a drain will do with one pod.

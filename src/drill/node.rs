@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client as EtcdClient, ConnectOptions};
+use etcd_client::Client as EtcdClient;
 use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
@@ -132,13 +132,11 @@ fn option(args: &[String], name: &str) -> Option<String> {
 // Kubernetes API and etcd, as the node's kubelet and kubeadm reach them.
 
 async fn kube_client(drill: &Drill) -> Result<kube::Client, String> {
-    let kc = kube::config::Kubeconfig::read_from(drill.kubeconfig()).map_err(|e| e.to_string())?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(10));
-    kube::Client::try_from(config).map_err(|e| e.to_string())
+    crate::action::kube::client_for(&crate::inventory::KubeSettings {
+        kubeconfig: Some(drill.kubeconfig()),
+        context: None,
+    })
+    .await
 }
 
 /// The API's Node objects by name (as JSON).
@@ -218,35 +216,16 @@ pub async fn set_kubelet(drill: &mut Drill, name: &str, running: bool) -> Result
     Ok(())
 }
 
-fn etcd_options(timeout: Duration) -> ConnectOptions {
-    ConnectOptions::new()
-        .with_connect_timeout(timeout)
-        .with_timeout(timeout)
-}
-
+/// A client on the first of `endpoints` that answers.
 async fn etcd_client(endpoints: &[String]) -> Result<EtcdClient, String> {
-    let mut errors = Vec::new();
-    for e in endpoints {
-        match tokio::time::timeout(
-            Duration::from_secs(3),
-            EtcdClient::connect([e.as_str()], Some(etcd_options(Duration::from_secs(3)))),
-        )
-        .await
-        {
-            Ok(Ok(mut c)) => match tokio::time::timeout(Duration::from_secs(2), c.status()).await {
-                Ok(Ok(_)) => return Ok(c),
-                Ok(Err(err)) => errors.push(format!("{e}: {err}")),
-                Err(_) => errors.push(format!("{e}: no answer")),
-            },
-            Ok(Err(err)) => errors.push(format!("{e}: {err}")),
-            Err(_) => errors.push(format!("{e}: no answer")),
-        }
+    if endpoints.is_empty() {
+        return Err("no etcd member is running".into());
     }
-    Err(if errors.is_empty() {
-        "no etcd member is running".to_string()
-    } else {
-        errors.join("; ")
+    crate::etcd::Transport::any_client(&crate::inventory::EtcdSettings {
+        endpoints: endpoints.to_vec(),
+        ..Default::default()
     })
+    .await
 }
 
 /// Waits until every endpoint answers and the cluster has a leader.

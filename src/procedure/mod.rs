@@ -395,19 +395,11 @@ impl Procedure {
         }
     }
 
-    /// Renders the plan for `params`: `foreach` expanded, `requires` resolved, descriptions
-    /// rendered with secrets redacted and captured values marked as pending.
+    /// Renders the plan for `params`: `foreach` expanded, includes bound, `requires` resolved,
+    /// descriptions rendered with secrets redacted and captured values marked as pending. The
+    /// inventory (`inventory.nodes`, roles), when given, is available to templates that shape
+    /// the plan, e.g. a `foreach` over the control-plane nodes.
     pub fn build_plan(
-        &self,
-        params: &Params,
-        templates: &Templates,
-    ) -> Result<Plan, ProcedureError> {
-        self.build_plan_for(params, templates, None)
-    }
-
-    /// As [`Procedure::build_plan`], with the inventory (`inventory.nodes`, roles) available
-    /// to templates that shape the plan, e.g. `foreach` over the control-plane nodes.
-    pub fn build_plan_for(
         &self,
         params: &Params,
         templates: &Templates,
@@ -2025,7 +2017,7 @@ mod tests {
         )
         .unwrap();
         let params = p.resolve_params(&[]).unwrap();
-        let plan = p.build_plan(&params, &Templates::new()).unwrap();
+        let plan = p.build_plan(&params, &Templates::new(), None).unwrap();
         let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -2116,7 +2108,7 @@ mod tests {
                 {"name": "cp-1", "address": "10.0.0.1", "roles": ["control-plane", "etcd"]},
                 {"name": "worker-1", "address": "10.0.0.2", "roles": ["worker"]},
             ]});
-            p.build_plan_for(&params, &Templates::new(), Some(inventory))
+            p.build_plan(&params, &Templates::new(), Some(inventory))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
@@ -2145,7 +2137,7 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         let params = p.resolve_params(&[]).unwrap();
-        let plan = p.build_plan(&params, &Templates::new()).unwrap();
+        let plan = p.build_plan(&params, &Templates::new(), None).unwrap();
         let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -2179,7 +2171,7 @@ mod tests {
         let p = parse("name: t\nparams:\n  token: {secret: true, required: true}\nphases:\n  - id: a\n    description: join with {{ token }}\n    run: echo {{ token }}\n").unwrap();
         let params = p.resolve_params(&["token=hunter2".into()]).unwrap();
         assert!(params.values.is_empty());
-        let plan = p.build_plan(&params, &Templates::new()).unwrap();
+        let plan = p.build_plan(&params, &Templates::new(), None).unwrap();
         let json = serde_json::to_string(&plan).unwrap();
         assert!(!json.contains("hunter2"));
         assert!(json.contains("join with <secret:token>"));
