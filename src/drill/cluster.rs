@@ -1122,16 +1122,15 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
             drill.stop_etcd(name)?;
             super::node::set_kubelet(&mut drill, name, false).await?;
             drill.node_mut(name)?.lost = true;
+            // The address stops listening below; this file makes the node shell refuse new
+            // sessions on connections that were already open.
+            std::fs::create_dir_all(drill.node_dir(name))
+                .map_err(|e| failed("create the node directory", e))?;
             write_file(
                 &drill.node_dir(name).join("lost"),
                 "lost by `medic drill break node-lost`\n",
                 0o600,
-            )
-            .or_else(|_| {
-                std::fs::create_dir_all(drill.node_dir(name))
-                    .map_err(|e| failed("create the node directory", e))?;
-                write_file(&drill.node_dir(name).join("lost"), "lost\n", 0o600)
-            })?;
+            )?;
             drill.save()?;
             drill.reload_sshd()?;
             Ok(format!(
