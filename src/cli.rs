@@ -7,20 +7,19 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::engine::{
-    acquire_lease, interrupted_phases, Engine, EngineError, EngineSetup, EventSink,
-};
+use crate::engine::{acquire_lease, interrupted_phases, Engine, EngineError, EngineSetup};
+use crate::events::EventSink;
 use crate::inventory::Inventory;
 use crate::plan::PhaseId;
 use crate::procedure::{redact_set, Catalog, Params, ProcedureError};
 use crate::render::{operation_json, Export, JsonCollector, PlanView, TextRenderer};
 use crate::ssh::SshPool;
 use crate::store::{
-    format_time, hostname, now_ms, username, Actor, Commit, HistoryEntry, Operation,
+    format_time, hostname, now_ms, username, Access, Actor, Commit, HistoryEntry, Operation,
     OperationState, Store, StoreError,
 };
 use crate::template::Templates;
@@ -53,6 +52,11 @@ pub struct Cli {
     /// Extra procedures; files here add to or override the built-in ones by name.
     #[arg(long, global = true, env = "MEDIC_PLANS_DIR")]
     pub plans_dir: Option<PathBuf>,
+    /// Most phases a plan may have (includes and foreach expanded); a larger one is refused.
+    #[arg(long, global = true, env = "MEDIC_MAX_PHASES", value_name = "N",
+          default_value_t = crate::procedure::DEFAULT_MAX_PHASES,
+          value_parser = clap::value_parser!(usize))]
+    pub max_phases: usize,
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -250,21 +254,14 @@ impl CliError {
     }
 }
 
-pub fn store_exit_code(e: &StoreError) -> i32 {
-    match e {
-        StoreError::Locked { .. } => 3,
-        StoreError::Damaged { .. }
-        | StoreError::UnknownVersion { .. }
-        | StoreError::NoOperation(_)
-        | StoreError::CreateDir { .. } => 2,
-        _ => 1,
-    }
-}
-
+/// 3: another process holds the database (refused so as not to run beside it); 2: the
+/// state directory given is missing, unusable as it stands (read-only for a change, not
+/// ours to open) or unreadable as a database; 1: the store failed under a run (deleted or
+/// replaced, disk full, other I/O errors).
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         CliError {
-            code: store_exit_code(&e),
+            code: e.exit_code(),
             message: e.to_string(),
         }
     }
@@ -290,7 +287,10 @@ impl From<EngineError> for CliError {
 
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main_with_args(args: Vec<String>) -> i32 {
-    let cli = match Cli::try_parse_from(&args) {
+    let parsed = ignore_empty_env(Cli::command())
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -317,6 +317,32 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             e.code
         }
     }
+}
+
+/// An empty `MEDIC_*` variable (`MEDIC_STATE_DIR=` in a script, an unset variable exported)
+/// behaves as if it were unset: the option's default applies, instead of clap refusing a flag
+/// the user never typed.
+fn ignore_empty_env(mut cmd: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = cmd
+        .get_arguments()
+        .filter(|a| {
+            a.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.is_empty())
+        })
+        .map(|a| a.get_id().clone())
+        .collect();
+    for id in empty {
+        cmd = cmd.mut_arg(id, |a| a.env(clap::builder::Resettable::Reset));
+    }
+    let subcommands: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .collect();
+    for name in subcommands {
+        cmd = cmd.mut_subcommand(name, ignore_empty_env);
+    }
+    cmd
 }
 
 struct Ctx {
@@ -346,11 +372,12 @@ impl Ctx {
     }
 
     fn catalog(&self) -> Result<Catalog, CliError> {
-        Ok(Catalog::load(self.cli.plans_dir.as_deref())?)
+        Ok(Catalog::load(self.cli.plans_dir.as_deref())?.with_max_phases(self.cli.max_phases))
     }
 
-    fn store(&self) -> Result<Store, CliError> {
-        Ok(Store::open(&self.cli.state_dir)?)
+    /// The state database; only `medic start` creates one (`Access::Create`).
+    fn store(&self, access: Access) -> Result<Store, CliError> {
+        Ok(Store::open_with(&self.cli.state_dir, access)?)
     }
 
     /// The inventory if its file exists (a broken one is an error); `None` if there is none.
@@ -366,13 +393,44 @@ impl Ctx {
 }
 
 /// Whether any action of the plan acts on inventory nodes.
-fn needs_inventory(plan: &crate::plan::Plan) -> bool {
-    plan.nodes.iter().any(|n| {
+fn needs_inventory(plan: &crate::action::Plan) -> bool {
+    plan.nodes().iter().any(|n| {
         [n.action.as_ref(), n.rollback.as_ref()]
             .into_iter()
             .flatten()
             .any(|a| a.needs_inventory())
     })
+}
+
+/// Whether any action of the plan talks to the Kubernetes API.
+fn uses_kube(plan: &crate::action::Plan) -> bool {
+    plan.nodes().iter().any(|n| {
+        [n.action.as_ref(), n.rollback.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|a| a.kind() == "kube")
+    })
+}
+
+/// The inventory for a plan: a broken inventory is an error only when the plan needs one
+/// (a procedure such as `local-preflight` runs whatever `cluster.yaml` holds).
+fn inventory_for(
+    ctx: &Ctx,
+    plan: &crate::action::Plan,
+) -> Result<Option<Arc<Inventory>>, CliError> {
+    match ctx.inventory() {
+        Ok(inventory) => Ok(inventory),
+        Err(e) if needs_inventory(plan) || uses_kube(plan) => Err(e),
+        Err(_) => {
+            if !ctx.json() {
+                eprintln!(
+                    "note: ignoring the inventory {}, which has problems; this plan does not use it",
+                    ctx.cli.inventory.display()
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 fn missing_inventory(ctx: &Ctx) -> CliError {
@@ -806,12 +864,12 @@ async fn run_operation(
     } else {
         Arc::new(TextRenderer::new())
     };
+    let inventory = inventory_for(ctx, &store.plan(&op.id)?)?;
     if !dry_run {
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
     }
     let cancel = install_ctrl_c(ctx.json());
     let op_id = op.id.clone();
-    let inventory = ctx.inventory()?;
     let ssh = Arc::new(SshPool::new());
     let engine = Engine::new(EngineSetup {
         store,
@@ -855,18 +913,7 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     let procedure = ctx.catalog()?.get(&args.name)?;
     let mut sets = args.set.clone();
     for item in &args.set_file {
-        let Some((key, path)) = item.split_once('=') else {
-            return Err(CliError::usage(format!(
-                "--set-file `{item}` must have the form key=PATH"
-            )));
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CliError::usage(format!(
-                "--set-file {key}: cannot read {path}: {e}; give a readable file"
-            ))
-        })?;
-        let value = text.strip_suffix('\n').unwrap_or(&text);
-        sets.push(format!("{key}={value}"));
+        sets.push(read_set_file(item)?);
     }
     let params = procedure.resolve_params(&sets)?;
     let templates = Templates::new();
@@ -877,10 +924,12 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
             &params,
             &templates,
             inventory.as_ref().map(|i| i.template_value()),
+            ctx.cli.max_phases,
         )
         .map_err(|e| {
+            let over_limit = matches!(e, ProcedureError::TooManyPhases { .. });
             let mut err = CliError::from(e);
-            if inventory.is_none() {
+            if inventory.is_none() && !over_limit {
                 err.message.push_str(&format!(
                     "\n(no inventory was loaded from {}; a procedure that expands over the inventory's nodes needs one: pass --inventory FILE)",
                     ctx.cli.inventory.display()
@@ -910,9 +959,14 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
         finished_at: None,
         fingerprint: fingerprint(&plan_json),
     };
-    let inventory = ctx.inventory()?;
+    let inventory = inventory_for(ctx, &plan)?;
     if inventory.is_none() && needs_inventory(&plan) {
         return Err(missing_inventory(ctx));
+    }
+    if uses_kube(&plan) {
+        if let Some(problem) = crate::inventory::missing_kubeconfig(inventory.as_deref()) {
+            return Err(CliError::usage(problem));
+        }
     }
     let problems = Engine::preview(
         operation.clone(),
@@ -937,7 +991,7 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
         };
         return preview(ctx, operation, plan, params, inventory);
     }
-    let mut store = ctx.store()?;
+    let mut store = ctx.store(Access::Create)?;
     let id = new_operation_id(&mut store)?;
     let operation = Operation {
         id: id.clone(),
@@ -1012,10 +1066,77 @@ async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, CliError> {
     .await
 }
 
+/// The most `--set-file` reads: far more than any token or command line, and a bound on
+/// what a wrong path (`/dev/zero`, a disk image) can cost.
+const SET_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// `--set-file key=PATH` as `key=VALUE`: a regular file of at most 1 MiB of UTF-8, one
+/// trailing newline dropped.
+fn read_set_file(item: &str) -> Result<String, CliError> {
+    use std::io::Read as _;
+    let Some((key, path)) = item.split_once('=') else {
+        return Err(CliError::usage(format!(
+            "--set-file `{item}` must have the form key=PATH"
+        )));
+    };
+    if key.trim().is_empty() {
+        return Err(CliError::usage(format!(
+            "--set-file `{item}` has an empty parameter name; use key=PATH"
+        )));
+    }
+    if path.is_empty() {
+        return Err(CliError::usage(format!(
+            "--set-file {key}: the path is empty; use {key}=PATH"
+        )));
+    }
+    let cannot = |e: std::io::Error| {
+        CliError::usage(format!(
+            "--set-file {key}: cannot read {path}: {e}; give a readable file"
+        ))
+    };
+    // Checked before opening: opening a FIFO blocks until a writer comes, a device never ends.
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a device, pipe or socket)"
+        };
+        return Err(CliError::usage(format!(
+            "--set-file {key}: {path} is {what}; give a regular file (or use --set {key}=VALUE)"
+        )));
+    }
+    let too_big = || {
+        CliError::usage(format!(
+            "--set-file {key}: {path} is larger than 1 MiB; a parameter value must be smaller"
+        ))
+    };
+    if meta.len() > SET_FILE_MAX_BYTES {
+        return Err(too_big());
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    // The file may grow between the check and the read: never read more than the limit.
+    let mut bytes = Vec::new();
+    file.take(SET_FILE_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > SET_FILE_MAX_BYTES {
+        return Err(too_big());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        CliError::usage(format!(
+            "--set-file {key}: {path} is not UTF-8 text (invalid byte at offset {}); give a text file",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(format!("{key}={value}"))
+}
+
 fn preview(
     ctx: &Ctx,
     operation: Operation,
-    plan: crate::plan::Plan,
+    plan: crate::action::Plan,
     params: Params,
     inventory: Option<Arc<Inventory>>,
 ) -> Result<i32, CliError> {
@@ -1039,7 +1160,19 @@ fn preview(
 }
 
 fn list_operations(ctx: &Ctx) -> Result<i32, CliError> {
-    let mut store = ctx.store()?;
+    let mut store = match Store::open_with(&ctx.cli.state_dir, Access::Read) {
+        Ok(store) => store,
+        // Listing nothing is the truth here, but say why rather than "no operations yet".
+        Err(e) if e.is_missing() => {
+            if ctx.json() {
+                print_json(&json!({ "operations": [], "note": e.to_string() }));
+            } else {
+                println!("no operations: {e}");
+            }
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let ops = store.operations()?;
     let mut rows = Vec::new();
     for op in &ops {
@@ -1115,6 +1248,11 @@ fn select_operation(
     wanted: Option<&str>,
     read_only: bool,
 ) -> Result<Operation, CliError> {
+    if wanted.is_some_and(|w| w.trim().is_empty()) {
+        return Err(CliError::usage(
+            "--operation is empty (an unset shell variable?); give an operation ID, or leave --operation out to use the active one",
+        ));
+    }
     let ops = store.operations()?;
     if let Some(w) = wanted {
         if let Some(op) = ops.iter().find(|o| o.id == w) {
@@ -1170,7 +1308,26 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
             | Some(PlanCommand::Logs { .. })
             | Some(PlanCommand::History)
     );
-    let mut store = ctx.store()?;
+    // A malformed --phase is refused before the state is touched.
+    match &args.command {
+        Some(PlanCommand::Execute(p)) | Some(PlanCommand::Rollback(p)) => {
+            phase_arg(&p.phase)?;
+        }
+        Some(PlanCommand::Logs { phase: Some(p) }) => {
+            phase_arg(p)?;
+        }
+        _ => {}
+    }
+    let dry_run = match &args.command {
+        Some(PlanCommand::Execute(p)) | Some(PlanCommand::Rollback(p)) => p.run.dry_run,
+        Some(PlanCommand::Resume(r)) => r.dry_run,
+        _ => false,
+    };
+    let mut store = ctx.store(if read_only || dry_run {
+        Access::Read
+    } else {
+        Access::Write
+    })?;
     let op = select_operation(&mut store, args.operation.as_deref(), read_only)?;
     match &args.command {
         None if args.tail => {
@@ -1182,11 +1339,11 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
             Ok(0)
         }
         Some(PlanCommand::Execute(p)) => {
-            let kind = RunKind::Execute(PhaseId::parse(&p.phase));
+            let kind = RunKind::Execute(phase_arg(&p.phase)?);
             run_plan_command(ctx, store, op, kind, &p.run, args).await
         }
         Some(PlanCommand::Rollback(p)) => {
-            let kind = RunKind::Rollback(PhaseId::parse(&p.phase));
+            let kind = RunKind::Rollback(phase_arg(&p.phase)?);
             run_plan_command(ctx, store, op, kind, &p.run, args).await
         }
         Some(PlanCommand::Resume(r)) => {
@@ -1197,6 +1354,11 @@ async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliError> {
         Some(PlanCommand::Logs { phase }) => logs(ctx, &mut store, &op, phase.as_deref()),
         Some(PlanCommand::History) => history(ctx, &mut store, &op),
     }
+}
+
+/// A `--phase` value: exactly one phase ID (see [`PhaseId::parse_input`]).
+fn phase_arg(text: &str) -> Result<PhaseId, CliError> {
+    PhaseId::parse_input(text).map_err(|e| CliError::usage(format!("--phase: {e}")))
 }
 
 async fn run_plan_command(
@@ -1242,7 +1404,7 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
 async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
     let mut last = String::new();
     loop {
-        let mut store = ctx.store()?;
+        let mut store = ctx.store(Access::Read)?;
         let op = store.operation(op_id)?;
         let plan = store.plan(op_id)?;
         let records = store.records(op_id)?;
@@ -1376,13 +1538,16 @@ fn export(
     let records = store.records(&op.id)?;
     let lease = store.lease(&op.id)?;
     let vars = store.vars(&op.id)?;
-    // Secret values are never exported: only their names go in, with placeholders.
+    // Secret values are never exported: only their names go in, with placeholders (secret
+    // parameters, and values captured from phases that used a secret).
     let params = Params {
         values: op.params.clone(),
         secrets: op
             .secret_params
             .iter()
-            .map(|k| (k.clone(), String::new()))
+            .cloned()
+            .chain(store.secrets(&op.id)?.into_keys())
+            .map(|k| (k, String::new()))
             .collect(),
     };
     store.release();
@@ -1410,53 +1575,81 @@ fn export(
     Ok(0)
 }
 
+/// Prints the operation's log batch by batch: the database is released while each batch is
+/// written, so a slow reader (a pager) never holds it, and memory stays at one batch.
 fn logs(
     ctx: &Ctx,
     store: &mut Store,
     op: &Operation,
     phase: Option<&str>,
 ) -> Result<i32, CliError> {
-    let lines = store.logs(&op.id)?;
+    const BATCH_LINES: usize = 4096;
     let plan = store.plan(&op.id)?;
-    store.release();
-    let filter = phase.map(PhaseId::parse);
-    if let Some(f) = &filter {
-        let Some(i) = plan.find(f) else {
-            return Err(CliError::usage(format!(
-                "no phase {f} in operation {}; run `medic plan` to see the phase IDs",
-                op.id
-            )));
-        };
-        let range = plan.subtree(i);
-        let ids: std::collections::HashSet<&PhaseId> = range.map(|d| &plan.node(d).id).collect();
-        let selected: Vec<_> = lines.iter().filter(|l| ids.contains(&l.phase)).collect();
-        return print_logs(ctx, &selected);
+    let filter = match phase.map(phase_arg).transpose()? {
+        Some(f) => {
+            let Some(i) = plan.find(&f) else {
+                store.release();
+                return Err(CliError::usage(format!(
+                    "no phase {f} in operation {}; run `medic plan` to see the phase IDs",
+                    op.id
+                )));
+            };
+            let ids: std::collections::HashSet<PhaseId> =
+                plan.subtree(i).map(|d| plan.node(d).id.clone()).collect();
+            Some(ids)
+        }
+        None => None,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    if ctx.json() {
+        let _ = write!(out, "{{\n  \"lines\": [");
     }
-    let all: Vec<_> = lines.iter().collect();
-    print_logs(ctx, &all)
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let (lines, next) = store.logs_after(&op.id, after.as_deref(), BATCH_LINES)?;
+        store.release();
+        let mut selected = lines
+            .iter()
+            .filter(|l| filter.as_ref().is_none_or(|ids| ids.contains(&l.phase)));
+        let written = if ctx.json() {
+            selected.try_for_each(|l| {
+                let sep = if std::mem::take(&mut first) { "" } else { "," };
+                let line = serde_json::to_string(l).expect("log lines serialize");
+                write!(out, "{sep}\n    {line}")
+            })
+        } else {
+            selected.try_for_each(|l| write_log_line(&mut out, l))
+        };
+        // A closed pipe (`| head`) ends the listing quietly.
+        if written.is_err() {
+            return Ok(0);
+        }
+        match next {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    if ctx.json() {
+        let _ = writeln!(out, "{}]\n}}", if first { "" } else { "\n  " });
+    }
+    let _ = out.flush();
+    Ok(0)
 }
 
-fn print_logs(ctx: &Ctx, lines: &[&crate::store::LogLine]) -> Result<i32, CliError> {
-    if ctx.json() {
-        print_json(&json!({ "lines": lines }));
-        return Ok(0);
-    }
-    let mut out = std::io::stdout().lock();
-    for l in lines {
-        let stream = match l.stream {
-            crate::action::Stream::Stdout => "out",
-            crate::action::Stream::Stderr => "err",
-            crate::action::Stream::Medic => "medic",
-        };
-        let _ = writeln!(
-            out,
-            "{} {} [{stream}] {}",
-            &format_time(l.time)[11..19],
-            l.phase,
-            l.text
-        );
-    }
-    Ok(0)
+fn write_log_line(out: &mut impl std::io::Write, l: &crate::store::LogLine) -> std::io::Result<()> {
+    let stream = match l.stream {
+        crate::action::Stream::Stdout => "out",
+        crate::action::Stream::Stderr => "err",
+        crate::action::Stream::Medic => "medic",
+    };
+    writeln!(
+        out,
+        "{} {} [{stream}] {}",
+        &format_time(l.time)[11..19],
+        l.phase,
+        l.text
+    )
 }
 
 fn history(ctx: &Ctx, store: &mut Store, op: &Operation) -> Result<i32, CliError> {

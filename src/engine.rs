@@ -15,122 +15,24 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::action::{cancelled, ActionCtx, ActionError, ActionSpec, Cancel, RenderScope, Stream};
+use crate::action::{
+    cancelled, ActionCtx, ActionError, ActionSpec, Cancel, Plan, RenderScope, Stream,
+};
+use crate::events::{Event, EventSink, Outcome, Waiting};
 use crate::inventory::Inventory;
 use crate::plan::{
-    Condition, IllegalTransition, PhaseId, PhaseRecord, PhaseState, Plan, Scheduler, SchedulerMode,
-    Transition,
+    Condition, FailureKind, IllegalTransition, PhaseId, PhaseRecord, PhaseState, Scheduler,
+    SchedulerMode, Transition,
 };
-use crate::procedure::{pending_capture_placeholder, Params};
+use crate::procedure::{pending_capture_placeholder, Params, MIN_SECRET_LEN};
 use crate::ssh::SshPool;
 use crate::store::{
     now_ms, process_start_ticks, Actor, Commit, HistoryEntry, Lease, LogLine, Operation,
-    OperationState, Store, StoreError,
+    OperationState, OutputCap, Store, StoreError,
 };
 use crate::template::Templates;
-
-/// What the engine reports; renderers turn these into text or JSON.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    RunStarted {
-        operation: String,
-        target: PhaseId,
-        rollback: bool,
-        dry_run: bool,
-    },
-    PhaseSkipped {
-        id: PhaseId,
-        reason: String,
-    },
-    PhaseStarted {
-        id: PhaseId,
-        description: String,
-        action: Vec<String>,
-        attempt: u32,
-        rollback: bool,
-    },
-    PhaseOutput {
-        id: PhaseId,
-        stream: Stream,
-        line: String,
-    },
-    PhaseRetrying {
-        id: PhaseId,
-        attempt: u32,
-        delay_secs: f64,
-        error: String,
-    },
-    PhaseFinished {
-        id: PhaseId,
-        state: PhaseState,
-        rollback: bool,
-        elapsed_secs: f64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        summary: Option<String>,
-    },
-    PhasePaused {
-        id: PhaseId,
-        message: String,
-    },
-    PhaseWouldRun {
-        id: PhaseId,
-        description: String,
-        action: Vec<String>,
-        rollback: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
-    },
-    Forced {
-        detail: String,
-    },
-    RunFinished {
-        outcome: Outcome,
-    },
-}
-
-/// How a run ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Outcome {
-    Completed,
-    AlreadyCompleted,
-    Paused {
-        phases: Vec<PhaseId>,
-    },
-    Failed {
-        phase: PhaseId,
-        error: String,
-    },
-    /// A safety guard refused a phase (exit 3); `--force` overrides.
-    Refused {
-        phase: PhaseId,
-        error: String,
-    },
-    Interrupted,
-    RolledBack,
-    NothingToRollBack,
-    DryRun,
-}
-
-impl Outcome {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Outcome::Failed { .. } | Outcome::Interrupted => 1,
-            Outcome::Refused { .. } => 3,
-            _ => 0,
-        }
-    }
-}
-
-pub trait EventSink: Send + Sync {
-    fn emit(&self, event: &Event);
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -216,38 +118,100 @@ impl EngineError {
             | EngineError::InterruptedNotIdempotent { .. }
             | EngineError::LeaseHeld { .. }
             | EngineError::OperationClosed { .. } => 3,
-            EngineError::Store(e) => crate::cli::store_exit_code(e),
+            EngineError::Store(e) => e.exit_code(),
             EngineError::Illegal(_) => 1,
         }
     }
 }
 
 /// Replaces secret values in text that came from the outside (command output, errors).
-#[derive(Clone, Default)]
+///
+/// A multi-line secret is replaced whole, and each of its lines on its own too, since output
+/// reaches the redactor line by line. Values and lines shorter than [`MIN_SECRET_LEN`] are not
+/// searched for (they would garble every output they happen to occur in); secret parameters
+/// that short are refused when the operation starts.
+#[derive(Default)]
 pub struct Redactor {
-    secrets: Vec<(String, String)>,
+    secrets: std::sync::RwLock<Vec<(String, String)>>,
 }
 
 impl Redactor {
     pub fn new(secrets: &BTreeMap<String, String>) -> Self {
-        let mut list: Vec<(String, String)> = secrets
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (v.clone(), crate::procedure::secret_placeholder(k)))
-            .collect();
+        let redactor = Redactor::default();
+        for (k, v) in secrets {
+            redactor.add(k, v);
+        }
+        redactor
+    }
+
+    /// Starts hiding `value` (and each of its lines) as `<secret:NAME>`.
+    pub fn add(&self, name: &str, value: &str) {
+        let placeholder = crate::procedure::secret_placeholder(name);
+        let mut list = self.secrets.write().expect("redactor lock");
+        let lines = value.lines().map(|l| l.trim_end_matches('\r'));
+        for v in std::iter::once(value).chain(lines) {
+            if v.chars().count() < MIN_SECRET_LEN {
+                continue;
+            }
+            // Also the forms in which commands print it back: shell-quoted (medic's own
+            // quoting, bash's `set -x`) and inside a JSON string (jq, kubectl -o json).
+            let json = serde_json::to_string(v).unwrap_or_default();
+            let forms = [
+                v.to_string(),
+                crate::template::shell_quote(v),
+                format!("'{}'", v.replace('\'', "'\\''")),
+                json.strip_prefix('"')
+                    .and_then(|j| j.strip_suffix('"'))
+                    .unwrap_or(v)
+                    .to_string(),
+            ];
+            for form in forms {
+                if !list.iter().any(|(x, _)| *x == form) {
+                    list.push((form, placeholder.clone()));
+                }
+            }
+        }
         // Longest first, so a secret containing another is replaced whole.
         list.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
-        Redactor { secrets: list }
     }
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for (value, placeholder) in &self.secrets {
+        for (value, placeholder) in self.secrets.read().expect("redactor lock").iter() {
             if out.contains(value.as_str()) {
                 out = out.replace(value.as_str(), placeholder);
             }
         }
         out
+    }
+
+    /// Like [`Redactor::redact`], for a line that output reading cut at `cut` (a byte offset
+    /// of the marker it appended): the kept text may end in the first part of a secret whose
+    /// rest was dropped, so such a partial secret is removed too.
+    pub fn redact_cut(&self, text: &str, cut: usize) -> String {
+        let (kept, marker) = text.split_at(cut.min(text.len()));
+        let mut kept = self.redact(kept);
+        for (value, placeholder) in self.secrets.read().expect("redactor lock").iter() {
+            let partial = (1..value.len())
+                .rev()
+                .filter(|k| value.is_char_boundary(*k))
+                .find(|k| kept.ends_with(&value[..*k]));
+            if let Some(k) = partial {
+                kept.truncate(kept.len() - k);
+                kept.push_str(placeholder);
+                break;
+            }
+        }
+        kept + &self.redact(marker)
+    }
+
+    /// Whether `text` holds a secret value (or a line of one).
+    pub fn reveals(&self, text: &str) -> bool {
+        self.secrets
+            .read()
+            .expect("redactor lock")
+            .iter()
+            .any(|(value, _)| text.contains(value.as_str()))
     }
 }
 
@@ -264,8 +228,8 @@ pub fn phase_context(
 ) -> minijinja::Value {
     let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
     if !reveal {
-        for name in plan.nodes.iter().flat_map(|n| n.capture.keys()) {
-            if !vars.contains_key(name) {
+        for name in plan.capture_names() {
+            if !vars.contains_key(name) && !params.secrets.contains_key(name) {
                 ctx.insert(
                     name.clone(),
                     serde_json::Value::String(pending_capture_placeholder(name)),
@@ -299,16 +263,24 @@ struct Shared {
     plan: Plan,
     records: Mutex<HashMap<PhaseId, PhaseRecord>>,
     vars: Mutex<serde_json::Map<String, serde_json::Value>>,
-    params: Params,
+    /// Parameters, and secrets: secret parameters and values captured from secret-bearing
+    /// phases (which grow during the run).
+    params: std::sync::RwLock<Params>,
     actor: Actor,
     reason: Option<String>,
     sink: Arc<dyn EventSink>,
     templates: Templates,
     cancel: Cancel,
     pending_logs: Mutex<Vec<LogLine>>,
+    /// Output of running leaves that use a secret and capture: held back from the store until
+    /// their captures are known (and hidden), see [`Shared::release_held_logs`].
+    held_logs: Mutex<HashMap<usize, Vec<LogLine>>>,
     /// History entries written with the next transition (e.g. a guard override).
     pending_history: Mutex<Vec<HistoryEntry>>,
     redactor: Redactor,
+    /// The first failure of the store under this run (deleted, replaced, disk full, ...):
+    /// no phase starts after it, and the run ends with it.
+    store_failure: Mutex<Option<StoreError>>,
 }
 
 /// Executes one operation. Created after the caller holds the operation's lease.
@@ -362,15 +334,17 @@ impl Engine {
                 plan,
                 records: Mutex::new(records),
                 vars: Mutex::new(vars),
-                params,
+                params: std::sync::RwLock::new(params),
                 actor,
                 reason,
                 sink,
                 templates: Templates::new(),
                 cancel,
                 pending_logs: Mutex::new(Vec::new()),
+                held_logs: Mutex::new(HashMap::new()),
                 pending_history: Mutex::new(Vec::new()),
                 redactor,
+                store_failure: Mutex::new(None),
             }),
             force,
         })
@@ -397,14 +371,16 @@ impl Engine {
                 plan,
                 records: Mutex::new(HashMap::new()),
                 vars: Mutex::new(serde_json::Map::new()),
-                params,
+                params: std::sync::RwLock::new(params),
                 reason: None,
                 sink,
                 templates: Templates::new(),
                 cancel,
                 pending_logs: Mutex::new(Vec::new()),
+                held_logs: Mutex::new(HashMap::new()),
                 pending_history: Mutex::new(Vec::new()),
                 redactor,
+                store_failure: Mutex::new(None),
             }),
             force: false,
         }
@@ -416,9 +392,9 @@ impl Engine {
 
     fn find(&self, id: &PhaseId) -> Result<usize, EngineError> {
         self.shared.plan.find(id).ok_or_else(|| {
-            let hint = crate::procedure::source::closest(
+            let hint = crate::source::closest(
                 id.as_str(),
-                self.shared.plan.nodes.iter().map(|n| n.id.as_str()),
+                self.shared.plan.nodes().iter().map(|n| n.id.as_str()),
             )
             .map(|c| format!("; did you mean {c}?"))
             .unwrap_or_default();
@@ -557,7 +533,7 @@ impl Engine {
         let mut first_failure: Option<usize> = None;
         let heartbeat = self.spawn_heartbeat();
         loop {
-            if self.shared.cancel.borrow().is_none() {
+            if self.shared.cancel.borrow().is_none() && !self.shared.store_failed() {
                 for leaf in scheduler.next_ready() {
                     let shared = self.shared.clone();
                     tasks.spawn(async move {
@@ -579,6 +555,7 @@ impl Engine {
             }
         }
         heartbeat.abort();
+        self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
         let outcome = if let Some(leaf) = first_failure.filter(|l| self.refused(*l)) {
             let id = plan.node(leaf).id.clone();
@@ -597,6 +574,18 @@ impl Engine {
             Outcome::Failed { phase: id, error }
         } else if self.shared.cancel.borrow().is_some() && !scheduler.all_done() {
             Outcome::Interrupted
+        } else if !scheduler.stuck().is_empty() {
+            let id = |i: usize| plan.node(i).id.clone();
+            Outcome::Stuck {
+                waiting: scheduler
+                    .stuck()
+                    .into_iter()
+                    .map(|(leaf, on)| Waiting {
+                        phase: id(leaf),
+                        waits_for: on.into_iter().map(id).collect(),
+                    })
+                    .collect(),
+            }
         } else if !scheduler.paused().is_empty() && !scheduler.all_done() {
             for p in scheduler.paused() {
                 let node = plan.node(*p);
@@ -640,8 +629,13 @@ impl Engine {
 
     /// Whether a leaf's last failure was a safety guard's refusal.
     fn refused(&self, leaf: usize) -> bool {
-        self.error_of(&self.shared.plan.node(leaf).id)
-            .starts_with("refused: ")
+        let id = &self.shared.plan.node(leaf).id;
+        self.shared
+            .records
+            .lock()
+            .expect("records lock")
+            .get(id)
+            .is_some_and(|r| r.failure == Some(FailureKind::Refused))
     }
 
     /// Rolls back `target`: its started leaves, in reverse execution order.
@@ -665,6 +659,9 @@ impl Engine {
                 outcome = Outcome::Interrupted;
                 break;
             }
+            if self.shared.store_failed() {
+                break;
+            }
             if !self.shared.clone().run_leaf(leaf, true).await {
                 let id = plan.node(leaf).id.clone();
                 let error = self
@@ -680,6 +677,7 @@ impl Engine {
             }
         }
         heartbeat.abort();
+        self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
         Ok(self.finish(outcome))
     }
@@ -879,11 +877,17 @@ impl Engine {
                         store.yield_to_waiters();
                     }
                 }
+                // A reader holding the database a while is no reason to stop; a store that
+                // is gone, replaced, full or failing is.
+                let background = |r: Result<(), StoreError>| match r {
+                    Err(StoreError::Locked { .. } | StoreError::HolderStopped { .. }) | Ok(()) => {}
+                    Err(e) => shared.note_store_failure(e),
+                };
                 if ticks.is_multiple_of(100) {
-                    let _ = shared.flush_logs();
+                    background(shared.flush_logs());
                 }
                 if ticks.is_multiple_of(1000) {
-                    let _ = shared.heartbeat();
+                    background(shared.heartbeat());
                 }
             }
         })
@@ -914,6 +918,9 @@ impl Engine {
     }
 }
 
+/// Pending log lines that make the engine write them at once.
+const LOG_FLUSH_LINES: usize = 8192;
+
 /// Why rolling back a phase that was skipped does nothing.
 const SKIPPED_ROLLBACK: &str =
     "it was skipped (its `when:` was false), so there is nothing to undo; recorded as rolled back";
@@ -928,6 +935,35 @@ fn describe(action: Option<&ActionSpec>, scope: &RenderScope<'_>) -> Vec<String>
 }
 
 impl Shared {
+    /// Remembers the first store failure; the run starts no phase after it.
+    fn note_store_failure(&self, e: StoreError) {
+        self.store_failure
+            .lock()
+            .expect("store failure lock")
+            .get_or_insert(e);
+    }
+
+    fn store_failed(&self) -> bool {
+        self.store_failure
+            .lock()
+            .expect("store failure lock")
+            .is_some()
+    }
+
+    /// Ends the run with the store's failure, if it had one (instead of an outcome that
+    /// would claim what could not be recorded).
+    fn end_if_store_failed(&self) -> Result<(), EngineError> {
+        match self
+            .store_failure
+            .lock()
+            .expect("store failure lock")
+            .take()
+        {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn history(
         &self,
@@ -1035,7 +1071,11 @@ impl Shared {
             .expression_names(&cond.that)
             .unwrap_or_default();
         let decided_later = names.iter().any(|n| {
-            self.params.secrets.contains_key(n)
+            self.params
+                .read()
+                .expect("params lock")
+                .secrets
+                .contains_key(n)
                 || scope
                     .ctx
                     .get_attr(n)
@@ -1097,11 +1137,12 @@ impl Shared {
     /// only when `reveal` (execution).
     fn context(&self, node: usize, reveal: bool) -> minijinja::Value {
         let vars = self.vars.lock().expect("vars lock").clone();
+        let params = self.params.read().expect("params lock");
         phase_context(
             &self.op,
             &self.plan,
             node,
-            &self.params,
+            &params,
             &vars,
             self.inventory.as_deref(),
             reveal,
@@ -1114,14 +1155,18 @@ impl Shared {
         &self,
         leaf: usize,
         t: Transition,
-        error: Option<String>,
+        error: Option<(FailureKind, String)>,
         detail: Option<String>,
-        vars: Option<serde_json::Map<String, serde_json::Value>>,
+        captured: Option<Captured>,
     ) -> Result<PhaseRecord, EngineError> {
         let id = self.plan.node(leaf).id.clone();
         let mut records = self.records.lock().expect("records lock");
         let current = records.get(&id).cloned().unwrap_or_default();
         let mut next = current.apply(t, now_ms())?;
+        let error = error.map(|(kind, e)| {
+            next.failure = Some(kind);
+            e
+        });
         if let Some(e) = &error {
             next.error = Some(self.redactor.redact(e));
         }
@@ -1153,11 +1198,16 @@ impl Shared {
         let logs = std::mem::take(&mut *self.pending_logs.lock().expect("logs lock"));
         let mut history = std::mem::take(&mut *self.pending_history.lock().expect("history lock"));
         history.push(entry);
+        let (vars, secrets) = match captured {
+            Some(c) => (Some(c.vars), c.secrets),
+            None => (None, None),
+        };
         let commit = Commit {
             records: vec![(id.clone(), next.clone())],
             history,
             logs,
             vars: vars.clone(),
+            secrets: secrets.clone(),
             ..Default::default()
         };
         // The start of a phase is flushed at once (before its action runs); its end is flushed
@@ -1178,6 +1228,9 @@ impl Shared {
         if let Some(v) = vars {
             *self.vars.lock().expect("vars lock") = v;
         }
+        if let Some(secrets) = secrets {
+            self.params.write().expect("params lock").secrets = secrets;
+        }
         records.insert(id, next.clone());
         Ok(next)
     }
@@ -1197,6 +1250,9 @@ impl Shared {
                     error: Some(e.to_string()),
                     summary: None,
                 });
+                if let EngineError::Store(e) = e {
+                    self.note_store_failure(e);
+                }
                 false
             }
         }
@@ -1240,8 +1296,8 @@ impl Shared {
                 Err(e) => (Some(Transition::Fail), Some(self.redactor.redact(&e)), None),
             };
             if let Some(t) = t {
-                let record =
-                    self.record_transition(leaf, t, error.clone(), summary.clone(), None)?;
+                let failure = error.clone().map(|e| (FailureKind::Condition, e));
+                let record = self.record_transition(leaf, t, failure, summary.clone(), None)?;
                 self.sink.emit(&Event::PhaseFinished {
                     id,
                     state: record.state,
@@ -1298,9 +1354,12 @@ impl Shared {
             if rollback || node.capture.is_empty() {
                 return Ok((out, None));
             }
-            let vars = self.capture(leaf, &out.result)?;
+            let vars = self
+                .capture(leaf, &out.result)
+                .map_err(|e| (FailureKind::Capture, e))?;
             Ok((out, Some(vars)))
         });
+        self.release_held_logs(leaf);
         match outcome {
             Ok((out, vars)) => {
                 let t = if rollback {
@@ -1319,14 +1378,15 @@ impl Shared {
                 });
                 Ok(true)
             }
-            Err(error) => {
+            Err((kind, error)) => {
                 let t = if rollback {
                     Transition::FailRollback
                 } else {
                     Transition::Fail
                 };
                 let error = self.redactor.redact(&error);
-                let record = self.record_transition(leaf, t, Some(error.clone()), None, None)?;
+                let record =
+                    self.record_transition(leaf, t, Some((kind, error.clone())), None, None)?;
                 self.sink.emit(&Event::PhaseFinished {
                     id,
                     state: record.state,
@@ -1344,7 +1404,7 @@ impl Shared {
         &self,
         leaf: usize,
         action: &ActionSpec,
-    ) -> Result<crate::action::ActionOutput, String> {
+    ) -> Result<crate::action::ActionOutput, (FailureKind, String)> {
         let node = self.plan.node(leaf);
         let id = node.id.clone();
         let mut attempt = 0u32;
@@ -1356,14 +1416,32 @@ impl Shared {
                 templates: &self.templates,
                 ctx,
             };
+            // The log keeps the head and the tail of this attempt's output (see OutputCap).
+            let cap = Mutex::new(OutputCap::default());
+            // Output that may show values about to be captured as secrets is held back.
+            let hold = !node.capture.is_empty() && self.uses_secret(leaf);
             let output = |stream: Stream, line: &str| {
-                let text = self.redactor.redact(line);
-                self.pending_logs.lock().expect("logs lock").push(LogLine {
+                let text = match line.find(crate::action::output::CUT_MARKER) {
+                    Some(cut) => self.redactor.redact_cut(line, cut),
+                    None => self.redactor.redact(line),
+                };
+                let kept = cap.lock().expect("cap lock").admit(LogLine {
                     time: now_ms(),
                     phase: id.clone(),
                     stream,
                     text: text.clone(),
                 });
+                if let Some(line) = kept.filter(|line| !self.hold_log(hold, leaf, line)) {
+                    let mut pending = self.pending_logs.lock().expect("logs lock");
+                    pending.push(line);
+                    let due = pending.len() >= LOG_FLUSH_LINES;
+                    drop(pending);
+                    // Chatty output goes to the store in chunks as it comes, not only with the
+                    // heartbeat's flush every second.
+                    if due {
+                        let _ = self.flush_logs();
+                    }
+                }
                 self.sink.emit(&Event::PhaseOutput {
                     id: id.clone(),
                     stream,
@@ -1402,25 +1480,28 @@ impl Shared {
                 Some(secs) => {
                     match tokio::time::timeout(Duration::from_secs_f64(secs), run).await {
                         Ok(r) => r,
-                        Err(_) => Err(ActionError::CheckFailed {
-                            message: format!(
-                                "timed out after {}",
-                                crate::action::wait::human_secs(secs)
-                            ),
+                        Err(_) => Err(ActionError::TimedOut {
+                            after: crate::action::wait::human_secs(secs),
                         }),
                     }
                 }
                 None => run.await,
             };
-            let error = match result {
+            let tail = cap.lock().expect("cap lock").finish(&id);
+            for line in tail {
+                if !self.hold_log(hold, leaf, &line) {
+                    self.pending_logs.lock().expect("logs lock").push(line);
+                }
+            }
+            let (kind, error) = match result {
                 Ok(out) => return Ok(out),
                 Err(e) if e.is_cancelled() || matches!(e, ActionError::Refused { .. }) => {
-                    return Err(e.to_string())
+                    return Err((e.kind(), e.to_string()))
                 }
-                Err(e) => e.to_string(),
+                Err(e) => (e.kind(), e.to_string()),
             };
             if attempt > node.retries || self.cancel.borrow().is_some() {
-                return Err(error);
+                return Err((kind, error));
             }
             let delay = (node.retry_delay_secs * 2f64.powi(attempt as i32 - 1)).min(300.0);
             self.sink.emit(&Event::PhaseRetrying {
@@ -1446,26 +1527,26 @@ impl Shared {
                 history: vec![entry],
                 ..Default::default()
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (FailureKind::Store, e.to_string()))?;
             if !was_open {
                 self.release_store();
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs_f64(delay)) => {}
-                reason = cancelled(&self.cancel) => return Err(reason),
+                reason = cancelled(&self.cancel) => return Err((FailureKind::Cancelled, reason)),
             }
         }
     }
 
     /// Evaluates the phase's `capture:` expressions over the action's result.
-    fn capture(
-        &self,
-        leaf: usize,
-        result: &serde_json::Value,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    ///
+    /// When the phase used a secret (in any template of its action or condition) or its result
+    /// holds one, every value it captures is a secret too: kept with the operation's secrets,
+    /// never in its variables, shown as `<secret:NAME>` and hidden in all later output.
+    fn capture(&self, leaf: usize, result: &serde_json::Value) -> Result<Captured, String> {
         let node = self.plan.node(leaf);
         // Parameters and earlier captures are visible too; the result's fields win.
-        let phase_ctx = self.display_context(leaf);
+        let phase_ctx = self.context(leaf, true);
         let mut ctx: serde_json::Map<String, serde_json::Value> =
             match serde_json::to_value(&phase_ctx) {
                 Ok(serde_json::Value::Object(map)) => map,
@@ -1476,12 +1557,15 @@ impl Shared {
         }
         ctx.insert("result".into(), result.clone());
         let ctx = minijinja::Value::from_serialize(&ctx);
+        let secret =
+            self.uses_secret(leaf) || json_strings(result).any(|s| self.redactor.reveals(s));
         let mut vars = self.vars.lock().expect("vars lock").clone();
+        let mut secrets = secret.then(|| self.params.read().expect("params lock").secrets.clone());
         for (name, expr) in &node.capture {
-            let value = self
-                .templates
-                .eval(expr, &ctx)
-                .map_err(|e| format!("capture `{name}` from `{expr}`: {e}"))?;
+            let value = self.templates.eval(expr, &ctx).map_err(|e| {
+                self.redactor
+                    .redact(&format!("capture `{name}` from `{expr}`: {e}"))
+            })?;
             if value.is_undefined() || value.is_none() {
                 return Err(format!(
                     "capture `{name}`: `{expr}` found nothing in the result"
@@ -1489,9 +1573,88 @@ impl Shared {
             }
             let json =
                 serde_json::to_value(&value).map_err(|e| format!("capture `{name}`: {e}"))?;
-            vars.insert(name.clone(), json);
+            match &mut secrets {
+                Some(secrets) => {
+                    let text = match json {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    self.redactor.add(name, &text);
+                    vars.remove(name);
+                    secrets.insert(name.clone(), text);
+                }
+                None => {
+                    vars.insert(name.clone(), json);
+                }
+            }
         }
-        Ok(vars)
+        Ok(Captured { vars, secrets })
+    }
+
+    /// Keeps `line` back when `hold`; returns whether it did.
+    fn hold_log(&self, hold: bool, leaf: usize, line: &LogLine) -> bool {
+        if hold {
+            let mut held = self.held_logs.lock().expect("held logs lock");
+            held.entry(leaf).or_default().push(line.clone());
+        }
+        hold
+    }
+
+    /// Moves a leaf's held output to the logs written with its next transition, hiding the
+    /// values it captured (its own output showed them before they were known to be secret).
+    fn release_held_logs(&self, leaf: usize) {
+        let held = self.held_logs.lock().expect("held logs lock").remove(&leaf);
+        let mut pending = self.pending_logs.lock().expect("logs lock");
+        for mut line in held.into_iter().flatten() {
+            line.text = self.redactor.redact(&line.text);
+            pending.push(line);
+        }
+    }
+
+    /// Whether a leaf's action, rollback or condition uses a secret (a secret parameter or a
+    /// secret captured earlier).
+    fn uses_secret(&self, leaf: usize) -> bool {
+        let node = self.plan.node(leaf);
+        let params = self.params.read().expect("params lock");
+        let is_secret = |names: Result<BTreeSet<String>, _>| {
+            names.map_or(true, |names: BTreeSet<String>| {
+                names.iter().any(|n| params.secrets.contains_key(n))
+            })
+        };
+        let action = serde_json::to_value(&node.action).unwrap_or_default();
+        let in_action = json_strings(&action).any(|source| {
+            (source.contains("{{") || source.contains("{%"))
+                && is_secret(self.templates.template_names(source, false))
+        });
+        let expressions = node
+            .when
+            .iter()
+            .map(|c| c.that.as_str())
+            .chain(node.capture.values().map(|e| e.as_str()));
+        in_action
+            || expressions
+                .into_iter()
+                .any(|e| is_secret(self.templates.expression_names(e)))
+            || node
+                .locals
+                .values()
+                .any(|v| json_strings(v).any(|s| self.redactor.reveals(s)))
+    }
+}
+
+/// What a phase captured: the operation's variables, and its secrets when they changed.
+struct Captured {
+    vars: serde_json::Map<String, serde_json::Value>,
+    secrets: Option<BTreeMap<String, String>>,
+}
+
+/// Every string inside a JSON value.
+fn json_strings(value: &serde_json::Value) -> Box<dyn Iterator<Item = &str> + '_> {
+    match value {
+        serde_json::Value::String(s) => Box::new(std::iter::once(s.as_str())),
+        serde_json::Value::Array(a) => Box::new(a.iter().flat_map(json_strings)),
+        serde_json::Value::Object(m) => Box::new(m.values().flat_map(json_strings)),
+        _ => Box::new(std::iter::empty()),
     }
 }
 
@@ -1571,4 +1734,28 @@ pub fn interrupted_phases(
         })
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod redactor_tests {
+    use super::Redactor;
+
+    #[test]
+    fn quoted_and_json_escaped_forms_of_a_secret_are_hidden() {
+        let secret = "Ab'cd\"ef\\gh-SECRETTAIL";
+        let r = Redactor::new(&[("token".to_string(), secret.to_string())].into());
+        for shown in [
+            secret.to_string(),
+            // bash `set -x`
+            "+ true 'Ab'\\''cd\"ef\\gh-SECRETTAIL'".to_string(),
+            // medic's own quoting, as in an error naming the rendered command
+            crate::template::shell_quote(secret),
+            // jq / kubectl -o json
+            serde_json::json!({ "k": secret }).to_string(),
+        ] {
+            let out = r.redact(&shown);
+            assert!(!out.contains("SECRETTAIL"), "{shown} -> {out}");
+            assert!(out.contains("<secret:token>"), "{out}");
+        }
+    }
 }

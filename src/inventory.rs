@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use marked_yaml::{LoaderOptions, Node as YamlNode};
 use serde::Serialize;
 
-use crate::procedure::source::{closest, start_span, Diagnostic, Fields, Reader};
+use crate::source::{closest, start_span, Diagnostic, Fields, Location, Reader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -27,7 +27,7 @@ pub enum InventoryError {
 }
 
 fn render(diags: &[Diagnostic]) -> String {
-    crate::procedure::source::render_diagnostics("inventory: ", diags)
+    crate::source::render_diagnostics("inventory: ", diags)
 }
 
 /// How the SSH client treats host keys. Turning checking off is not offered.
@@ -108,6 +108,9 @@ pub struct Inventory {
     pub nodes: Vec<NodeEntry>,
     pub kubernetes: KubeSettings,
     pub etcd: EtcdSettings,
+    /// Where `kubernetes.kubeconfig` is written, for a message when the file is missing.
+    #[serde(skip)]
+    pub kubeconfig_location: Option<Location>,
 }
 
 /// Which nodes an action runs on.
@@ -140,10 +143,12 @@ const SSH_KEYS: &[&str] = &[
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+        let bytes = crate::source::read_source(path).map_err(|source| InventoryError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        let text = crate::source::decode_utf8(&path.display().to_string(), bytes)
+            .map_err(|d| InventoryError::Invalid(vec![d]))?;
         Self::parse(path, &text)
     }
 
@@ -256,6 +261,77 @@ fn path_value(r: &mut Reader, node: &YamlNode, what: &str, base: &Path) -> Optio
     })
 }
 
+/// A node address as ssh and the tools take it: a host name, an IPv4 or an IPv6 address. It
+/// never starts with `-` (ssh would read it as an option) and holds no space or shell character.
+pub fn check_host(address: &str) -> Result<(), String> {
+    if address.is_empty() {
+        return Err("it is empty; give a host name or an IP address".into());
+    }
+    if address.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
+    if address.len() <= 253 && address.trim_end_matches('.').split('.').all(label_ok) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` is not a host name, an IPv4 or an IPv6 address (letters, digits, `-`, `_` and dots; no leading `-`, spaces or shell characters)",
+        address.escape_debug()
+    ))
+}
+
+/// Letters, digits, `-`, `_` and `.`, starting with a character `first` accepts.
+fn is_plain_name(s: &str, first: impl Fn(char) -> bool) -> bool {
+    s.chars().next().is_some_and(first)
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A node name: also used in phase IDs, log prefixes and `on:` selectors.
+fn check_node_name(name: &str) -> Result<(), String> {
+    if is_plain_name(name, |c| c.is_ascii_alphanumeric()) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` must start with a letter or digit and hold only letters, digits, `-`, `_` and `.`",
+        name.escape_debug()
+    ))
+}
+
+/// A login name for `ssh -l`: never an option, no space or shell character.
+fn check_user(user: &str) -> Result<(), String> {
+    if is_plain_name(user, |c| c.is_ascii_alphanumeric() || c == '_') {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` is not a user name (letters, digits, `-`, `_`, `.`; not starting with `-`)",
+        user.escape_debug()
+    ))
+}
+
+/// `[user@]host[:port]`, as `ssh -J` takes it.
+fn check_jump_host(jump: &str) -> Result<(), String> {
+    let (user, rest) = match jump.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, jump),
+    };
+    if let Some(u) = user {
+        check_user(u)?;
+    }
+    let host = match rest.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => h,
+        _ => rest,
+    };
+    check_host(host.trim_start_matches('[').trim_end_matches(']'))
+}
+
 fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSettings {
     let mut ssh = SshSettings::default();
     let Some(f) = Fields::new(node, what, SSH_KEYS, r) else {
@@ -263,6 +339,9 @@ fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSett
     };
     if let Some(n) = f.get("user") {
         ssh.user = scalar_string(r, n, "ssh.user");
+        if let Some(Err(e)) = ssh.user.as_deref().map(check_user) {
+            r.error(n.span(), format!("ssh.user: {e}"));
+        }
     }
     if let Some(n) = f.get("port") {
         match r.uint(n, "ssh.port") {
@@ -287,6 +366,9 @@ fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSett
     }
     if let Some(n) = f.get("jump_host") {
         ssh.jump_host = scalar_string(r, n, "ssh.jump_host");
+        if let Some(Err(e)) = ssh.jump_host.as_deref().map(check_jump_host) {
+            r.error(n.span(), format!("ssh.jump_host: {e}"));
+        }
     }
     if let Some(n) = f.get("sudo") {
         ssh.sudo = r.bool(n, "ssh.sudo");
@@ -344,6 +426,9 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
                 let Some(name) = scalar_string(r, name_node, "node name") else {
                     continue;
                 };
+                if let Err(e) = check_node_name(&name) {
+                    r.error(name_node.span(), format!("node name: {e}"));
+                }
                 let line = r.location(name_node.span()).line;
                 if let Some(first) = seen.insert(name.clone(), line) {
                     r.error(
@@ -352,7 +437,13 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
                     );
                 }
                 let address = match nf.get("address") {
-                    Some(n) => scalar_string(r, n, "address").unwrap_or_default(),
+                    Some(n) => {
+                        let address = scalar_string(r, n, "address").unwrap_or_default();
+                        if let Err(e) = check_host(&address) {
+                            r.error(n.span(), format!("address of node `{name}`: {e}"));
+                        }
+                        address
+                    }
                     None => name.clone(),
                 };
                 let roles = match nf.get("roles") {
@@ -384,10 +475,12 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         None => r.error(f.span(), "the inventory needs `nodes:`"),
     }
     let mut kubernetes = KubeSettings::default();
+    let mut kubeconfig_location = None;
     if let Some(n) = f.get("kubernetes") {
         if let Some(kf) = Fields::new(n, "kubernetes", &["kubeconfig", "context"], r) {
             if let Some(k) = kf.get("kubeconfig") {
                 kubernetes.kubeconfig = path_value(r, k, "kubernetes.kubeconfig", base);
+                kubeconfig_location = Some(r.location(k.span()));
             }
             if let Some(c) = kf.get("context") {
                 kubernetes.context = scalar_string(r, c, "kubernetes.context");
@@ -454,7 +547,50 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         nodes,
         kubernetes,
         etcd,
+        kubeconfig_location,
     })
+}
+
+/// Why the kubeconfig that kube phases would use is missing, if it is: the inventory's
+/// `kubernetes.kubeconfig`, else `KUBECONFIG`, else `~/.kube/config` (as the kube client
+/// looks for it). Checked when an operation with kube phases is created, not when its first
+/// kube phase runs.
+pub fn missing_kubeconfig(inventory: Option<&Inventory>) -> Option<String> {
+    if let Some(path) = inventory.and_then(|i| i.kubernetes.kubeconfig.as_ref()) {
+        if path.is_file() {
+            return None;
+        }
+        let at = inventory
+            .and_then(|i| i.kubeconfig_location.as_ref())
+            .map(|l| format!("{l}: "))
+            .unwrap_or_default();
+        return Some(format!(
+            "{at}kubernetes.kubeconfig {} does not exist, and this plan has kube phases; fix the path in the inventory",
+            path.display()
+        ));
+    }
+    match std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
+        Some(list) => {
+            let paths: Vec<PathBuf> = std::env::split_paths(&list).collect();
+            if paths.iter().any(|p| p.is_file()) {
+                return None;
+            }
+            Some(format!(
+                "KUBECONFIG names {}, which does not exist, and this plan has kube phases; point KUBECONFIG at a kubeconfig, or set kubernetes.kubeconfig in the inventory",
+                paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ))
+        }
+        None => {
+            let default = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config"));
+            if default.as_ref().is_some_and(|p| p.is_file()) {
+                return None;
+            }
+            Some(format!(
+                "this plan has kube phases but there is no kubeconfig: the inventory names none (kubernetes.kubeconfig), KUBECONFIG is not set and {} does not exist; set one of them",
+                default.map(|p| p.display().to_string()).unwrap_or_else(|| "~/.kube/config".into())
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

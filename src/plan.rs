@@ -1,4 +1,4 @@
-//! The plan: phase IDs, the phase tree, the requires DAG and the phase state machine.
+//! The plan: the phase tree, the requires DAG and the phase state machine.
 //!
 //! Everything here is pure data and functions, with no I/O, so the rules can be tested with small
 //! tables. The engine drives this core; it never re-implements it.
@@ -11,68 +11,12 @@
 //! 5. [`Scheduler`] answers "which leaves may start now" for an execute of one phase, in
 //!    O(nodes + edges) over the whole run; dry-runs and rollback order reuse it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::action::ActionSpec;
-
-/// A phase path such as `/etcd/remove`; the root is `/`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PhaseId(String);
-
-impl PhaseId {
-    pub fn root() -> Self {
-        PhaseId("/".to_string())
-    }
-
-    /// Normalises operator input: `etcd/remove`, `/etcd/remove/` and `/etcd/remove` are the same.
-    pub fn parse(text: &str) -> Self {
-        let trimmed = text.trim().trim_matches('/');
-        if trimmed.is_empty() {
-            Self::root()
-        } else {
-            PhaseId(format!("/{trimmed}"))
-        }
-    }
-
-    pub fn child(&self, segment: &str) -> Self {
-        if self.0 == "/" {
-            PhaseId(format!("/{segment}"))
-        } else {
-            PhaseId(format!("{}/{segment}", self.0))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn is_root(&self) -> bool {
-        self.0 == "/"
-    }
-
-    /// The last path segment (`remove` for `/etcd/remove`, empty for the root).
-    pub fn name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or("")
-    }
-
-    pub fn depth(&self) -> usize {
-        if self.is_root() {
-            0
-        } else {
-            self.0.matches('/').count()
-        }
-    }
-}
-
-impl fmt::Display for PhaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::phase_id::{valid_phase_segment, PhaseId, PhaseIdError};
 
 /// The stored state of a leaf phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,6 +148,33 @@ pub struct PhaseRecord {
     /// Completed without running its action (`when:` was false); rolls back as a no-op.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// Why it failed, as a kind code can match (the message is in `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
+}
+
+/// What kind of failure ended a phase; decisions (refused → exit 3) match this, never the
+/// message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A safety guard refused (overridable with `--force`).
+    Refused,
+    TimedOut,
+    Cancelled,
+    /// A command exited non-zero, was killed, or could not start.
+    Command,
+    /// A `check:` was false, or an action's own check failed.
+    Check,
+    /// A template could not be rendered.
+    Render,
+    /// `capture:` found nothing or could not be evaluated.
+    Capture,
+    /// `when:` could not be evaluated.
+    Condition,
+    /// The state store failed under the run.
+    Store,
+    Other,
 }
 
 impl Default for PhaseRecord {
@@ -217,6 +188,7 @@ impl Default for PhaseRecord {
             error: None,
             summary: None,
             skipped: false,
+            failure: None,
         }
     }
 }
@@ -235,6 +207,7 @@ impl PhaseRecord {
                 next.started_at = Some(now_ms);
                 next.finished_at = None;
                 next.error = None;
+                next.failure = None;
                 next.skipped = false;
             }
             Transition::BeginRollback => {
@@ -242,10 +215,12 @@ impl PhaseRecord {
                 next.started_at = Some(now_ms);
                 next.finished_at = None;
                 next.error = None;
+                next.failure = None;
             }
             Transition::Complete | Transition::Skip | Transition::FinishRollback => {
                 next.finished_at = Some(now_ms);
                 next.error = None;
+                next.failure = None;
                 next.skipped = t == Transition::Skip;
             }
             Transition::Fail | Transition::FailRollback => {
@@ -281,9 +256,17 @@ pub fn derive_state(children: &[PhaseState]) -> PhaseState {
     InProgress
 }
 
-/// One node of the plan tree. Leaves carry an action; groups carry children.
+/// What a leaf carries, as far as the plan is concerned: the scheduler only needs to know
+/// whether it is a pause (which waits for the operator). Operations use actions
+/// (`ActionSpec`, in the action module); the core knows nothing more of them.
+pub trait Leaf {
+    fn is_pause(&self) -> bool;
+}
+
+/// One node of the plan tree. Leaves carry an action (`A`); groups carry children.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlanNode {
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: Deserialize<'de>"))]
+pub struct PlanNode<A> {
     pub id: PhaseId,
     #[serde(default)]
     pub description: String,
@@ -299,9 +282,9 @@ pub struct PlanNode {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<PhaseId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<ActionSpec>,
+    pub action: Option<A>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<ActionSpec>,
+    pub rollback: Option<A>,
     /// Template variables local to this phase (the `foreach` item).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub locals: BTreeMap<String, serde_json::Value>,
@@ -334,20 +317,29 @@ fn default_retry_delay() -> f64 {
     1.0
 }
 
-impl PlanNode {
+impl<A> PlanNode<A> {
     pub fn is_leaf(&self) -> bool {
         self.children.is_empty() && self.action.is_some()
     }
+}
 
+impl<A: Leaf> PlanNode<A> {
     pub fn is_pause(&self) -> bool {
-        matches!(self.action, Some(ActionSpec::Pause(_)))
+        self.action.as_ref().is_some_and(Leaf::is_pause)
     }
 }
 
 /// The phase tree of one operation, in depth-first order.
+///
+/// Built by [`Plan::new`] and then sealed: deserializing goes through it too (via
+/// [`StoredPlan`]), so no plan exists without its indices.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
-    pub nodes: Vec<PlanNode>,
+#[serde(
+    bound(serialize = "A: Serialize", deserialize = "A: Deserialize<'de> + Leaf"),
+    from = "StoredPlan<A>"
+)]
+pub struct Plan<A> {
+    nodes: Vec<PlanNode<A>>,
     #[serde(skip)]
     index: HashMap<PhaseId, usize>,
     /// Each node's position among its parent's children.
@@ -356,25 +348,43 @@ pub struct Plan {
     /// One past the last node of each subtree.
     #[serde(skip)]
     subtree_end: Vec<usize>,
+    /// Every name a phase of the plan captures (computed once: templates ask for it per phase).
+    #[serde(skip)]
+    capture_names: BTreeSet<String>,
 }
 
-impl Plan {
+/// How a plan is stored: its nodes, from which [`Plan::new`] derives everything else.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "A: Deserialize<'de>"))]
+struct StoredPlan<A> {
+    nodes: Vec<PlanNode<A>>,
+}
+
+impl<A: Leaf> From<StoredPlan<A>> for Plan<A> {
+    fn from(stored: StoredPlan<A>) -> Self {
+        Plan::new(stored.nodes)
+    }
+}
+
+impl<A: Leaf> Plan<A> {
     /// Builds a plan from nodes in depth-first order (root first, parents before children).
-    pub fn new(nodes: Vec<PlanNode>) -> Self {
+    pub fn new(nodes: Vec<PlanNode<A>>) -> Self {
         let mut plan = Plan {
             nodes,
             index: HashMap::new(),
             position: Vec::new(),
             subtree_end: Vec::new(),
+            capture_names: BTreeSet::new(),
         };
         plan.rebuild_index();
         plan
     }
 
-    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
-        let mut plan: Plan = serde_json::from_slice(bytes)?;
-        plan.rebuild_index();
-        Ok(plan)
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self>
+    where
+        A: serde::de::DeserializeOwned,
+    {
+        serde_json::from_slice(bytes)
     }
 
     fn rebuild_index(&mut self) {
@@ -396,13 +406,28 @@ impl Plan {
                 self.subtree_end[i] = self.subtree_end[*last];
             }
         }
+        self.capture_names = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.capture.keys().cloned())
+            .collect();
+    }
+
+    /// The names the plan's phases capture, each once.
+    pub fn capture_names(&self) -> &BTreeSet<String> {
+        &self.capture_names
     }
 
     pub fn find(&self, id: &PhaseId) -> Option<usize> {
         self.index.get(id).copied()
     }
 
-    pub fn node(&self, i: usize) -> &PlanNode {
+    /// Every node, in depth-first order (index 0 is the root).
+    pub fn nodes(&self) -> &[PlanNode<A>] {
+        &self.nodes
+    }
+
+    pub fn node(&self, i: usize) -> &PlanNode<A> {
         &self.nodes[i]
     }
 
@@ -591,8 +616,8 @@ pub enum SchedulerMode {
 /// leaves under it completed). An enabled leaf that is not completed is ready. Completing a leaf
 /// updates the per-node count of unfinished leaves, and a count reaching zero enables the nodes
 /// waiting on it, so the whole run costs O(nodes + edges).
-pub struct Scheduler<'a> {
-    plan: &'a Plan,
+pub struct Scheduler<'a, A> {
+    plan: &'a Plan<A>,
     mode: SchedulerMode,
     target: usize,
     /// Leaves not completed, per node, over its subtree.
@@ -605,12 +630,19 @@ pub struct Scheduler<'a> {
     running: HashMap<usize, usize>,
     paused: Vec<usize>,
     stopped: bool,
+    /// Leaves offered by `next_ready` and not finished yet.
+    in_flight: usize,
 }
 
-impl<'a> Scheduler<'a> {
+impl<'a, A: Leaf> Scheduler<'a, A> {
     /// `states` are the current node states; requirements outside the target's subtree are
     /// assumed to have been checked (or overridden with `--force`) by the caller.
-    pub fn new(plan: &'a Plan, states: &[PhaseState], target: usize, mode: SchedulerMode) -> Self {
+    pub fn new(
+        plan: &'a Plan<A>,
+        states: &[PhaseState],
+        target: usize,
+        mode: SchedulerMode,
+    ) -> Self {
         let n = plan.nodes.len();
         let mut remaining = vec![0usize; n];
         for i in (0..n).rev() {
@@ -647,6 +679,7 @@ impl<'a> Scheduler<'a> {
             running: HashMap::new(),
             paused: Vec::new(),
             stopped: false,
+            in_flight: 0,
         };
         scheduler.enable(target);
         scheduler
@@ -720,12 +753,14 @@ impl<'a> Scheduler<'a> {
             }
         }
         self.ready = kept;
+        self.in_flight += started.len();
         started
     }
 
     /// Records the end of a leaf started by [`Scheduler::next_ready`]. A failure stops the
     /// scheduler from offering more leaves.
     pub fn finished(&mut self, leaf: usize, ok: bool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
         for (g, _) in self.limits(leaf) {
             if let Some(c) = self.running.get_mut(&g) {
                 *c = c.saturating_sub(1);
@@ -764,14 +799,57 @@ impl<'a> Scheduler<'a> {
     pub fn all_done(&self) -> bool {
         self.remaining[self.target] == 0
     }
+
+    /// When nothing is ready, running or paused but leaves remain: each unfinished leaf that
+    /// was never offered, with the requirements (its own or its groups') it still waits for.
+    /// Empty while the run can go on. A correct plan never gets here; the engine reports it as
+    /// *stuck* rather than claiming every phase completed.
+    pub fn stuck(&self) -> Vec<(usize, Vec<usize>)> {
+        let idle = self.ready.is_empty() && self.in_flight == 0;
+        if self.all_done() || !idle || !self.paused.is_empty() || self.stopped {
+            return Vec::new();
+        }
+        let range = self.plan.subtree(self.target);
+        range
+            .clone()
+            .filter(|&i| self.plan.nodes[i].is_leaf() && self.remaining[i] > 0 && !self.enabled[i])
+            .map(|leaf| {
+                let mut waits_for: Vec<usize> = std::iter::once(leaf)
+                    .chain(
+                        self.plan
+                            .ancestors(leaf)
+                            .into_iter()
+                            .take_while(|a| range.contains(a)),
+                    )
+                    .flat_map(|n| self.plan.direct_requirements(n))
+                    .filter(|r| range.contains(r) && self.remaining[*r] > 0)
+                    .collect();
+                waits_for.sort_unstable();
+                waits_for.dedup();
+                (leaf, waits_for)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::{check::CheckSpec, pause::PauseSpec};
 
-    fn leaf(id: &str) -> PlanNode {
+    /// The plan's tests need no action kinds: a leaf is work or a pause.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    enum Step {
+        Work,
+        Pause,
+    }
+
+    impl Leaf for Step {
+        fn is_pause(&self) -> bool {
+            *self == Step::Pause
+        }
+    }
+
+    fn leaf(id: &str) -> PlanNode<Step> {
         PlanNode {
             id: PhaseId::parse(id),
             description: String::new(),
@@ -780,10 +858,7 @@ mod tests {
             parallel: false,
             max_parallel: None,
             requires: vec![],
-            action: Some(ActionSpec::Check(CheckSpec {
-                that: "true".into(),
-                message: None,
-            })),
+            action: Some(Step::Work),
             rollback: None,
             locals: BTreeMap::new(),
             capture: BTreeMap::new(),
@@ -796,7 +871,7 @@ mod tests {
     }
 
     /// Builds a plan from (id, parallel, requires) rows; groups are inferred from the paths.
-    fn plan(rows: &[(&str, bool, &[&str])]) -> Plan {
+    fn plan(rows: &[(&str, bool, &[&str])]) -> Plan<Step> {
         let mut nodes = vec![PlanNode {
             action: None,
             ..leaf("/")
@@ -819,7 +894,7 @@ mod tests {
         Plan::new(nodes)
     }
 
-    fn ids(plan: &Plan, idx: &[usize]) -> Vec<String> {
+    fn ids(plan: &Plan<Step>, idx: &[usize]) -> Vec<String> {
         idx.iter().map(|i| plan.nodes[*i].id.to_string()).collect()
     }
 
@@ -933,13 +1008,53 @@ mod tests {
     }
 
     #[test]
-    fn phase_ids_normalise() {
-        assert_eq!(PhaseId::parse("etcd/remove/").as_str(), "/etcd/remove");
-        assert_eq!(PhaseId::parse("/").as_str(), "/");
-        assert_eq!(PhaseId::parse("").as_str(), "/");
-        assert_eq!(PhaseId::root().child("a").child("b").as_str(), "/a/b");
-        assert_eq!(PhaseId::parse("/a/b").name(), "b");
-        assert_eq!(PhaseId::parse("/a/b").depth(), 2);
+    fn a_failure_kind_lasts_until_the_phase_runs_again() {
+        let started = PhaseRecord::default().apply(Transition::Start, 1).unwrap();
+        let mut failed = started.apply(Transition::Fail, 2).unwrap();
+        failed.failure = Some(FailureKind::Refused);
+        assert_eq!(failed.failure, Some(FailureKind::Refused));
+        let again = failed.apply(Transition::Start, 3).unwrap();
+        assert_eq!(again.failure, None);
+        let rolled = failed.apply(Transition::BeginRollback, 3).unwrap();
+        assert_eq!(rolled.failure, None);
+    }
+
+    #[test]
+    fn a_plan_that_cannot_go_on_is_stuck_with_what_each_leaf_waits_for() {
+        // A requires cycle (refused at load; built by hand here) leaves nothing ready.
+        let p = plan(&[
+            ("/a", true, &["/b"]),
+            ("/b", true, &["/a"]),
+            ("/c", true, &[]),
+        ]);
+        let mut root = p.nodes.clone();
+        root[0].parallel = true;
+        let p = Plan::new(root);
+        let states = vec![PhaseState::Unstarted; p.len()];
+        let mut s = Scheduler::new(&p, &states, 0, SchedulerMode::Execute);
+        assert_eq!(ids(&p, &s.next_ready()), ["/c"]);
+        assert!(s.stuck().is_empty(), "not stuck while /c runs");
+        s.finished(p.find(&PhaseId::parse("/c")).unwrap(), true);
+        assert!(s.next_ready().is_empty());
+        let stuck: Vec<(String, Vec<String>)> = s
+            .stuck()
+            .into_iter()
+            .map(|(leaf, on)| (p.nodes[leaf].id.to_string(), ids(&p, &on)))
+            .collect();
+        assert_eq!(
+            stuck,
+            [
+                ("/a".to_string(), vec!["/b".to_string()]),
+                ("/b".to_string(), vec!["/a".to_string()])
+            ]
+        );
+        // A finished run is not stuck.
+        let p = plan(&[("/a", false, &[])]);
+        let mut s = Scheduler::new(&p, &states[..p.len()], 0, SchedulerMode::Execute);
+        for l in s.next_ready() {
+            s.finished(l, true);
+        }
+        assert!(s.all_done() && s.stuck().is_empty());
     }
 
     #[test]
@@ -1028,9 +1143,7 @@ mod tests {
     #[test]
     fn completed_leaves_are_skipped_and_pauses_stop_dependents() {
         let mut p = plan(&[("/a", false, &[]), ("/p", false, &[]), ("/b", false, &[])]);
-        p.nodes[2].action = Some(ActionSpec::Pause(PauseSpec {
-            message: "do it".into(),
-        }));
+        p.nodes[2].action = Some(Step::Pause);
         let mut states = vec![PhaseState::Unstarted; p.len()];
         states[1] = PhaseState::Completed;
         let mut s = Scheduler::new(&p, &states, 0, SchedulerMode::Execute);

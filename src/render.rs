@@ -12,9 +12,11 @@ use console::{style, Style};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::action::Plan;
 use crate::action::{RenderScope, Stream};
-use crate::engine::{phase_context, Event, EventSink, Outcome};
-use crate::plan::{PhaseId, PhaseRecord, PhaseState, Plan};
+use crate::engine::phase_context;
+use crate::events::{Event, EventSink, Outcome};
+use crate::plan::{PhaseId, PhaseRecord, PhaseState};
 use crate::procedure::Params;
 use crate::store::{format_time, now_ms, Lease, Operation};
 use crate::template::Templates;
@@ -73,7 +75,7 @@ impl PlanView<'_> {
     fn node_rows(&self) -> Vec<NodeRow> {
         let states = self.plan.states(self.records);
         let mut rows = Vec::with_capacity(self.plan.len());
-        for (i, node) in self.plan.nodes.iter().enumerate() {
+        for (i, node) in self.plan.nodes().iter().enumerate() {
             let interrupted = if node.is_leaf() {
                 self.interrupted.contains(&node.id)
             } else {
@@ -855,6 +857,19 @@ impl EventSink for TextRenderer {
                         style("⛔").red().bold()
                     ),
                     Outcome::Interrupted => format!("{} interrupted; `medic plan resume` continues", style("⚠").yellow()),
+                    Outcome::Stuck { waiting } => {
+                        let mut text = format!(
+                            "{} stuck: {} phase{} could not start and nothing else can run (a medic bug; please report it with `medic plan export --format json`):",
+                            style("✘").red(),
+                            waiting.len(),
+                            if waiting.len() == 1 { "" } else { "s" }
+                        );
+                        for w in waiting {
+                            let on: Vec<String> = w.waits_for.iter().map(|p| p.to_string()).collect();
+                            text.push_str(&format!("\n  {} waits for {}", w.phase, if on.is_empty() { "its group".to_string() } else { on.join(", ") }));
+                        }
+                        text
+                    }
                     Outcome::RolledBack => format!("{} rolled back", style("↺").magenta()),
                     Outcome::NothingToRollBack => format!("{} nothing to roll back", style("·").dim()),
                     Outcome::DryRun => {
@@ -875,10 +890,41 @@ impl EventSink for TextRenderer {
 #[derive(Default)]
 pub struct JsonCollector {
     pub events: Mutex<Vec<serde_json::Value>>,
+    /// Output (bytes, lines) collected per phase: past the log's head size or
+    /// [`JSON_OUTPUT_LINES`], the rest of a phase's output is left out (one note says so), so
+    /// a chatty command cannot grow the report without bound.
+    output_seen: Mutex<HashMap<PhaseId, (usize, usize)>>,
 }
+
+/// Output lines per phase in a `-o json` report (an event costs far more memory than its text).
+const JSON_OUTPUT_LINES: usize = 10_000;
 
 impl EventSink for JsonCollector {
     fn emit(&self, event: &Event) {
+        if let Event::PhaseOutput { id, line, .. } = event {
+            let mut seen = self.output_seen.lock().expect("sizes lock");
+            let (bytes, lines) = seen.entry(id.clone()).or_default();
+            let full = |bytes: usize, lines: usize| {
+                bytes > crate::store::LOG_HEAD_BYTES || lines > JSON_OUTPUT_LINES
+            };
+            let was_full = full(*bytes, *lines);
+            *bytes += line.len() + 1;
+            *lines += 1;
+            if full(*bytes, *lines) {
+                if !was_full {
+                    let note = Event::PhaseOutput {
+                        id: id.clone(),
+                        stream: crate::action::Stream::Medic,
+                        line: format!(
+                            "… the rest of this phase's output is left out here; run `medic plan logs --phase={id}` for its head and tail"
+                        ),
+                    };
+                    let value = serde_json::to_value(&note).expect("events serialize");
+                    self.events.lock().expect("events lock").push(value);
+                }
+                return;
+            }
+        }
         let value = serde_json::to_value(event).expect("events serialize");
         self.events.lock().expect("events lock").push(value);
     }

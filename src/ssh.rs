@@ -90,6 +90,11 @@ impl SshPool {
 
     async fn connect(&self, node: &NodeEntry) -> Result<Arc<Session>, String> {
         use std::os::unix::fs::PermissionsExt;
+        // The openssh crate puts the destination after its options without `--`, so an address
+        // must never look like an option. The inventory refuses such addresses at load; this
+        // holds for any other way a node entry is made.
+        crate::inventory::check_host(&node.address)
+            .map_err(|e| format!("node {}: address {e}", node.name))?;
         let base = self
             .control_dir
             .parent()

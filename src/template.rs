@@ -7,6 +7,9 @@
 //!    parameters, captured variables nor loop items.
 //! 3. Rendering happens per phase at execution time (real values) or for display (secrets
 //!    redacted, captured values not yet known shown as such).
+//! 4. Every render and expression is bounded: [`FUEL`] steps, [`RECURSION_LIMIT`] levels of
+//!    nesting, and [`MAX_RENDERED_BYTES`] of text (or of a value, as JSON), so a template such
+//!    as `{{ [1] * 1000000000 }}` fails at once instead of eating memory.
 
 use std::collections::BTreeSet;
 
@@ -23,6 +26,14 @@ pub struct TemplateError {
 
 impl From<minijinja::Error> for TemplateError {
     fn from(e: minijinja::Error) -> Self {
+        if e.kind() == minijinja::ErrorKind::OutOfFuel {
+            return TemplateError {
+                message: format!(
+                    "template takes more than {FUEL} steps to evaluate (the limit); loop over fewer items or compute the value outside the procedure"
+                ),
+                line: e.line(),
+            };
+        }
         let mut message = e.kind().to_string();
         if let Some(detail) = e.detail() {
             message = format!("{message}: {detail}");
@@ -35,6 +46,84 @@ impl From<minijinja::Error> for TemplateError {
 }
 
 const SHELL: &str = "shell";
+
+/// Instructions one render or expression may execute: real procedure templates use hundreds,
+/// a loop over the inventory's nodes a few thousand.
+pub const FUEL: u64 = 1_000_000;
+/// Nesting (loops, conditions, macro calls) one render may reach.
+pub const RECURSION_LIMIT: usize = 100;
+/// Largest rendered text, or expression value as JSON.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+
+fn too_large(what: &str) -> TemplateError {
+    TemplateError {
+        message: format!(
+            "{what} is larger than {} MiB (the limit); a template must not build huge values",
+            MAX_RENDERED_BYTES >> 20
+        ),
+        line: None,
+    }
+}
+
+/// Whether `value` printed (or as JSON) stays within `budget` bytes, roughly: one byte per
+/// item plus the length of each string. Walks at most `budget` items, so a lazy
+/// `[1] * 1000000000` is refused at once (minijinja would iterate all of it while printing,
+/// even after the output refused more text).
+fn fits(value: &Value, budget: &mut usize) -> bool {
+    fn charge(budget: &mut usize, n: usize) -> bool {
+        match budget.checked_sub(n) {
+            Some(left) => {
+                *budget = left;
+                true
+            }
+            None => false,
+        }
+    }
+    match value.kind() {
+        ValueKind::String | ValueKind::Bytes => charge(budget, value.len().unwrap_or(0) + 1),
+        ValueKind::Seq | ValueKind::Iterable | ValueKind::Map => {
+            if value.len().is_some_and(|n| n > *budget) {
+                return false;
+            }
+            let Ok(items) = value.try_iter() else {
+                return charge(budget, 1);
+            };
+            let map = value.kind() == ValueKind::Map;
+            for item in items {
+                if !charge(budget, 1) || !fits(&item, budget) {
+                    return false;
+                }
+                if map && !fits(&value.get_item(&item).unwrap_or_default(), budget) {
+                    return false;
+                }
+            }
+            true
+        }
+        _ => charge(budget, 1),
+    }
+}
+
+/// Collects rendered text and fails the render once it passes `MAX_RENDERED_BYTES`.
+#[derive(Default)]
+struct BoundedBuffer {
+    bytes: Vec<u8>,
+    exceeded: bool,
+}
+
+impl std::io::Write for BoundedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.exceeded = true;
+            return Err(std::io::Error::other("rendered text too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 pub struct Templates {
     env: Environment<'static>,
@@ -69,9 +158,27 @@ fn shell_words(text: String) -> Result<Value, minijinja::Error> {
     }
 }
 
+/// The `tojson` filter, with an optional indent, returning a plain (not safe) string.
+fn tojson(value: Value, indent: Option<usize>) -> Result<String, minijinja::Error> {
+    let fail = |e: serde_json::Error| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+    };
+    let Some(indent) = indent else {
+        return serde_json::to_string(&value).map_err(fail);
+    };
+    let spaces = " ".repeat(indent);
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    serde::Serialize::serialize(&value, &mut ser).map_err(fail)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(false);
         env.set_auto_escape_callback(|name| {
@@ -82,6 +189,12 @@ impl Templates {
             }
         });
         env.set_formatter(|out, state, value| {
+            if !fits(value, &mut MAX_RENDERED_BYTES.clone()) {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    too_large("a value").message,
+                ));
+            }
             if matches!(state.auto_escape(), AutoEscape::Custom(SHELL)) && !value.is_safe() {
                 let words: Vec<String> = if value.kind() == ValueKind::Seq {
                     value
@@ -116,6 +229,10 @@ impl Templates {
                 Ok(Value::from(out))
             },
         );
+        // minijinja marks `tojson` output safe (it is meant for HTML), so a shell command would
+        // get it unquoted and `"$(...)"` inside a JSON string would run. Here it is a plain
+        // string, quoted as one word like any value.
+        env.add_filter("tojson", tojson);
         // `{{ join_command | shell_words }}`: the words a POSIX shell would split the string
         // into, as a list, so a shell template quotes each word on its own.
         env.add_filter("shell_words", shell_words);
@@ -135,14 +252,34 @@ impl Templates {
         if !source.contains("{{") && !source.contains("{%") {
             return Ok(source.to_string());
         }
-        Ok(self.env.render_named_str(Self::name(shell), source, ctx)?)
+        let template = self
+            .env
+            .template_from_named_str(Self::name(shell), source)?;
+        let mut out = BoundedBuffer::default();
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => Ok(String::from_utf8_lossy(&out.bytes).into_owned()),
+            Err(_) if out.exceeded => Err(too_large("the rendered text")),
+            Err(e) => Err(name_undefined(
+                e,
+                || self.template_names(source, shell),
+                ctx,
+            )),
+        }
     }
 
     /// Evaluates an expression such as `members | length >= 2`; `{{ ... }}` around it is
     /// accepted for readability.
     pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
         let compiled = self.env.compile_expression(strip_braces(expr))?;
-        Ok(compiled.eval(ctx)?)
+        let value = compiled
+            .eval(ctx)
+            .map_err(|e| name_undefined(e, || self.expression_names(expr), ctx))?;
+        // Callers turn values into JSON (foreach items, captures); a lazy `[x] * n` would
+        // only grow then, so its size is checked here, within the same bound.
+        if !fits(&value, &mut MAX_RENDERED_BYTES.clone()) {
+            return Err(too_large("the value"));
+        }
+        Ok(value)
     }
 
     /// Names a template uses that it does not define itself (checked at load time).
@@ -217,6 +354,34 @@ impl Templates {
     }
 }
 
+/// An "undefined value" error names the names that are undefined (minijinja does not), e.g. a
+/// value captured by a phase that was skipped.
+fn name_undefined(
+    e: minijinja::Error,
+    names: impl FnOnce() -> Result<BTreeSet<String>, TemplateError>,
+    ctx: &Value,
+) -> TemplateError {
+    let undefined = e.kind() == minijinja::ErrorKind::UndefinedError;
+    let mut err = TemplateError::from(e);
+    if undefined {
+        let missing: Vec<String> = names()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| ctx.get_attr(n).map_or(true, |v| v.is_undefined()))
+            .map(|n| format!("`{n}`"))
+            .collect();
+        if !missing.is_empty() {
+            err.message = format!(
+                "{}: {} {} not defined here (a captured value whose phase was skipped or has not run?)",
+                err.message,
+                missing.join(", "),
+                if missing.len() == 1 { "is" } else { "are" }
+            );
+        }
+    }
+    err
+}
+
 /// `{{ a >= 2 }}` → `a >= 2`; anything else is returned trimmed.
 pub fn strip_braces(expr: &str) -> &str {
     let t = expr.trim();
@@ -257,7 +422,20 @@ mod tests {
     #[test]
     fn undefined_names_are_errors() {
         let t = Templates::new();
-        assert!(t.render("{{ nope }}", false, &ctx()).is_err());
+        let err = t
+            .render("{{ node }} {{ nope }}", false, &ctx())
+            .unwrap_err();
+        assert!(
+            err.message.contains("`nope` is not defined"),
+            "{}",
+            err.message
+        );
+        let err = t.eval("nope > 1", &ctx()).unwrap_err();
+        assert!(
+            err.message.contains("`nope` is not defined"),
+            "{}",
+            err.message
+        );
         let names = t.template_names("{{ a }} {{ b | upper }}", false).unwrap();
         assert_eq!(names.into_iter().collect::<Vec<_>>(), ["a", "b"]);
     }
@@ -300,6 +478,51 @@ mod tests {
         assert!(t
             .unknown_filters_and_tests("{{ cmd | shell_words }}", false)
             .is_empty());
+    }
+
+    #[test]
+    fn rendering_is_bounded_in_steps_nesting_and_size() {
+        let t = Templates::new();
+        let cases: &[(&str, bool, &str)] = &[
+            ("{{ [1] * 1000000000 }}", false, "larger than 1 MiB"),
+            ("{{ 'x' * 2000000 }}", true, "larger than 1 MiB"),
+            (
+                "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+                false,
+                "more than 1000000 steps",
+            ),
+            (
+                "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+                false,
+                "recursion",
+            ),
+        ];
+        for (source, shell, want) in cases {
+            let err = t.render(source, *shell, &ctx()).unwrap_err();
+            assert!(err.message.contains(want), "{source}: {}", err.message);
+        }
+        let err = t.eval("[1] * 1000000000", &ctx()).unwrap_err();
+        assert!(err.message.contains("larger than 1 MiB"), "{}", err.message);
+        // Within the bounds a long render still works.
+        let ok = t
+            .render(
+                "{% for i in range(20000) %}{{ i }} {% endfor %}",
+                false,
+                &ctx(),
+            )
+            .unwrap();
+        assert!(ok.trim_end().ends_with("19999"), "{}", &ok[ok.len() - 20..]);
+        assert!(t.eval("range(1000) | list | length", &ctx()).unwrap() == Value::from(1000));
+    }
+
+    #[test]
+    fn tojson_is_quoted_in_shell_context() {
+        let t = Templates::new();
+        let ctx = Value::from_serialize(serde_json::json!({"v": "$(touch /tmp/x)"}));
+        let out = t.render("echo {{ v | tojson }}", true, &ctx).unwrap();
+        assert_eq!(out, "echo '\"$(touch /tmp/x)\"'");
+        let out = t.render("{{ {'a': v} | tojson(2) }}", false, &ctx).unwrap();
+        assert_eq!(out, "{\n  \"a\": \"$(touch /tmp/x)\"\n}");
     }
 
     #[test]

@@ -263,7 +263,7 @@ phases:
       member_id: json.member.id
   - id: use
     description: remove member {{ member_id }}
-    run: echo "removing {{ member_id }}" >> "$WORK/log"
+    run: echo removing {{ member_id }} >> "$WORK/log"
   - id: guard
     check: {that: "{{ member_id | length == 16 }}", message: "bad id {{ member_id }}"}
 "#,
@@ -363,11 +363,11 @@ params:
 phases:
   - id: join
     description: join {{ node }} with {{ token }}
-    run: echo "joining with {{ token }}"; echo "token={{ token }}" >&2
+    run: echo joining with {{ token }}; echo token={{ token }} >&2
     rollback:
-      run: echo "leave {{ token }}"
+      run: echo leave {{ token }}
   - id: fail
-    run: echo "bad {{ token }}"; exit 3
+    run: echo bad {{ token }}; exit 3
 "#,
     );
     let secret = "s3cr3t-abcdef.0123456789";
@@ -688,7 +688,7 @@ fn the_readme_procedure_example_is_valid() {
         "--set",
         "node=n1",
         "--set",
-        "token=abc",
+        "token=abcdef",
     ])
     .run()
     .code(0)

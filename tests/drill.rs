@@ -75,12 +75,44 @@ fn drill_up_break_provision_and_down_leaves_no_process_or_port() {
         .code(0)
         .stdout_contains("web");
 
+    // Provisioning wipes a machine: refused for a node that is not lost, which keeps its
+    // etcd member and kubelet.
+    drill
+        .medic(&["drill", "provision", "cp-1"])
+        .run()
+        .code(2)
+        .stderr_contains("cp-1 is not lost; `medic drill break node-lost cp-1` first");
+    let cp1 = drill.node_status("cp-1");
+    assert_eq!(cp1["node"], "Ready", "{cp1}");
+    assert_eq!(cp1["etcd"], "healthy, leader", "{cp1}");
+    assert_eq!(cp1["kubelet"], true, "{cp1}");
+
     // A node's commands act on the drill: kubelet-down turns it NotReady.
     drill
         .medic(&["drill", "break", "kubelet-down", "worker-1"])
         .run()
         .code(0);
     assert_eq!(drill.node_status("worker-1")["node"], "NotReady");
+    // Breaking what is already broken says so and changes nothing.
+    drill
+        .medic(&["drill", "break", "kubelet-down", "worker-1"])
+        .run()
+        .code(2)
+        .stderr_contains("the kubelet on worker-1 is already stopped; nothing was changed");
+    drill
+        .medic(&["drill", "break", "upgrade-fails", "worker-1"])
+        .run()
+        .code(0);
+    drill
+        .medic(&["drill", "break", "upgrade-fails", "worker-1"])
+        .run()
+        .code(2)
+        .stderr_contains("already fails");
+    drill
+        .medic(&["drill", "provision", "worker-1"])
+        .run()
+        .code(2)
+        .stderr_contains("worker-1 is not lost");
     drill
         .kubectl(&["get", "node", "worker-1"])
         .code(0)
@@ -98,6 +130,11 @@ fn drill_up_break_provision_and_down_leaves_no_process_or_port() {
     let st = drill.node_status("worker-2");
     assert_eq!(st["ssh"], false);
     assert_eq!(st["node"], "NotReady");
+    drill
+        .medic(&["drill", "break", "node-lost", "worker-2"])
+        .run()
+        .code(2)
+        .stderr_contains("worker-2 is already lost");
     drill
         .medic(&["drill", "break", "etcd-down", "worker-1"])
         .run()

@@ -145,7 +145,7 @@ phases:
   - id: gate
     wait: {run: "test -f \"$WORK/go\"", timeout: 60s, interval: 50ms}
   - id: last
-    run: test "{{ fail }}" = no
+    run: test {{ fail }} = no
 "#,
     );
     for (fail, code) in [("no", 0), ("yes", 1)] {

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use common::Env;
 
 /// One malformed input and what medic must say about it.
@@ -117,24 +115,7 @@ fn run_table(cases: Vec<Case>) {
     for c in &cases {
         assert!(names.insert(c.name), "case name {:?} used twice", c.name);
     }
-    let failed: Vec<&str> = cases
-        .iter()
-        .filter(|c| {
-            let ok = catch_unwind(AssertUnwindSafe(|| c.check())).is_ok();
-            if !ok {
-                eprintln!("^^^ case `{}` failed\n", c.name);
-            }
-            !ok
-        })
-        .map(|c| c.name)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} cases failed: {}",
-        failed.len(),
-        cases.len(),
-        failed.join(", ")
-    );
+    common::run_table(&cases, |c| c.name, |c| c.check());
 }
 
 /// Groups nested `depth` levels deep, with one leaf at the bottom.
@@ -716,7 +697,7 @@ fn command_line() {
         case("unreadable procedure file", good)
             .file("junk.yaml", b"\xff\xfe name: junk".to_vec())
             .args(&["procedures", "show", "junk"])
-            .expect(&["plans/junk.yaml", "stream did not contain valid UTF-8"]),
+            .expect(&["plans/junk.yaml:1:1: the file is UTF-16 text; save it as UTF-8"]),
         // Regression (was a bug): one unreadable file in the plans directory breaks every command that loads any
         // procedure ("error: read procedure .../junk.yaml: stream did not contain valid UTF-8",
         // exit 2), although `p` itself is fine.

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
 use crate::etcd::{addition_refusal, parse_id, removal_refusal, MemberInfo, Quorum, Transport};
-use crate::procedure::source::{start_span, Fields, Reader, TemplateKind};
+use crate::source::{start_span, Fields, Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

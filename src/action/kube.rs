@@ -30,7 +30,7 @@ use serde_json::json;
 use super::{
     sleep_unless_cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream,
 };
-use crate::procedure::source::{start_span, Fields, Reader, TemplateKind};
+use crate::source::{start_span, Fields, Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrainSpec {
@@ -542,11 +542,11 @@ fn bool_field(f: &Fields<'_>, reader: &mut Reader, key: &str, default: bool) -> 
 
 fn render_duration(scope: &RenderScope<'_>, text: &str) -> Result<f64, ActionError> {
     let rendered = scope.render("kube.timeout", text, false)?;
-    crate::procedure::source::parse_duration(&rendered)
-        .filter(|d| *d <= crate::procedure::source::MAX_DURATION_SECS)
+    crate::source::parse_duration(&rendered)
+        .filter(|d| *d > 0.0 && *d <= crate::source::MAX_DURATION_SECS)
         .ok_or_else(|| {
             fail(format!(
-                "timeout `{rendered}` is not a duration such as 30s, 10m or 1h"
+                "timeout `{rendered}` is not a duration longer than zero such as 30s, 10m or 1h"
             ))
         })
 }

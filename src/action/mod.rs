@@ -10,6 +10,7 @@
 pub mod check;
 pub mod etcd;
 pub mod kube;
+pub(crate) mod output;
 pub mod pause;
 pub mod run;
 pub mod ssh;
@@ -23,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::inventory::Inventory;
-use crate::plan::PhaseId;
-use crate::procedure::source::Reader;
+use crate::phase_id::PhaseId;
+use crate::source::Reader;
 use crate::ssh::SshPool;
 use crate::template::{TemplateError, Templates};
 
@@ -158,11 +159,9 @@ pub enum ActionError {
         field: &'static str,
         source: TemplateError,
     },
-    #[error("start `{command}`: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    /// The command is not named: it may hold a secret in a form the redactor cannot find.
+    #[error("start the command through `sh`: {source}")]
+    Spawn { source: std::io::Error },
     #[error("command exited with code {code}{}", tail_suffix(.stderr_tail))]
     CommandFailed { code: i32, stderr_tail: String },
     #[error("command was killed by signal {signal}")]
@@ -182,6 +181,9 @@ pub enum ActionError {
     },
     #[error("{0}")]
     Cancelled(String),
+    /// The phase's `timeout:` ran out.
+    #[error("timed out after {after}")]
+    TimedOut { after: String },
 }
 
 fn tail_suffix(tail: &str) -> String {
@@ -195,6 +197,24 @@ fn tail_suffix(tail: &str) -> String {
 impl ActionError {
     pub fn is_cancelled(&self) -> bool {
         matches!(self, ActionError::Cancelled(_))
+    }
+
+    /// The kind recorded with the failed phase.
+    pub fn kind(&self) -> crate::plan::FailureKind {
+        use crate::plan::FailureKind;
+        match self {
+            ActionError::Render { .. } => FailureKind::Render,
+            ActionError::Spawn { .. }
+            | ActionError::CommandFailed { .. }
+            | ActionError::CommandKilled { .. } => FailureKind::Command,
+            ActionError::CheckFailed { .. } => FailureKind::Check,
+            ActionError::Failed { .. } => FailureKind::Other,
+            ActionError::Refused { .. } => FailureKind::Refused,
+            ActionError::WaitTimedOut { .. } | ActionError::TimedOut { .. } => {
+                FailureKind::TimedOut
+            }
+            ActionError::Cancelled(_) => FailureKind::Cancelled,
+        }
     }
 }
 
@@ -283,6 +303,17 @@ macro_rules! actions {
         }
     };
 }
+
+impl crate::plan::Leaf for ActionSpec {
+    fn is_pause(&self) -> bool {
+        matches!(self, ActionSpec::Pause(_))
+    }
+}
+
+/// The plan of an operation: a plan whose leaves carry actions.
+pub type Plan = crate::plan::Plan<ActionSpec>;
+/// One node of an operation's plan.
+pub type PlanNode = crate::plan::PlanNode<ActionSpec>;
 
 actions! {
     Run(run::RunSpec),

@@ -9,7 +9,7 @@ use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope};
-use crate::procedure::source::{Reader, TemplateKind};
+use crate::source::{Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PauseSpec {

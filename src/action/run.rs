@@ -1,4 +1,4 @@
-//! `run`: a command on the operator's machine, through `sh -c`.
+//! `run`: a command on the operator's machine, through `sh` (the command is passed on stdin).
 //!
 //! ```yaml
 //! run: "systemctl is-active {{ unit }}"     # values are shell-quoted
@@ -7,29 +7,87 @@
 //! 1. The command runs in its own process group, so a timeout or Ctrl-C stops all of it
 //!    (SIGTERM, then SIGKILL after a grace period); it also dies with medic, SIGKILL included
 //!    (a watchdog kills the group; the command starts only once its watchdog runs).
-//! 2. Each stdout/stderr line goes to the phase log as it arrives.
-//! 3. The result is `{stdout, stderr, exit_code, json}`; `json` is stdout parsed as JSON, if it is.
+//! 2. Each stdout/stderr line goes to the phase log as it arrives (lines longer than 64 KiB are
+//!    cut; see `output`).
+//! 3. The result is `{stdout, stderr, exit_code, json, truncated}`: the first MiB of each stream;
+//!    `json` is stdout parsed as JSON, if it is and was kept whole.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
 use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use super::output::{read_line, Captured};
 use super::{cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
-use crate::procedure::source::{Reader, TemplateKind};
+use crate::source::{Fields, Reader, TemplateKind};
 
-/// Output kept in memory per stream for results and error messages.
-const MAX_CAPTURED: usize = 8 * 1024 * 1024;
 /// How long a cancelled command gets to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
     pub command: String,
+    /// `run: {command: ..., env: {TOKEN: "{{ token }}"}}`: exported in the script on stdin, so
+    /// a secret given to a command this way is in no command line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Reads `env:` (variable names to text templates), for `run` and `ssh`.
+pub fn read_env(node: &Node, reader: &mut Reader, what: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let Node::Mapping(map) = node else {
+        reader.error(
+            &crate::source::start_span(node),
+            format!("{what} must map variable names to values"),
+        );
+        return env;
+    };
+    for (k, v) in map.iter() {
+        let name = k.as_str();
+        let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            reader.error(
+                k.span(),
+                format!("{what} name `{name}` is not a valid variable name"),
+            );
+        }
+        if let Some(s) = reader.scalar(v, &format!("{what} value")) {
+            env.insert(name.to_string(), reader.template(s, TemplateKind::Text));
+        }
+    }
+    env
+}
+
+/// `export K='V'` lines (each value quoted as one word) followed by `command`.
+pub fn with_exports(env: &[(String, String)], command: &str, separator: &str) -> String {
+    let mut out = String::new();
+    for (k, v) in env {
+        out.push_str(&format!(
+            "export {k}={}{separator}",
+            crate::template::shell_quote(v)
+        ));
+    }
+    out.push_str(command);
+    out
+}
+
+impl RunSpec {
+    fn rendered(&self, scope: &RenderScope<'_>, separator: &str) -> Result<String, ActionError> {
+        let command = scope.render("run", &self.command, true)?;
+        let mut env = Vec::new();
+        for (k, v) in &self.env {
+            env.push((k.clone(), scope.render("run.env", v, false)?));
+        }
+        Ok(with_exports(&env, &command, separator))
+    }
 }
 
 impl Action for RunSpec {
@@ -38,16 +96,35 @@ impl Action for RunSpec {
     const INLINE: bool = false;
 
     fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
-        let s = reader.scalar(node, "run")?;
+        let (command_node, env) = match node {
+            Node::Mapping(_) => {
+                let fields = Fields::new(node, "run", &["command", "env"], reader)?;
+                let Some(command) = fields.get("command") else {
+                    reader.error(
+                        fields.span(),
+                        "run as a mapping needs `command:` (and optionally `env:`)",
+                    );
+                    return None;
+                };
+                let env = fields
+                    .get("env")
+                    .map(|n| read_env(n, reader, "run.env"))
+                    .unwrap_or_default();
+                (command, env)
+            }
+            _ => (node, BTreeMap::new()),
+        };
+        let s = reader.scalar(command_node, "run")?;
         if s.as_str().trim().is_empty() {
             reader.error(
-                &crate::procedure::source::start_span(node),
+                &crate::source::start_span(command_node),
                 "run needs a command",
             );
             return None;
         }
         Some(RunSpec {
             command: reader.template(s, TemplateKind::Shell),
+            env,
         })
     }
 
@@ -58,12 +135,12 @@ impl Action for RunSpec {
     fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {
         Ok(vec![format!(
             "run locally: {}",
-            scope.render("run", &self.command, true)?
+            self.rendered(scope, "; ")?
         )])
     }
 
     async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
-        let command = ctx.scope.render("run", &self.command, true)?;
+        let command = self.rendered(ctx.scope, "\n")?;
         let out = run_shell(&command, ctx, true).await?;
         out.into_result()
     }
@@ -74,8 +151,8 @@ impl Action for RunSpec {
 pub struct CommandOutput {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
+    pub stdout: Captured,
+    pub stderr: Captured,
 }
 
 impl CommandOutput {
@@ -85,22 +162,19 @@ impl CommandOutput {
 
     /// The last few lines of stderr (or stdout when stderr is empty), for error messages.
     pub fn tail(&self) -> String {
-        let text = if self.stderr.trim().is_empty() {
-            &self.stdout
-        } else {
-            &self.stderr
-        };
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        lines[lines.len().saturating_sub(3)..].join(" | ")
+        match self.stderr.tail() {
+            t if t.is_empty() => self.stdout.tail(),
+            t => t,
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {
-        let json = serde_json::from_str::<serde_json::Value>(self.stdout.trim()).ok();
         serde_json::json!({
             "exit_code": self.exit_code,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "json": json,
+            "stdout": self.stdout.text,
+            "stderr": self.stderr.text,
+            "json": self.stdout.json(),
+            "truncated": self.stdout.truncated || self.stderr.truncated,
         })
     }
 
@@ -164,7 +238,17 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `command` through `sh -c`; with `stream`, each line also goes to the phase output.
+/// A shell program that reads a script from stdin and runs it with stdin from `/dev/null`, so
+/// a command (and any secret in it) is never on a command line, locally or on a node. A script
+/// that did not arrive whole (no end marker) does not run at all: exit 125.
+pub const SCRIPT_ON_STDIN: &str = "_medic_s=$(cat) && [ \"${_medic_s%__medic_eof__}\" != \"$_medic_s\" ] || exit 125; exec </dev/null; eval \"${_medic_s%__medic_eof__}\"";
+
+/// What to write to the stdin of [`SCRIPT_ON_STDIN`] to run `script`.
+pub fn script_for_stdin(script: &str) -> String {
+    format!("{script}\n__medic_eof__")
+}
+
+/// Runs `command` through `sh`; with `stream`, each line also goes to the phase output.
 pub async fn run_shell(
     command: &str,
     ctx: &ActionCtx<'_>,
@@ -172,10 +256,11 @@ pub async fn run_shell(
 ) -> Result<CommandOutput, ActionError> {
     // The command waits for a go-ahead on stdin, sent only once its watchdog runs, so it can
     // never run unwatched; if medic dies before that, it exits without running.
+    // The command itself travels on stdin, never in argv: /proc/PID/cmdline is readable by every
+    // local user, and the command may hold a secret.
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg("read _medic_go || exit 125; exec sh -c \"$0\" </dev/null")
-        .arg(command)
+        .arg(format!("read _medic_go || exit 125; {SCRIPT_ON_STDIN}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -188,10 +273,9 @@ pub async fn run_shell(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| ActionError::Spawn {
-        command: command.to_string(),
-        source,
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| ActionError::Spawn { source })?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     let mut guard = GroupGuard {
         pgid,
@@ -200,9 +284,15 @@ pub async fn run_shell(
     };
     if let Some(mut go) = child.stdin.take() {
         use tokio::io::AsyncWriteExt;
-        let _ = go.write_all(b"go\n").await;
+        let script = format!("go\n{}", script_for_stdin(command));
+        // Written by a task: a long script must not wait for the output readers below.
+        tokio::spawn(async move {
+            let _ = go.write_all(script.as_bytes()).await;
+        });
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Stream, String)>();
+    // Bounded, so a command writing faster than the phase log takes its lines waits on its
+    // pipe instead of piling lines up here.
+    let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
     let readers = [
         child
             .stdout
@@ -214,17 +304,13 @@ pub async fn run_shell(
             .map(|e| read_lines(e, Stream::Stderr, tx.clone())),
     ];
     drop(tx);
-    let mut stdout = String::new();
-    let mut stderr = String::new();
+    let mut stdout = Captured::default();
+    let mut stderr = Captured::default();
     let mut keep = |stream_kind: Stream, line: &str| {
-        let buf = if stream_kind == Stream::Stdout {
-            &mut stdout
+        if stream_kind == Stream::Stdout {
+            stdout.push_line(line);
         } else {
-            &mut stderr
-        };
-        if buf.len() < MAX_CAPTURED {
-            buf.push_str(line);
-            buf.push('\n');
+            stderr.push_line(line);
         }
         if stream {
             ctx.emit(stream_kind, line);
@@ -266,10 +352,7 @@ pub async fn run_shell(
     if let Some(reason) = cancel_reason {
         return Err(ActionError::Cancelled(reason));
     }
-    let status = status.map_err(|source| ActionError::Spawn {
-        command: command.to_string(),
-        source,
-    })?;
+    let status = status.map_err(|source| ActionError::Spawn { source })?;
     use std::os::unix::process::ExitStatusExt;
     Ok(CommandOutput {
         exit_code: status.code(),
@@ -282,15 +365,16 @@ pub async fn run_shell(
 fn read_lines<R>(
     reader: R,
     stream: Stream,
-    tx: mpsc::UnboundedSender<(Stream, String)>,
+    tx: mpsc::Sender<(Stream, String)>,
 ) -> tokio::task::JoinHandle<()>
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send((stream, line)).is_err() {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        while let Ok(Some(line)) = read_line(&mut reader, &mut buf).await {
+            if tx.send((stream, line)).await.is_err() {
                 break;
             }
         }

@@ -7,8 +7,10 @@
 //! ```
 //!
 //! 1. `on:` is rendered and resolved against the inventory when the phase runs.
-//! 2. The remote command line is `[sudo -n --] [env K=V...] sh -c '<run>'`, every value quoted;
-//!    the dry-run shows exactly this line, per node, with the user it runs as.
+//! 2. The remote command line is a fixed `[sudo -n --] sh -c '<read the script from stdin>'`;
+//!    the script (`export K=V` lines for `env:`, then `run:`, every value quoted) goes on stdin,
+//!    so no value is ever on a command line in the node's process list. The dry-run shows the
+//!    script, per node, with the user it runs as.
 //! 3. Nodes run concurrently (up to `max_parallel`) over the pool's master connections; each
 //!    output line goes to the phase log prefixed with `[node]`.
 //! 4. The result has per-node stdout, stderr, exit code and duration (and `json` when stdout is
@@ -20,12 +22,14 @@ use std::time::{Duration, Instant};
 
 use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::{mpsc, Semaphore};
 
+use super::output::{read_line, Captured};
+use super::run::{script_for_stdin, with_exports, SCRIPT_ON_STDIN};
 use super::{cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
 use crate::inventory::{NodeEntry, Selector};
-use crate::procedure::source::{start_span, Fields, Reader, TemplateKind};
+use crate::source::{start_span, Fields, Reader, TemplateKind};
 use crate::ssh::{describe_destination, SshPool};
 use crate::template::shell_quote;
 
@@ -51,21 +55,43 @@ pub struct SshSpec {
     pub max_parallel: Option<usize>,
 }
 
-/// The line the remote shell runs.
-pub fn remote_command(run: &str, sudo: bool, env: &[(String, String)]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    if sudo {
-        parts.push("sudo -n --".to_string());
-    }
-    if !env.is_empty() {
-        parts.push("env".to_string());
-        for (k, v) in env {
-            parts.push(format!("{k}={}", shell_quote(v)));
+/// What runs on a node: a fixed command line, and the script it reads from stdin.
+///
+/// The script (the `run:` command, preceded by `export` lines for `env:`) never appears on a
+/// command line, so the node's process list shows no value of it, secret or not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteCommand {
+    pub line: String,
+    pub script: String,
+    /// The script on one line, for dry-runs.
+    shown: String,
+    sudo: bool,
+}
+
+impl RemoteCommand {
+    pub fn new(run: &str, sudo: bool, env: &[(String, String)]) -> Self {
+        let wrapper = format!("sh -c {}", shell_quote(SCRIPT_ON_STDIN));
+        let line = if sudo {
+            format!("sudo -n -- {wrapper}")
+        } else {
+            wrapper
+        };
+        RemoteCommand {
+            line,
+            script: with_exports(env, run, "\n"),
+            shown: with_exports(env, run, "; "),
+            sudo,
         }
     }
-    parts.push("sh -c".to_string());
-    parts.push(shell_quote(run));
-    parts.join(" ")
+
+    /// For dry-runs: who runs which script (`export` lines shown on one line with the command).
+    pub fn describe(&self) -> String {
+        format!(
+            "{}sh, script on stdin: {}",
+            if self.sudo { "sudo -n -- " } else { "" },
+            self.shown
+        )
+    }
 }
 
 impl SshSpec {
@@ -201,32 +227,10 @@ impl Action for SshSpec {
             }
         };
         let sudo = fields.get("sudo").and_then(|n| reader.bool(n, "ssh.sudo"));
-        let mut env = BTreeMap::new();
-        if let Some(n) = fields.get("env") {
-            if let Node::Mapping(map) = n {
-                for (k, v) in map.iter() {
-                    let valid = k
-                        .as_str()
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && !k.as_str().starts_with(|c: char| c.is_ascii_digit());
-                    if !valid {
-                        reader.error(
-                            k.span(),
-                            format!("ssh.env name `{}` is not a valid variable name", k.as_str()),
-                        );
-                    }
-                    if let Some(s) = reader.scalar(v, "ssh.env value") {
-                        env.insert(
-                            k.as_str().to_string(),
-                            reader.template(s, TemplateKind::Text),
-                        );
-                    }
-                }
-            } else {
-                reader.error(&start_span(n), "ssh.env must map variable names to values");
-            }
-        }
+        let env = fields
+            .get("env")
+            .map(|n| super::run::read_env(n, reader, "ssh.env"))
+            .unwrap_or_default();
         let timeout_secs = fields
             .get("timeout")
             .and_then(|n| reader.duration(n, "ssh.timeout"));
@@ -278,14 +282,14 @@ impl Action for SshSpec {
                         "ssh {} ({}): {}",
                         n.name,
                         describe_destination(n),
-                        remote_command(&run, sudo, &env)
+                        RemoteCommand::new(&run, sudo, &env).describe()
                     )
                 })
                 .collect()),
             Err(e) => Ok(vec![format!(
                 "ssh on {}: {} ({e})",
                 self.target().unwrap_or_default(),
-                remote_command(&run, self.sudo.unwrap_or(false), &env)
+                RemoteCommand::new(&run, self.sudo.unwrap_or(false), &env).describe()
             )]),
         }
     }
@@ -295,11 +299,12 @@ impl Action for SshSpec {
         let (selector, nodes) = self.nodes(ctx.scope)?;
         let limit = self.max_parallel.unwrap_or(nodes.len()).max(1);
         let semaphore = Arc::new(Semaphore::new(limit));
-        let (tx, mut rx) = mpsc::unbounded_channel::<(String, Stream, String)>();
+        // Bounded: a node writing faster than the phase log takes lines waits on its channel.
+        let (tx, mut rx) = mpsc::channel::<(String, Stream, String)>(256);
         let mut tasks = tokio::task::JoinSet::new();
         for node in nodes.iter().cloned() {
             let sudo = self.sudo.or(node.ssh.sudo).unwrap_or(false);
-            let line = remote_command(&run, sudo, &env);
+            let line = RemoteCommand::new(&run, sudo, &env);
             let pool = ctx.ssh.clone();
             let permit = semaphore.clone();
             let tx = tx.clone();
@@ -371,8 +376,8 @@ impl Action for SshSpec {
 struct NodeResult {
     node: String,
     exit_code: Option<i32>,
-    stdout: String,
-    stderr: String,
+    stdout: Captured,
+    stderr: Captured,
     duration_ms: u64,
     error: Option<String>,
 }
@@ -386,12 +391,7 @@ impl NodeResult {
         if let Some(e) = &self.error {
             return e.clone();
         }
-        let tail: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        let tail = tail[tail.len().saturating_sub(3)..].join(" | ");
+        let tail = self.stderr.tail();
         match self.exit_code {
             Some(code) => format!(
                 "{} exited with code {code}{}",
@@ -417,29 +417,31 @@ impl NodeResult {
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "exit_code": self.exit_code,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
+            "stdout": self.stdout.text,
+            "stderr": self.stderr.text,
             "duration_ms": self.duration_ms,
-            "json": serde_json::from_str::<serde_json::Value>(self.stdout.trim()).ok(),
+            "json": self.stdout.json(),
+            "truncated": self.stdout.truncated || self.stderr.truncated,
             "error": self.error,
         })
     }
 }
 
-/// Forwards each line of a remote stream (prefixed later with the node) and keeps the text.
+/// Forwards each line of a remote stream (prefixed later with the node) and keeps its head
+/// (see `output`).
 async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
     reader: Option<R>,
     stream: Stream,
     node: &str,
-    tx: &mpsc::UnboundedSender<(String, Stream, String)>,
-) -> String {
-    let mut collected = String::new();
+    tx: &mpsc::Sender<(String, Stream, String)>,
+) -> Captured {
+    let mut collected = Captured::default();
     if let Some(r) = reader {
-        let mut lines = BufReader::new(r).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            let _ = tx.send((node.to_string(), stream, l.clone()));
-            collected.push_str(&l);
-            collected.push('\n');
+        let mut reader = BufReader::new(r);
+        let mut buf = Vec::new();
+        while let Ok(Some(l)) = read_line(&mut reader, &mut buf).await {
+            collected.push_line(&l);
+            let _ = tx.send((node.to_string(), stream, l)).await;
         }
     }
     collected
@@ -448,16 +450,16 @@ async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
 async fn run_on_node(
     pool: &SshPool,
     node: &NodeEntry,
-    line: &str,
+    command: &RemoteCommand,
     timeout: Option<f64>,
-    tx: mpsc::UnboundedSender<(String, Stream, String)>,
+    tx: mpsc::Sender<(String, Stream, String)>,
 ) -> NodeResult {
     let started = Instant::now();
     let mut result = NodeResult {
         node: node.name.clone(),
         exit_code: None,
-        stdout: String::new(),
-        stderr: String::new(),
+        stdout: Captured::default(),
+        stderr: Captured::default(),
         duration_ms: 0,
         error: None,
     };
@@ -472,8 +474,8 @@ async fn run_on_node(
     let work = async {
         let spawn = |session: Arc<openssh::Session>| async move {
             session
-                .arc_raw_command(line)
-                .stdin(openssh::Stdio::null())
+                .arc_raw_command(&command.line)
+                .stdin(openssh::Stdio::piped())
                 .stdout(openssh::Stdio::piped())
                 .stderr(openssh::Stdio::piped())
                 .spawn()
@@ -489,6 +491,15 @@ async fn run_on_node(
                     .map_err(|e| format!("{}: start command: {e}", node.name))?
             }
         };
+        if let Some(mut stdin) = child.stdin().take() {
+            use tokio::io::AsyncWriteExt;
+            let script = script_for_stdin(&command.script);
+            // Closing stdin (the drop) tells the remote shell the script is complete.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(script.as_bytes()).await;
+                let _ = stdin.shutdown().await;
+            });
+        }
         let stdout = child.stdout().take();
         let stderr = child.stderr().take();
         let (out, err) = tokio::join!(

@@ -13,7 +13,7 @@ use super::run::run_shell;
 use super::{
     sleep_unless_cancelled, Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream,
 };
-use crate::procedure::source::{Fields, Reader, TemplateKind};
+use crate::source::{Fields, Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WaitSpec {

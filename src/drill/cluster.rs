@@ -269,7 +269,7 @@ impl Drill {
     pub fn node(&self, name: &str) -> Result<&DrillNode, DrillError> {
         self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-            let hint = crate::procedure::source::closest(name, names.iter().copied())
+            let hint = crate::source::closest(name, names.iter().copied())
                 .map(|c| format!("did you mean `{c}`? "))
                 .unwrap_or_default();
             DrillError::Usage(format!(
@@ -1088,6 +1088,26 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
     }
+    // Breaking what is already broken changes nothing and is refused (exit 2), so a typo'd
+    // node or a repeated command does not pass for a fresh failure.
+    let already = match scenario {
+        Scenario::EtcdDown if node.control_plane && node.joined => {
+            (!node.etcd.is_some_and(|p| p.alive()))
+                .then(|| format!("the etcd member of {name} is already down"))
+        }
+        Scenario::KubeletDown => {
+            (!node.kubelet).then(|| format!("the kubelet on {name} is already stopped"))
+        }
+        Scenario::UpgradeFails => node
+            .upgrade_fails
+            .then(|| format!("the next package upgrade on {name} already fails")),
+        _ => None,
+    };
+    if let Some(already) = already {
+        return Err(DrillError::Usage(format!(
+            "{already}; nothing was changed (`medic drill status` shows every node; `medic drill provision {name}` after `medic drill break node-lost {name}` gives it a fresh machine)"
+        )));
+    }
     match scenario {
         Scenario::EtcdDown => {
             if !node.etcd.is_some_and(|p| p.alive()) {
@@ -1151,7 +1171,13 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
 pub fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
     let _lock = DrillLock::acquire(dir)?;
     let mut drill = Drill::load(dir)?;
-    drill.node(name)?;
+    // Provisioning wipes the machine (its etcd member, kubelet, packages): only for a node
+    // that is lost, never a healthy one by mistake.
+    if !drill.node(name)?.lost {
+        return Err(DrillError::Usage(format!(
+            "{name} is not lost; `medic drill break node-lost {name}` first (provision gives a lost node a fresh machine); nothing was changed"
+        )));
+    }
     drill.stop_etcd(name)?;
     let _ = std::fs::remove_dir_all(drill.node_dir(name));
     let pkg = package_version(&drill.cluster_version);

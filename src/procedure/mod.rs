@@ -12,8 +12,6 @@
 //!    the subtree's locals), resolves `requires` to phase IDs and renders descriptions, giving
 //!    the immutable [`Plan`] an operation runs.
 
-pub mod source;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -22,9 +20,12 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use crate::action::{ActionSpec, ACTION_KINDS};
-use crate::plan::{Condition, PhaseId, Plan, PlanNode};
+use crate::action::{Plan, PlanNode};
+use crate::plan::{valid_phase_segment, Condition, PhaseId, PhaseIdError};
+use crate::source::{
+    self, closest, start_span, Diagnostic, Fields, Location, Reader, TemplateKind,
+};
 use crate::template::Templates;
-use source::{closest, start_span, Diagnostic, Fields, Location, Reader, TemplateKind};
 
 /// How deep groups may nest; far beyond any real procedure, and keeps parsing bounded.
 const MAX_DEPTH: usize = 32;
@@ -111,6 +112,35 @@ pub enum ProcedureError {
     Invalid(Vec<Diagnostic>),
     #[error("include cycle: {}", .0.join(" → "))]
     IncludeCycle(Vec<String>),
+    #[error("procedure `{procedure}` expands to more than {limit} phases; split it into smaller procedures, or raise the limit with --max-phases N (env MEDIC_MAX_PHASES)")]
+    TooManyPhases { procedure: String, limit: usize },
+}
+
+/// The default cap on the phases of one expanded plan (`--max-phases`, env `MEDIC_MAX_PHASES`):
+/// far above any real procedure, low enough that a runaway `foreach` or include fan-out fails
+/// in a second instead of exhausting memory.
+pub const DEFAULT_MAX_PHASES: usize = 50_000;
+
+impl ProcedureError {
+    /// A copy of the error, for the include cache (an I/O error keeps its kind and text).
+    fn duplicate(&self) -> ProcedureError {
+        match self {
+            ProcedureError::Unknown { name, hint } => ProcedureError::Unknown {
+                name: name.clone(),
+                hint: hint.clone(),
+            },
+            ProcedureError::Read { path, source } => ProcedureError::Read {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ProcedureError::Invalid(diags) => ProcedureError::Invalid(diags.clone()),
+            ProcedureError::IncludeCycle(chain) => ProcedureError::IncludeCycle(chain.clone()),
+            ProcedureError::TooManyPhases { procedure, limit } => ProcedureError::TooManyPhases {
+                procedure: procedure.clone(),
+                limit: *limit,
+            },
+        }
+    }
 }
 
 fn render_diagnostics(diags: &[Diagnostic]) -> String {
@@ -212,6 +242,9 @@ impl Params {
     }
 }
 
+/// The shortest secret value medic accepts (and searches output for).
+pub const MIN_SECRET_LEN: usize = 6;
+
 pub fn secret_placeholder(name: &str) -> String {
     format!("<secret:{name}>")
 }
@@ -246,20 +279,52 @@ impl Procedure {
         let mut reader = Reader::new(file);
         // YAML allows a byte-order mark; some editors write one.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let options = LoaderOptions::default().error_on_duplicate_keys(true);
+        // Quoted and plain scalars are told apart, so `id: 42` is seen as a number.
+        let options = LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            .prevent_coercion(true);
         let root = match marked_yaml::parse_yaml_with_options(0, text, options) {
             Ok(root) => root,
-            Err(e) => return Err(ProcedureError::Invalid(vec![load_error(file, text, &e)])),
+            Err(e) => {
+                let mut diag = load_error(file, text, &e);
+                if let Some(loc) = &mut diag.location {
+                    source::clamp_to_text(loc, text);
+                }
+                return Err(ProcedureError::Invalid(vec![diag]));
+            }
         };
+        if let Some(line) = source::second_document(text) {
+            reader.diagnostics.push(Diagnostic {
+                location: Some(Location {
+                    file: file.to_string(),
+                    line,
+                    column: 1,
+                }),
+                message: "a second YAML document starts here; a procedure file holds one document: remove the `---` (or `...`) line, or move what follows to its own file".into(),
+            });
+        }
         let mut procedure = read_procedure(&root, &mut reader, expected_name);
         if let Some(p) = &mut procedure {
-            resolve_includes(&mut p.phases, include, &mut reader);
+            if let Err(limit) = resolve_includes(&mut p.phases, include, &mut reader) {
+                return Err(ProcedureError::TooManyPhases {
+                    procedure: p.name.clone(),
+                    limit,
+                });
+            }
             validate_includes(p, &mut reader);
-            validate_graph(p, &mut reader);
+            if let Some(graph) = validate_graph(p, &mut reader) {
+                validate_capture_order(p, &graph, &mut reader);
+            }
+            validate_renderable(&mut reader);
             validate_templates(p, &mut reader);
         }
         if !reader.diagnostics.is_empty() || procedure.is_none() {
             let mut diags = reader.diagnostics;
+            for d in &mut diags {
+                if let Some(loc) = d.location.as_mut().filter(|l| l.file == file) {
+                    source::clamp_to_text(loc, text);
+                }
+            }
             diags.sort_by_key(|d| d.location.as_ref().map(|l| (l.line, l.column)));
             return Err(ProcedureError::Invalid(diags));
         }
@@ -359,6 +424,7 @@ impl Procedure {
                     continue;
                 }
             };
+            let problems_before = diags.len();
             if let Some(pattern) = &spec.pattern {
                 let re = regex::Regex::new(pattern).expect("validated at load");
                 let items: Vec<String> = match &value {
@@ -383,7 +449,21 @@ impl Procedure {
                 }
             }
             if spec.secret {
-                params.secrets.insert(spec.name.clone(), json_text(&value));
+                let text = json_text(&value);
+                let len = text.chars().count();
+                if len < MIN_SECRET_LEN && diags.len() == problems_before {
+                    diags.push(Diagnostic {
+                        location: Some(spec.location.clone()),
+                        message: format!(
+                            "secret parameter `{}` is {len} character{} long; a secret needs at least {} (a shorter one would be hidden wherever it happens to occur in output, garbling it)",
+                            spec.name,
+                            if len == 1 { "" } else { "s" },
+                            MIN_SECRET_LEN
+                        ),
+                    });
+                    continue;
+                }
+                params.secrets.insert(spec.name.clone(), text);
             } else {
                 params.values.insert(spec.name.clone(), value);
             }
@@ -398,24 +478,35 @@ impl Procedure {
     /// Renders the plan for `params`: `foreach` expanded, includes bound, `requires` resolved,
     /// descriptions rendered with secrets redacted and captured values marked as pending. The
     /// inventory (`inventory.nodes`, roles), when given, is available to templates that shape
-    /// the plan, e.g. a `foreach` over the control-plane nodes.
+    /// the plan, e.g. a `foreach` over the control-plane nodes. Building stops with
+    /// [`ProcedureError::TooManyPhases`] as soon as the plan would exceed `max_phases`.
     pub fn build_plan(
         &self,
         params: &Params,
         templates: &Templates,
         inventory: Option<serde_json::Value>,
+        max_phases: usize,
     ) -> Result<Plan, ProcedureError> {
         let mut base = params.template_values(false);
         if let Some(inv) = inventory {
             base.insert("inventory".into(), inv);
         }
+        for c in self.capture_names() {
+            base.insert(
+                c.clone(),
+                serde_json::Value::String(pending_capture_placeholder(&c)),
+            );
+        }
         let mut builder = PlanBuilder {
-            procedure: self,
             templates,
-            base,
-            captures: self.capture_names(),
+            base: minijinja::Value::from_serialize(&base),
+            operation: minijinja::Value::from_serialize(
+                serde_json::json!({"operation": {"procedure": self.name}}),
+            ),
             nodes: Vec::new(),
             diags: Vec::new(),
+            max_phases,
+            over_limit: false,
         };
         builder.nodes.push(PlanNode {
             id: PhaseId::root(),
@@ -436,6 +527,12 @@ impl Procedure {
             when: None,
         });
         builder.add_children(0, &self.phases, &BTreeMap::new());
+        if builder.over_limit {
+            return Err(ProcedureError::TooManyPhases {
+                procedure: self.name.clone(),
+                limit: max_phases,
+            });
+        }
         if builder.diags.is_empty() {
             Ok(Plan::new(builder.nodes))
         } else {
@@ -535,17 +632,6 @@ fn load_error(file: &str, text: &str, e: &marked_yaml::LoadError) -> Diagnostic 
     }
 }
 
-fn valid_phase_segment(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0].is_ascii_lowercase() | bytes[0].is_ascii_digit()
-        && bytes[bytes.len() - 1].is_ascii_lowercase() | bytes[bytes.len() - 1].is_ascii_digit()
-        && bytes.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
-}
-
 fn valid_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -561,7 +647,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
     )?;
     let name = match fields.get("name") {
         Some(n) => {
-            let s = r.scalar(n, "name")?;
+            let s = r.string(n, "name")?;
             if let Some(expected) = expected_name.filter(|e| *e != s.as_str()) {
                 r.error(
                     &start_span(n),
@@ -589,6 +675,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
         Some(n) => read_params(n, r),
         None => Vec::new(),
     };
+    r.params = params.iter().map(|p| p.name.clone()).collect();
     let phases = match fields.get("phases") {
         Some(n) => {
             let phases = read_phases(n, r);
@@ -680,7 +767,8 @@ fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
         if let Some(n) = fields.get("secret") {
             spec.secret = r.bool(n, &format!("{what}: secret")).unwrap_or(false);
         }
-        if let Some(n) = fields.get("type") {
+        let declared_type = fields.get("type");
+        if let Some(n) = declared_type {
             if let Some(s) = r.scalar(n, "type") {
                 match s.as_str() {
                     "string" => spec.kind = ParamKind::String,
@@ -707,6 +795,22 @@ fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
             }
         }
         if let Some(n) = fields.get("default") {
+            let typed = |kind| declared_type.is_some() && spec.kind == kind;
+            match n {
+                Node::Scalar(s) if source::plain_non_string(s) == Some("null") => r.error(
+                    &start_span(n),
+                    format!("{what}: default `{}` is null in YAML, not a value; leave `default:` out (an optional parameter is empty when not given), or quote it", s.as_str()),
+                ),
+                Node::Scalar(s) if typed(ParamKind::List) && !s.as_str().is_empty() => r.error(
+                    &start_span(n),
+                    format!("{what}: type is list but the default `{}` is a single value; write it as a list, e.g. default: [a, b]", s.as_str()),
+                ),
+                Node::Sequence(_) if typed(ParamKind::String) => r.error(
+                    &start_span(n),
+                    format!("{what}: type is string but the default is a list; remove `type: string` or give one value"),
+                ),
+                _ => {}
+            }
             spec.default = Some(match n {
                 Node::Scalar(s) => serde_json::Value::String(s.as_str().to_string()),
                 Node::Sequence(items) => {
@@ -794,7 +898,7 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     let fields = Fields::new(node, "a phase", &known, r)?;
     let id = match fields.get("id") {
         Some(n) => {
-            let s = r.scalar(n, "id")?;
+            let s = r.string(n, "phase id")?;
             if !valid_phase_segment(s.as_str()) {
                 r.error(
                     &start_span(n),
@@ -813,6 +917,20 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     };
     let what = format!("phase `{id}`");
     let location = r.location(fields.span());
+    r.phase_path.push(id.clone());
+    let spec = read_phase_body(&fields, id, location, &what, r);
+    r.phase_path.pop();
+    Some(spec)
+}
+
+/// Everything of a phase after its id (the phase is on `r.phase_path` meanwhile).
+fn read_phase_body(
+    fields: &Fields<'_>,
+    id: String,
+    location: Location,
+    what: &str,
+    r: &mut Reader,
+) -> PhaseSpec {
     let mut spec = PhaseSpec {
         id: id.clone(),
         location,
@@ -840,11 +958,35 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                 .unwrap_or("item".into()),
             None => "item".to_string(),
         };
+        let as_span = fields
+            .get("as")
+            .map(start_span)
+            .unwrap_or_else(|| start_span(n));
         if !valid_identifier(&as_name) {
             r.error(
                 fields.span(),
                 format!("{what}: `as: {as_name}` must be a plain name"),
             );
+        } else {
+            let shadowed = if r.params.contains(&as_name) {
+                Some("the parameter")
+            } else if r.locals.contains(&as_name) {
+                Some("the item of an enclosing foreach")
+            } else if BUILTIN_NAMES.contains(&as_name.as_str()) {
+                Some("the built-in")
+            } else {
+                None
+            };
+            if let Some(what_else) = shadowed {
+                r.error(
+                    &as_span,
+                    format!(
+                        "{what}: the foreach item `{as_name}` hides {what_else} `{as_name}` inside this phase; name the item something else with `as:`"
+                    ),
+                );
+            }
+            let location = r.location(&as_span);
+            r.loop_names.push((as_name.clone(), location));
         }
         let foreach = match n {
             Node::Scalar(s) => Foreach::Expression(r.template(s, TemplateKind::Expression)),
@@ -889,21 +1031,21 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                 spec.description = Some(r.template(s, TemplateKind::Text));
             }
         }
-        spec.requires = read_requires(&fields, r);
-        spec.include = read_include(n, &what, r);
+        spec.requires = read_requires(fields, what, r);
+        spec.include = read_include(n, what, r);
         let group = spec.foreach.is_some();
-        read_parallel(&fields, &mut spec, &what, group, r);
+        read_parallel(fields, &mut spec, what, group, r);
         if pushed_local.is_some() {
             r.locals.pop();
         }
-        return Some(spec);
+        return spec;
     }
     if let Some(n) = fields.get("description") {
         if let Some(s) = r.scalar(n, "description") {
             spec.description = Some(r.template(s, TemplateKind::Text));
         }
     }
-    spec.requires = read_requires(&fields, r);
+    spec.requires = read_requires(fields, what, r);
     let action_keys: Vec<&marked_yaml::types::MarkedScalarNode> = fields
         .keys()
         .filter(|k| ACTION_KINDS.contains(&k.as_str()))
@@ -965,7 +1107,9 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                     ),
                 );
             } else if let Some(node) = rb.get(keys[0].as_str()) {
+                r.in_rollback = true;
                 spec.rollback = parse_action(keys[0], node, r);
+                r.in_rollback = false;
             }
         }
     }
@@ -1000,7 +1144,7 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
         }
     }
     let group = has_phases || spec.foreach.is_some();
-    read_parallel(&fields, &mut spec, &what, group, r);
+    read_parallel(fields, &mut spec, what, group, r);
     if let Some(n) = fields.get("timeout") {
         spec.timeout_secs = r.duration(n, &format!("{what}: timeout"));
     }
@@ -1016,7 +1160,7 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
     }
     if let Some(n) = fields.get("retry_delay") {
         spec.retry_delay_secs = r
-            .duration(n, &format!("{what}: retry_delay"))
+            .duration_or_zero(n, &format!("{what}: retry_delay"))
             .unwrap_or(1.0);
     }
     if let Some(n) = fields.get("idempotent") {
@@ -1029,16 +1173,16 @@ fn read_phase(node: &Node, r: &mut Reader) -> Option<PhaseSpec> {
                 format!("{what}: `when:` applies to a phase with an action, not a group; put it on the phases inside"),
             );
         } else {
-            spec.when = read_condition(n, &what, r);
+            spec.when = read_condition(n, what, r);
         }
     }
     if pushed_local.is_some() {
         r.locals.pop();
     }
-    Some(spec)
+    spec
 }
 
-fn read_requires(fields: &Fields<'_>, r: &mut Reader) -> Vec<(String, Location)> {
+fn read_requires(fields: &Fields<'_>, what: &str, r: &mut Reader) -> Vec<(String, Location)> {
     let mut out = Vec::new();
     if let Some(n) = fields.get("requires") {
         let items: Vec<&Node> = match n {
@@ -1047,6 +1191,22 @@ fn read_requires(fields: &Fields<'_>, r: &mut Reader) -> Vec<(String, Location)>
         };
         for item in items {
             if let Some(s) = r.scalar(item, "requires") {
+                let problem = match PhaseId::parse_input(s.as_str()) {
+                    Ok(id) if id.is_root() => Some("`/` is the whole plan".to_string()),
+                    Ok(_) => None,
+                    Err(PhaseIdError::Empty) => Some("the entry is empty".to_string()),
+                    Err(PhaseIdError::Malformed { reason, .. }) => Some(reason),
+                };
+                if let Some(reason) = problem {
+                    r.error(
+                        item.span(),
+                        format!(
+                            "{what}: requires `{}` does not name a phase: {reason}; write a phase path such as /etcd/remove, or a sibling's id",
+                            s.as_str()
+                        ),
+                    );
+                    continue;
+                }
                 let loc = r.location(item.span());
                 out.push((s.as_str().to_string(), loc));
             }
@@ -1094,14 +1254,16 @@ fn read_include(node: &Node, what: &str, r: &mut Reader) -> Option<Include> {
 
 /// Loads every included procedure and makes its phases the include phase's children,
 /// checking the binding: known parameters, required ones given, no secrets, relative requires.
+/// An included procedure over the phase limit stops it at once (`Err(limit)`): the includer
+/// is over the limit too.
 fn resolve_includes(
     phases: &mut [PhaseSpec],
     load: &mut dyn FnMut(&str) -> Result<Procedure, ProcedureError>,
     r: &mut Reader,
-) {
+) -> Result<(), usize> {
     for phase in phases.iter_mut() {
         let Some(inc) = &mut phase.include else {
-            resolve_includes(&mut phase.children, load, r);
+            resolve_includes(&mut phase.children, load, r)?;
             continue;
         };
         let what = format!("phase `{}`", phase.id);
@@ -1121,8 +1283,14 @@ fn resolve_includes(
                         "{what}: cannot read included procedure {}: {source}",
                         path.display()
                     ),
+                    ProcedureError::TooManyPhases { limit, .. } => return Err(limit),
                     ProcedureError::Invalid(diags) => {
-                        r.diagnostics.extend(diags);
+                        // The same procedure included twice reports its problems once.
+                        for d in diags {
+                            if !r.diagnostics.contains(&d) {
+                                r.diagnostics.push(d);
+                            }
+                        }
                         format!(
                             "{what}: included procedure `{}` has problems (listed here too)",
                             inc.procedure
@@ -1196,6 +1364,7 @@ fn resolve_includes(
         inc.params = included.params;
         phase.children = included.phases;
     }
+    Ok(())
 }
 
 /// `with:` values are bound when the plan is built: they cannot use values captured at run
@@ -1205,12 +1374,12 @@ fn validate_includes(procedure: &Procedure, r: &mut Reader) {
         phases: &[PhaseSpec],
         procedure: &Procedure,
         captures: &BTreeSet<String>,
+        templates: &Templates,
         r: &mut Reader,
     ) {
-        let templates = Templates::new();
         for phase in phases {
             let Some(inc) = &phase.include else {
-                visit(&phase.children, procedure, captures, r);
+                visit(&phase.children, procedure, captures, templates, r);
                 continue;
             };
             // The included phases were checked when their own procedure was loaded.
@@ -1234,7 +1403,14 @@ fn validate_includes(procedure: &Procedure, r: &mut Reader) {
             }
         }
     }
-    visit(&procedure.phases, procedure, &procedure.capture_names(), r);
+    let templates = Templates::new();
+    visit(
+        &procedure.phases,
+        procedure,
+        &procedure.capture_names(),
+        &templates,
+        r,
+    );
 }
 
 /// `when: "{{ expr }}"` or `when: {that: "{{ expr }}", reason: "text"}`.
@@ -1364,8 +1540,18 @@ fn resolve_requirement(from: &str, req: &str) -> String {
     }
 }
 
-/// Unknown requires, requiring oneself or one's own ancestors/descendants, and cycles.
-fn validate_graph(procedure: &Procedure, r: &mut Reader) {
+/// The static requires graph: two vertices per phase path, `start` (may begin) and `done`
+/// (all of it completed); an edge means "must happen before".
+struct RequiresGraph {
+    paths: Vec<String>,
+    graph: DiGraph<(usize, bool), ()>,
+    start: Vec<NodeIndex>,
+    done: Vec<NodeIndex>,
+}
+
+/// Unknown requires, requiring oneself or one's own ancestors/descendants, and cycles. Gives
+/// the graph back when it has no cycle.
+fn validate_graph(procedure: &Procedure, r: &mut Reader) -> Option<RequiresGraph> {
     let paths = static_paths(procedure);
     let index: HashMap<&str, usize> = paths
         .iter()
@@ -1380,6 +1566,12 @@ fn validate_graph(procedure: &Procedure, r: &mut Reader) {
     let done: Vec<NodeIndex> = (0..paths.len())
         .map(|i| graph.add_node((i, true)))
         .collect();
+    // Each phase's sibling just before it (paths are in depth-first order), found in one pass.
+    let mut previous_sibling: Vec<Option<usize>> = vec![None; paths.len()];
+    let mut last_child: HashMap<Option<usize>, usize> = HashMap::new();
+    for (i, p) in paths.iter().enumerate() {
+        previous_sibling[i] = last_child.insert(p.3, i);
+    }
     for (i, (path, spec, _, parent)) in paths.iter().enumerate() {
         if let Some(p) = parent {
             graph.add_edge(start[*p], start[i], ());
@@ -1425,23 +1617,19 @@ fn validate_graph(procedure: &Procedure, r: &mut Reader) {
             graph.add_edge(done[t], start[i], ());
         }
         // Ordered groups: each sibling requires the one before it.
-        let siblings: Vec<usize> = paths
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.3 == *parent)
-            .map(|(j, _)| j)
-            .collect();
         let parallel = parent.map(|p| paths[p].1.parallel).unwrap_or(false);
         if !parallel {
-            if let Some(pos) = siblings.iter().position(|j| *j == i).filter(|p| *p > 0) {
-                graph.add_edge(done[siblings[pos - 1]], start[i], ());
+            if let Some(before) = previous_sibling[i] {
+                graph.add_edge(done[before], start[i], ());
             }
         }
     }
-    for scc in petgraph::algo::tarjan_scc(&graph) {
+    let mut acyclic = true;
+    for scc in petgraph::algo::kosaraju_scc(&graph) {
         if scc.len() < 2 {
             continue;
         }
+        acyclic = false;
         let mut cycle: Vec<String> = Vec::new();
         for v in find_cycle(&graph, &scc) {
             let path = paths[graph[v].0].0.clone();
@@ -1465,6 +1653,87 @@ fn validate_graph(procedure: &Procedure, r: &mut Reader) {
                 shown.join(" → ")
             ),
         });
+    }
+    acyclic.then(|| RequiresGraph {
+        paths: paths.into_iter().map(|p| p.0).collect(),
+        graph,
+        start,
+        done,
+    })
+}
+
+/// A phase may only use a captured value that some phase captures before it starts: one whose
+/// completion the requires graph (ordered siblings included) puts before it. A capture made
+/// by a later phase, or by a sibling in a parallel group, may not exist yet when it runs. A
+/// rollback runs after its phase, so it may also use what its own phase captures.
+fn validate_capture_order(procedure: &Procedure, graph: &RequiresGraph, r: &mut Reader) {
+    let mut capturers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let index: HashMap<&str, usize> = graph
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i))
+        .collect();
+    let specs = static_paths(procedure);
+    for (i, (_, spec, _, _)) in specs.iter().enumerate() {
+        for name in spec.capture.keys() {
+            capturers.entry(name.as_str()).or_default().push(i);
+        }
+    }
+    let templates = Templates::new();
+    // Per captured name, every vertex reached once one of its capturers is done.
+    let mut reached: HashMap<&str, Vec<bool>> = HashMap::new();
+    for use_ in &r.templates {
+        let Some(&phase) = index.get(use_.phase.as_str()) else {
+            continue;
+        };
+        let names = match use_.kind {
+            TemplateKind::Expression => templates.expression_names(&use_.source),
+            TemplateKind::Text => templates.template_names(&use_.source, false),
+            TemplateKind::Shell => templates.template_names(&use_.source, true),
+        };
+        for name in names.unwrap_or_default() {
+            let Some((&name, by)) = capturers.get_key_value(name.as_str()) else {
+                continue;
+            };
+            if use_.locals.iter().any(|l| l == name) {
+                continue;
+            }
+            if use_.rollback && by.contains(&phase) {
+                continue;
+            }
+            let seen = reached.entry(name).or_insert_with(|| {
+                let mut seen = vec![false; graph.graph.node_count()];
+                let mut stack: Vec<NodeIndex> = by.iter().map(|&q| graph.done[q]).collect();
+                while let Some(v) = stack.pop() {
+                    if !std::mem::replace(&mut seen[v.index()], true) {
+                        stack.extend(graph.graph.neighbors(v));
+                    }
+                }
+                seen
+            });
+            if seen[graph.start[phase].index()] {
+                continue;
+            }
+            let by: Vec<&str> = by.iter().map(|&q| graph.paths[q].as_str()).collect();
+            let fix = if by.len() == 1 {
+                format!(
+                    "make sure {} completes first: move {} after it, or add `requires: [{}]`",
+                    by[0], use_.phase, by[0]
+                )
+            } else {
+                format!("make {} require one of {}", use_.phase, by.join(", "))
+            };
+            r.diagnostics.push(Diagnostic {
+                location: Some(use_.location.clone()),
+                message: format!(
+                    "phase {} uses `{name}`, which {} captures, but not before {} runs (it comes later, or runs in parallel); {fix}",
+                    use_.phase,
+                    by.join(" and "),
+                    use_.phase
+                ),
+            });
+        }
     }
 }
 
@@ -1499,6 +1768,152 @@ fn find_cycle(graph: &DiGraph<(usize, bool), ()>, scc: &[NodeIndex]) -> Vec<Node
     scc.to_vec()
 }
 
+/// Templates that compile but can never render are refused at load, not when their phase
+/// runs: tags that load other templates (a procedure's templates are single strings), macros
+/// that call themselves, and templates that use no names at all yet fail (`{{ 1 // 0 }}`).
+fn validate_renderable(r: &mut Reader) {
+    static TAG: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let tag = TAG.get_or_init(|| {
+        regex::Regex::new(r"\{%[-+]?\s*(include|extends|import|from)\b").expect("valid")
+    });
+    let templates = Templates::new();
+    let mut found = Vec::new();
+    for use_ in &r.templates {
+        let is_jinja = use_.kind == TemplateKind::Expression
+            || use_.source.contains("{{")
+            || use_.source.contains("{%");
+        if !is_jinja {
+            continue;
+        }
+        let at = |offset: usize| {
+            let mut location = use_.location.clone();
+            location.line += use_.source[..offset].matches('\n').count();
+            location
+        };
+        let mut refused = false;
+        for cap in tag.captures_iter(&use_.source) {
+            refused = true;
+            let word = &cap[1];
+            found.push(Diagnostic {
+                location: Some(at(cap.get(0).map(|m| m.start()).unwrap_or(0))),
+                message: format!(
+                    "bad template: `{{% {word} %}}` can never render here: procedure templates are single strings with no other templates to load; to reuse phases, use an `include:` phase"
+                ),
+            });
+        }
+        if let Some((cycle, offset)) = recursive_macro(&use_.source) {
+            refused = true;
+            found.push(Diagnostic {
+                location: Some(at(offset)),
+                message: format!(
+                    "bad template: macro `{}` calls itself ({}); recursive macros are not supported in procedure templates, write the steps out",
+                    cycle[0],
+                    cycle.join(" → ")
+                ),
+            });
+        }
+        if refused {
+            continue;
+        }
+        // A template that uses no names renders the same now as when its phase runs.
+        let empty = minijinja::Value::from(());
+        let result = match use_.kind {
+            TemplateKind::Expression => match templates.expression_names(&use_.source) {
+                Ok(names) if names.is_empty() => templates.eval(&use_.source, &empty).err(),
+                _ => None,
+            },
+            kind => {
+                let shell = kind == TemplateKind::Shell;
+                match templates.template_names(&use_.source, shell) {
+                    Ok(names) if names.is_empty() => {
+                        templates.render(&use_.source, shell, &empty).err()
+                    }
+                    _ => None,
+                }
+            }
+        };
+        if let Some(e) = result {
+            let mut location = use_.location.clone();
+            if let Some(line) = e.line.filter(|l| *l > 1) {
+                location.line += line - 1;
+            }
+            found.push(Diagnostic {
+                location: Some(location),
+                message: format!(
+                    "bad template: it uses no names, yet it can never render: {}",
+                    e.message
+                ),
+            });
+        }
+    }
+    r.diagnostics.extend(found);
+}
+
+/// A macro that calls itself, directly or through other macros of the same template: the
+/// names on the cycle and where the first one is defined.
+fn recursive_macro(source: &str) -> Option<(Vec<String>, usize)> {
+    static MACRO: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = MACRO.get_or_init(|| {
+        regex::Regex::new(r"\{%[-+]?\s*macro\s+([A-Za-z_][A-Za-z0-9_]*)").expect("valid")
+    });
+    static END: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let end = END.get_or_init(|| regex::Regex::new(r"\{%[-+]?\s*endmacro\b").expect("valid"));
+    // Each macro's body runs from its tag to the next `endmacro` (nested macros are rare in a
+    // command line; a nested one only widens the body, which can only find more calls).
+    let macros: Vec<(String, usize, &str)> = re
+        .captures_iter(source)
+        .map(|c| {
+            let whole = c.get(0).expect("match");
+            let rest = &source[whole.end()..];
+            let body = match end.find(rest) {
+                Some(m) => &rest[..m.start()],
+                None => rest,
+            };
+            (c[1].to_string(), whole.start(), body)
+        })
+        .collect();
+    let calls = |body: &str, name: &str| {
+        let call = format!("{name}(");
+        body.match_indices(&call).any(|(i, _)| {
+            !body[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        })
+    };
+    for (name, offset, _) in &macros {
+        // Breadth-first over "calls", back to `name`.
+        let mut prev: HashMap<&str, &str> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([name.as_str()]);
+        while let Some(current) = queue.pop_front() {
+            let Some((_, _, body)) = macros.iter().find(|m| m.0 == current) else {
+                continue;
+            };
+            for (callee, _, _) in &macros {
+                if !calls(body, callee) {
+                    continue;
+                }
+                if callee == name {
+                    let mut cycle = vec![current.to_string()];
+                    let mut at = current;
+                    while at != name.as_str() {
+                        at = prev[at];
+                        cycle.push(at.to_string());
+                    }
+                    cycle.reverse();
+                    cycle.push(name.clone());
+                    return Some((cycle, *offset));
+                }
+                if !prev.contains_key(callee.as_str()) {
+                    prev.insert(callee.as_str(), current);
+                    queue.push_back(callee.as_str());
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Every template compiles and uses only names the procedure defines.
 fn validate_templates(procedure: &Procedure, r: &mut Reader) {
     let templates = Templates::new();
@@ -1513,9 +1928,29 @@ fn validate_templates(procedure: &Procedure, r: &mut Reader) {
             });
         }
     }
+    for (name, location) in &r.loop_names {
+        if captures.contains(name) {
+            r.diagnostics.push(Diagnostic {
+                location: Some(location.clone()),
+                message: format!("the foreach item `{name}` hides the captured variable `{name}` inside its phase; name the item something else with `as:`"),
+            });
+        }
+    }
     known.extend(captures);
     known.extend(BUILTIN_NAMES.iter().map(|s| s.to_string()));
     for use_ in std::mem::take(&mut r.templates) {
+        // A template that does not compile is reported below; its placements cannot be judged.
+        if use_.kind == TemplateKind::Shell && templates.template_names(&use_.source, true).is_ok()
+        {
+            for problem in crate::shell_placement::check(&use_.source) {
+                let mut location = use_.location.clone();
+                location.line += use_.source[..problem.offset].matches('\n').count();
+                r.diagnostics.push(Diagnostic {
+                    location: Some(location),
+                    message: problem.message,
+                });
+            }
+        }
         let names = match use_.kind {
             TemplateKind::Expression => templates.expression_names(&use_.source),
             TemplateKind::Text => templates.template_names(&use_.source, false),
@@ -1572,29 +2007,25 @@ fn validate_templates(procedure: &Procedure, r: &mut Reader) {
 }
 
 struct PlanBuilder<'a> {
-    procedure: &'a Procedure,
     templates: &'a Templates,
-    base: BTreeMap<String, serde_json::Value>,
-    captures: BTreeSet<String>,
+    /// Parameters, the inventory and captured names as pending, converted once: a phase's
+    /// context layers its locals over this instead of copying it per phase.
+    base: minijinja::Value,
+    operation: minijinja::Value,
     nodes: Vec<PlanNode>,
     diags: Vec<Diagnostic>,
+    /// Phases allowed in the expanded plan; building stops as soon as it would exceed it.
+    max_phases: usize,
+    over_limit: bool,
 }
 
 impl PlanBuilder<'_> {
     fn context(&self, locals: &BTreeMap<String, serde_json::Value>) -> minijinja::Value {
-        let mut ctx = self.base.clone();
-        for c in &self.captures {
-            ctx.insert(
-                c.clone(),
-                serde_json::Value::String(pending_capture_placeholder(c)),
-            );
-        }
-        ctx.extend(locals.clone());
-        ctx.insert(
-            "operation".into(),
-            serde_json::json!({"procedure": self.procedure.name}),
-        );
-        minijinja::Value::from_serialize(&ctx)
+        minijinja::value::merge_maps([
+            self.operation.clone(),
+            minijinja::Value::from_serialize(locals),
+            self.base.clone(),
+        ])
     }
 
     fn add_children(
@@ -1604,6 +2035,9 @@ impl PlanBuilder<'_> {
         locals: &BTreeMap<String, serde_json::Value>,
     ) {
         for spec in specs {
+            if self.over_limit {
+                return;
+            }
             let id = self.nodes[parent].id.child(&spec.id);
             match &spec.foreach {
                 Some((foreach, as_name)) => {
@@ -1611,6 +2045,9 @@ impl PlanBuilder<'_> {
                     let items = self.foreach_items(spec, foreach, locals);
                     let mut seen = BTreeSet::new();
                     for item in items {
+                        if self.over_limit {
+                            return;
+                        }
                         let segment = match item_segment(&item) {
                             Some(s) if valid_phase_segment(&s) => s,
                             _ => {
@@ -1790,6 +2227,11 @@ impl PlanBuilder<'_> {
         locals: &BTreeMap<String, serde_json::Value>,
         foreach_group: bool,
     ) -> usize {
+        if self.nodes.len() > self.max_phases {
+            // Checked while expanding, so a runaway foreach or include stops here; the caller
+            // stops adding children once this is set.
+            self.over_limit = true;
+        }
         let description = match &spec.description {
             Some(d) => match self.templates.render(d, false, &self.context(locals)) {
                 Ok(text) => text,
@@ -1895,6 +2337,17 @@ fn item_segment(item: &serde_json::Value) -> Option<String> {
 /// the others from being used.
 pub struct Catalog {
     entries: BTreeMap<String, Vec<CatalogSource>>,
+    max_phases: usize,
+    /// Each procedure loaded so far, so an include fan-out (`a` includes `b` twice, `b`
+    /// includes `c` twice, ...) or a listing parses each file once.
+    loaded: std::cell::RefCell<HashMap<String, Result<Procedure, ProcedureError>>>,
+}
+
+/// One [`Catalog::get`]: the procedures being loaded around the current one, to name an
+/// include cycle.
+#[derive(Default)]
+struct Loading {
+    stack: Vec<String>,
 }
 
 enum CatalogSource {
@@ -1929,7 +2382,18 @@ impl Catalog {
                 list.push(CatalogSource::File(path.clone()));
             }
         }
-        Ok(Catalog { entries })
+        Ok(Catalog {
+            entries,
+            max_phases: DEFAULT_MAX_PHASES,
+            loaded: Default::default(),
+        })
+    }
+
+    /// Refuses procedures whose phases (includes inlined) exceed `max_phases`.
+    pub fn with_max_phases(mut self, max_phases: usize) -> Self {
+        self.max_phases = max_phases;
+        self.loaded.get_mut().clear();
+        self
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -1937,15 +2401,47 @@ impl Catalog {
     }
 
     pub fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
-        self.load_procedure(name, &mut Vec::new())
+        self.load_procedure(name, &mut Loading::default())
     }
 
-    /// Loads `name`, resolving its includes through this catalog; `loading` holds the
-    /// procedures being loaded around it, to name an include cycle.
+    /// Loads `name` once per [`Loading`], resolving its includes through this catalog.
     fn load_procedure(
         &self,
         name: &str,
-        loading: &mut Vec<String>,
+        loading: &mut Loading,
+    ) -> Result<Procedure, ProcedureError> {
+        if let Some(done) = self.loaded.borrow().get(name) {
+            return match done {
+                Ok(p) => Ok(p.clone()),
+                Err(e) => Err(e.duplicate()),
+            };
+        }
+        let result = self.parse_procedure(name, loading).and_then(|p| {
+            // Includes are inlined, so this counts every phase the plan will have before any
+            // `foreach` expands; the plan builder checks again while expanding.
+            let mut phases = 0;
+            walk(&p.phases, &mut |_| phases += 1);
+            if phases > self.max_phases {
+                Err(ProcedureError::TooManyPhases {
+                    procedure: name.to_string(),
+                    limit: self.max_phases,
+                })
+            } else {
+                Ok(p)
+            }
+        });
+        let copy = match &result {
+            Ok(p) => Ok(p.clone()),
+            Err(e) => Err(e.duplicate()),
+        };
+        self.loaded.borrow_mut().insert(name.to_string(), copy);
+        result
+    }
+
+    fn parse_procedure(
+        &self,
+        name: &str,
+        loading: &mut Loading,
     ) -> Result<Procedure, ProcedureError> {
         let Some(sources) = self.entries.get(name) else {
             let hint = closest(name, self.names())
@@ -1961,12 +2457,14 @@ impl Catalog {
                 (format!("plans/{name}.yaml (built in)"), text.to_string())
             }
             [CatalogSource::File(path)] => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ProcedureError::Read {
-                        path: path.clone(),
-                        source,
-                    })?;
-                (path.display().to_string(), text)
+                let bytes = source::read_source(path).map_err(|source| ProcedureError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file = path.display().to_string();
+                let text = source::decode_utf8(&file, bytes)
+                    .map_err(|d| ProcedureError::Invalid(vec![d]))?;
+                (file, text)
             }
             many => {
                 let files: Vec<String> = many
@@ -1985,16 +2483,16 @@ impl Catalog {
                 }]));
             }
         };
-        loading.push(name.to_string());
+        loading.stack.push(name.to_string());
         let result = Procedure::parse_with(&file, &text, Some(name), &mut |included| {
-            if let Some(pos) = loading.iter().position(|l| l == included) {
-                let mut chain = loading[pos..].to_vec();
+            if let Some(pos) = loading.stack.iter().position(|l| l == included) {
+                let mut chain = loading.stack[pos..].to_vec();
                 chain.push(included.to_string());
                 return Err(ProcedureError::IncludeCycle(chain));
             }
             self.load_procedure(included, loading)
         });
-        loading.pop();
+        loading.stack.pop();
         result
     }
 }
@@ -2017,8 +2515,10 @@ mod tests {
         )
         .unwrap();
         let params = p.resolve_params(&[]).unwrap();
-        let plan = p.build_plan(&params, &Templates::new(), None).unwrap();
-        let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+        let plan = p
+            .build_plan(&params, &Templates::new(), None, DEFAULT_MAX_PHASES)
+            .unwrap();
+        let ids: Vec<&str> = plan.nodes().iter().map(|n| n.id.as_str()).collect();
         assert_eq!(
             ids,
             [
@@ -2036,6 +2536,24 @@ mod tests {
         assert_eq!(two.requires, [PhaseId::parse("/each/b/one")]);
         assert!(plan.node(1).parallel);
         assert_eq!(plan.node(3).locals["item"], "a");
+    }
+
+    #[test]
+    fn the_phase_cap_counts_expanded_phases_without_the_root() {
+        let p = parse(
+            "name: t\nparams:\n  nodes: {default: [a, b]}\nphases:\n  - id: each\n    foreach: \"{{ nodes }}\"\n    phases:\n      - id: one\n        run: echo {{ item }}\n      - id: two\n        run: echo two\n",
+        )
+        .unwrap();
+        let params = p.resolve_params(&[]).unwrap();
+        // /each, /each/a, /each/a/one, /each/a/two, and the same for b: 7 phases.
+        let build = |max| p.build_plan(&params, &Templates::new(), None, max);
+        assert_eq!(build(7).unwrap().len(), 8);
+        match build(6) {
+            Err(ProcedureError::TooManyPhases { procedure, limit }) => {
+                assert_eq!((procedure.as_str(), limit), ("t", 6))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -2108,8 +2626,40 @@ mod tests {
                 {"name": "cp-1", "address": "10.0.0.1", "roles": ["control-plane", "etcd"]},
                 {"name": "worker-1", "address": "10.0.0.2", "roles": ["worker"]},
             ]});
-            p.build_plan(&params, &Templates::new(), Some(inventory))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            p.build_plan(
+                &params,
+                &Templates::new(),
+                Some(inventory),
+                DEFAULT_MAX_PHASES,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn recursive_macros_are_found_with_their_cycle() {
+        let table: &[(&str, Option<&[&str]>)] = &[
+            ("{% macro f() %}{{ f() }}{% endmacro %}", Some(&["f", "f"])),
+            (
+                "{% macro f() %}{{ g() }}{% endmacro %}{% macro g() %}{{ f() }}{% endmacro %}",
+                Some(&["f", "g", "f"]),
+            ),
+            (
+                "{%- macro f(n) -%}{{ f(n - 1) }}{%- endmacro %}",
+                Some(&["f", "f"]),
+            ),
+            (
+                "{% macro f() %}{{ g() }}{% endmacro %}{% macro g() %}x{% endmacro %}",
+                None,
+            ),
+            // `ff(` and `x.f(` are not calls of `f`.
+            ("{% macro f() %}{{ ff() }}{{ x.f() }}{% endmacro %}", None),
+            ("{{ f() }}", None),
+        ];
+        for (source, expected) in table {
+            let found = recursive_macro(source).map(|(cycle, _)| cycle);
+            let expected = expected.map(|c| c.iter().map(|s| s.to_string()).collect());
+            assert_eq!(found, expected, "{source}");
         }
     }
 
@@ -2137,8 +2687,10 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         let params = p.resolve_params(&[]).unwrap();
-        let plan = p.build_plan(&params, &Templates::new(), None).unwrap();
-        let ids: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+        let plan = p
+            .build_plan(&params, &Templates::new(), None, DEFAULT_MAX_PHASES)
+            .unwrap();
+        let ids: Vec<&str> = plan.nodes().iter().map(|n| n.id.as_str()).collect();
         assert_eq!(
             ids,
             [
@@ -2171,7 +2723,9 @@ mod tests {
         let p = parse("name: t\nparams:\n  token: {secret: true, required: true}\nphases:\n  - id: a\n    description: join with {{ token }}\n    run: echo {{ token }}\n").unwrap();
         let params = p.resolve_params(&["token=hunter2".into()]).unwrap();
         assert!(params.values.is_empty());
-        let plan = p.build_plan(&params, &Templates::new(), None).unwrap();
+        let plan = p
+            .build_plan(&params, &Templates::new(), None, DEFAULT_MAX_PHASES)
+            .unwrap();
         let json = serde_json::to_string(&plan).unwrap();
         assert!(!json.contains("hunter2"));
         assert!(json.contains("join with <secret:token>"));

@@ -253,3 +253,27 @@ pub mod drill;
 pub mod etcd;
 pub mod kube;
 pub mod sshd;
+
+/// Runs every case of a table test, even after one fails, then fails naming each case that
+/// did (each printed its own details as it failed).
+pub fn run_table<T>(cases: &[T], name: impl Fn(&T) -> &str, check: impl Fn(&T)) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let failed: Vec<&str> = cases
+        .iter()
+        .filter(|c| {
+            let ok = catch_unwind(AssertUnwindSafe(|| check(c))).is_ok();
+            if !ok {
+                eprintln!("^^^ case `{}` failed\n", name(c));
+            }
+            !ok
+        })
+        .map(&name)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed: {}",
+        failed.len(),
+        cases.len(),
+        failed.join(", ")
+    );
+}

@@ -131,6 +131,17 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// Writes `cluster.yaml` into `dir`: the nodes n1, n2, ... as workers.
+    pub fn write_worker_inventory(&self, dir: &std::path::Path) {
+        std::fs::write(
+            dir.join("cluster.yaml"),
+            self.inventory(|_| "worker", "", ""),
+        )
+        .unwrap();
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();

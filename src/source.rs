@@ -1,11 +1,49 @@
-//! Reading procedure YAML with positions: every problem is collected with file, line and column
-//! so a load reports them all at once.
+//! Reading YAML with positions (procedures, the inventory, action specs): every problem is
+//! collected with file, line and column so a load reports them all at once, and a closest-match
+//! hint for a misspelt name.
 
 use std::fmt;
 
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{Node, Span};
 use serde::Serialize;
+
+/// The largest procedure or inventory file medic reads: far more than any real one, and a
+/// bound on what a wrong path (`/dev/zero`, a disk image, a FIFO) can cost.
+pub const MAX_SOURCE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a procedure or inventory file: a regular file (checked before opening, since opening
+/// a FIFO blocks and a device never ends) of at most [`MAX_SOURCE_BYTES`].
+pub fn read_source(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read as _};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it is not a regular file (a directory, device, pipe or socket); give a YAML file",
+        ));
+    }
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "it is larger than {} MiB, far more than any procedure or inventory",
+                MAX_SOURCE_BYTES / (1024 * 1024)
+            ),
+        )
+    };
+    if meta.len() > MAX_SOURCE_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_SOURCE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
 
 /// Where something is in a procedure file (1-based line and column).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -67,6 +105,10 @@ pub struct TemplateUse {
     pub kind: TemplateKind,
     /// Loop variables visible where the template sits.
     pub locals: Vec<String>,
+    /// The static path of the phase it belongs to (`/etcd/remove`), empty outside phases.
+    pub phase: String,
+    /// Whether it is part of the phase's `rollback:` (which runs after the phase itself).
+    pub rollback: bool,
 }
 
 /// Collects diagnostics and template uses while a procedure file is read.
@@ -77,6 +119,15 @@ pub struct Reader {
     pub diagnostics: Vec<Diagnostic>,
     pub templates: Vec<TemplateUse>,
     pub locals: Vec<String>,
+    /// The procedure's parameter names, known once `params:` is read; a loop variable may
+    /// not shadow one.
+    pub params: Vec<String>,
+    /// Every loop variable (`as:`) with where it is named, checked against captures later.
+    pub loop_names: Vec<(String, Location)>,
+    /// The ids of the phases being read, outermost first.
+    pub phase_path: Vec<String>,
+    /// Whether a `rollback:` is being read.
+    pub in_rollback: bool,
 }
 
 impl Reader {
@@ -87,7 +138,28 @@ impl Reader {
             diagnostics: Vec::new(),
             templates: Vec::new(),
             locals: Vec::new(),
+            params: Vec::new(),
+            loop_names: Vec::new(),
+            phase_path: Vec::new(),
+            in_rollback: false,
         }
+    }
+
+    /// A scalar that must be text: a plain `42`, `true` or `~` is a number, boolean or null
+    /// in YAML, and names no phase or procedure; quoting it makes it text.
+    pub fn string<'n>(&mut self, node: &'n Node, what: &str) -> Option<&'n MarkedScalarNode> {
+        let s = self.scalar(node, what)?;
+        if let Some(kind) = plain_non_string(s) {
+            self.error(
+                &start_span(node),
+                format!(
+                    "{what} must be a string, but `{}` is {kind} in YAML; write a name, or quote it",
+                    s.as_str()
+                ),
+            );
+            return None;
+        }
+        Some(s)
     }
 
     pub fn location(&self, span: &Span) -> Location {
@@ -118,6 +190,8 @@ impl Reader {
             source: node.as_str().to_string(),
             kind,
             locals: self.locals.clone(),
+            phase: self.phase_path.iter().map(|id| format!("/{id}")).collect(),
+            rollback: self.in_rollback,
         });
         node.as_str().to_string()
     }
@@ -175,8 +249,24 @@ impl Reader {
         }
     }
 
-    /// A duration such as `30s`, `10m` or `1h30m`, in seconds.
+    /// A duration such as `30s`, `10m` or `1h30m`, in seconds; zero is refused (a timeout or
+    /// an interval of zero is never what was meant).
     pub fn duration(&mut self, node: &Node, what: &str) -> Option<f64> {
+        let d = self.duration_or_zero(node, what)?;
+        // Below a millisecond is zero for every timer medic runs.
+        if d < 0.001 {
+            let text = node.as_scalar().map(|s| s.as_str()).unwrap_or_default();
+            self.error(
+                &start_span(node),
+                format!("{what} must be longer than zero, not `{text}`; give a duration such as 30s, 10m or 1h"),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
+    /// A duration where zero means "at once" (e.g. a retry delay).
+    pub fn duration_or_zero(&mut self, node: &Node, what: &str) -> Option<f64> {
         let s = self.scalar(node, what)?;
         match parse_duration(s.as_str()) {
             Some(d) if d > MAX_DURATION_SECS => {
@@ -198,6 +288,113 @@ impl Reader {
                 None
             }
         }
+    }
+}
+
+/// What a plain (unquoted) scalar resolves to under the YAML 1.2 core schema, when it is not
+/// a string: "a number", "a boolean" or "null". Quoted scalars are always strings (the loader
+/// must run with `prevent_coercion(true)` for the distinction to be kept).
+pub fn plain_non_string(s: &MarkedScalarNode) -> Option<&'static str> {
+    if !s.may_coerce() {
+        return None;
+    }
+    static NUMBER: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let number = NUMBER.get_or_init(|| {
+        regex::Regex::new(
+            r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        )
+        .expect("valid")
+    });
+    match s.as_str() {
+        "true" | "True" | "TRUE" | "false" | "False" | "FALSE" => Some("a boolean"),
+        "null" | "Null" | "NULL" | "~" => Some("null"),
+        t if number.is_match(t) => Some("a number"),
+        _ => None,
+    }
+}
+
+/// The text of a file, or a diagnostic naming the line and column of its first byte that is
+/// not UTF-8.
+pub fn decode_utf8(file: &str, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let valid = e.utf8_error().valid_up_to();
+            let message = if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+                "the file is UTF-16 text; save it as UTF-8".to_string()
+            } else {
+                format!(
+                    "the file is not valid UTF-8 (byte 0x{:02x}); save it as UTF-8",
+                    bytes[valid]
+                )
+            };
+            let before = String::from_utf8_lossy(&bytes[..valid]);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            Err(Diagnostic {
+                location: Some(Location {
+                    file: file.to_string(),
+                    line,
+                    column,
+                }),
+                message,
+            })
+        }
+    }
+}
+
+/// The line (1-based) where a second YAML document starts, if the text has more than one.
+/// The loader reads only the first document and would silently drop the rest. A `---` (or
+/// content after `...`) at column 1 always ends a document in YAML, also inside block text.
+pub fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    let mut ended = false;
+    for (i, line) in yaml_lines(text).into_iter().enumerate() {
+        let marker = |m: &str| {
+            line.strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
+        };
+        if marker("---") {
+            if content || ended {
+                return Some(i + 1);
+            }
+            // `--- value`: the first document starts with content on the marker's line.
+            let rest = line[3..].trim();
+            content = !rest.is_empty() && !rest.starts_with('#');
+            continue;
+        }
+        if marker("...") {
+            ended = true;
+            continue;
+        }
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || (!content && t.starts_with('%')) {
+            continue;
+        }
+        if ended {
+            return Some(i + 1);
+        }
+        content = true;
+    }
+    None
+}
+
+/// The lines of a text as YAML counts them (`\n`, `\r\n` and a lone `\r` end a line).
+pub fn yaml_lines(text: &str) -> Vec<&str> {
+    text.split('\n')
+        .flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r'))
+        .collect()
+}
+
+/// Keeps a location inside the text: the parser places problems found at the end of the
+/// input (an unclosed bracket, a missing key) on a line after the last; they are shown at
+/// the end of the last line instead.
+pub fn clamp_to_text(location: &mut Location, text: &str) {
+    let lines = yaml_lines(text);
+    if location.line > lines.len() {
+        location.line = lines.len();
+        location.column = lines.last().map_or(0, |l| l.chars().count()) + 1;
     }
 }
 
@@ -307,6 +504,30 @@ mod tests {
         assert_eq!(parse_duration("2"), Some(2.0));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("-1"), None);
+    }
+
+    #[test]
+    fn second_documents_are_found() {
+        assert_eq!(second_document("a: 1\n"), None);
+        assert_eq!(second_document("# c\n---\na: 1\n...\n# end\n"), None);
+        assert_eq!(second_document("%YAML 1.2\n---\na: 1\n"), None);
+        assert_eq!(second_document("a: 1\n---\nb: 2\n"), Some(2));
+        assert_eq!(second_document("--- {a: 1}\n---\n"), Some(2));
+        assert_eq!(second_document("a: |\n  x\n---\n"), Some(3));
+        assert_eq!(second_document("a: 1\n...\nb: 2\n"), Some(3));
+        assert_eq!(second_document("a: ---x\n----\n"), None);
+        assert_eq!(second_document("a: 1\r\n---\r\nb: 2\r\n"), Some(2));
+        assert_eq!(second_document("a: 1\r---\rb: 2"), Some(2));
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line_and_column() {
+        let d = decode_utf8("f.yaml", b"a: 1\nb: x\xffy\n".to_vec()).unwrap_err();
+        let loc = d.location.unwrap();
+        assert_eq!((loc.line, loc.column), (2, 5));
+        assert!(d.message.contains("0xff"), "{}", d.message);
+        let d = decode_utf8("f.yaml", b"\xff\xfen\x00".to_vec()).unwrap_err();
+        assert!(d.message.contains("UTF-16"), "{}", d.message);
     }
 
     #[test]
