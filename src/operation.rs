@@ -6,6 +6,7 @@
 //!    entry, in one commit.
 //! 3. [`select`] finds an operation by ID or unique prefix, else the single active one.
 //! 4. [`complete`] closes an active operation: completed if every leaf completed, else failed.
+//! 5. [`summaries`] lists every operation with its progress.
 
 use std::collections::BTreeMap;
 
@@ -221,6 +222,44 @@ pub(crate) fn select(
             active: many.iter().map(|o| (*o).clone()).collect(),
         }),
     }
+}
+
+/// One operation with its progress, as `medic operations` lists it.
+pub(crate) struct Summary {
+    pub(crate) operation: Operation,
+    /// Leaves completed, of `leaves`.
+    pub(crate) completed: usize,
+    pub(crate) leaves: usize,
+    /// Whether a live executor holds its lease.
+    pub(crate) executing: bool,
+}
+
+/// Every stored operation, oldest first, with its progress.
+pub(crate) fn summaries(store: &mut Store) -> Result<Vec<Summary>, OperationError> {
+    let ops = store.operations().map_err(OperationError::ListOperations)?;
+    let mut rows = Vec::new();
+    for op in ops {
+        let plan = store.plan(&op.id).map_err(OperationError::ReadState)?;
+        let records = store.records(&op.id).map_err(OperationError::ReadState)?;
+        let leaves = plan.leaves().count();
+        let completed = plan
+            .leaves()
+            .filter(|l| {
+                records
+                    .get(&plan.node(*l).id)
+                    .is_some_and(|r| r.state == crate::plan::PhaseState::Completed)
+            })
+            .count();
+        let lease = store.lease(&op.id).map_err(OperationError::ReadState)?;
+        let executing = lease.as_ref().is_some_and(|l| l.is_alive());
+        rows.push(Summary {
+            operation: op,
+            completed,
+            leaves,
+            executing,
+        });
+    }
+    Ok(rows)
 }
 
 /// What [`complete`] did.

@@ -1,8 +1,9 @@
-//! `medic operations`: every operation with its progress.
+//! `medic operations`: every operation with its progress (`crate::operation::summaries`).
 
 use serde_json::json;
 
 use super::{print_json, CliError, Ctx};
+use crate::operation;
 use crate::render::operation_json;
 use crate::store::{format_time, Access, Store};
 
@@ -21,32 +22,15 @@ pub(super) fn list(ctx: &Ctx) -> Result<i32, CliError> {
         }
         Err(e) => return Err(e.into()),
     };
-    let ops = store.operations()?;
-    let mut rows = Vec::new();
-    for op in &ops {
-        let plan = store.plan(&op.id)?;
-        let records = store.records(&op.id)?;
-        let leaves = plan.leaves().count();
-        let done = plan
-            .leaves()
-            .filter(|l| {
-                records
-                    .get(&plan.node(*l).id)
-                    .is_some_and(|r| r.state == crate::plan::PhaseState::Completed)
-            })
-            .count();
-        let lease = store.lease(&op.id)?;
-        let running = lease.as_ref().is_some_and(|l| l.is_alive());
-        rows.push((op, done, leaves, running));
-    }
+    let rows = operation::summaries(&mut store)?;
     store.release();
     if ctx.json() {
         let list: Vec<_> = rows
             .iter()
-            .map(|(op, done, leaves, running)| {
-                let mut v = operation_json(op);
-                v["progress"] = json!({"completed": done, "leaves": leaves});
-                v["executing"] = json!(running);
+            .map(|row| {
+                let mut v = operation_json(&row.operation);
+                v["progress"] = json!({"completed": row.completed, "leaves": row.leaves});
+                v["executing"] = json!(row.executing);
                 v
             })
             .collect();
@@ -65,8 +49,9 @@ pub(super) fn list(ctx: &Ctx) -> Result<i32, CliError> {
         ))
         .bold()
     );
-    for (op, done, leaves, running) in rows {
-        let state = if running {
+    for row in rows {
+        let (op, done, leaves) = (&row.operation, row.completed, row.leaves);
+        let state = if row.executing {
             "executing"
         } else {
             op.state.as_str()
