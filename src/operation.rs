@@ -325,3 +325,124 @@ pub(crate) fn complete(
         unfinished,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: &str, created_at: u64, state: OperationState) -> Operation {
+        Operation {
+            id: id.into(),
+            procedure: "p".into(),
+            description: String::new(),
+            params: BTreeMap::new(),
+            secret_params: Vec::new(),
+            created_at,
+            created_by: Actor {
+                user: "u".into(),
+                host: "h".into(),
+                pid: 1,
+                command: "medic start p".into(),
+            },
+            reason: None,
+            state,
+            finished_at: None,
+            fingerprint: String::new(),
+        }
+    }
+
+    fn store_with(ops: &[Operation]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        for o in ops {
+            let commit = Commit {
+                operation: Some(o.clone()),
+                ..Default::default()
+            };
+            store.commit(&o.id, commit).unwrap();
+        }
+        (dir, store)
+    }
+
+    /// The selected ID, or the error's variant and message.
+    fn selected(ops: &[Operation], wanted: Option<&str>, read_only: bool) -> String {
+        let (_dir, mut store) = store_with(ops);
+        match select(&mut store, wanted, read_only) {
+            Ok(o) => o.id,
+            Err(e) => format!("error {}: {e}", e.exit_code()),
+        }
+    }
+
+    #[test]
+    fn select_by_id_prefix_or_the_single_active_operation() {
+        use OperationState::{Active, Completed};
+        let one_active = [
+            op("20260101-000000-aaaa", 1, Completed),
+            op("20260102-000000-bbbb", 2, Active),
+        ];
+        let none_active = [
+            op("20260101-000000-aaaa", 1, Completed),
+            op("20260102-000000-bbbb", 2, Completed),
+        ];
+        let two_active = [
+            op("20260101-000000-aaaa", 1, Active),
+            op("20260102-000000-bbbb", 2, Active),
+        ];
+        let cases: &[(&[Operation], Option<&str>, bool, &str)] = &[
+            (&one_active, Some("20260101-000000-aaaa"), false, "20260101-000000-aaaa"),
+            (&one_active, Some("20260102"), false, "20260102-000000-bbbb"),
+            (&one_active, None, false, "20260102-000000-bbbb"),
+            (&none_active, None, true, "20260102-000000-bbbb"),
+            (
+                &one_active,
+                Some("2026"),
+                false,
+                "error 2: `2026` matches several operations: 20260101-000000-aaaa, 20260102-000000-bbbb; give more of the ID",
+            ),
+            (
+                &one_active,
+                Some("nope"),
+                true,
+                "error 2: no operation `nope`; run `medic operations` to list them",
+            ),
+            (
+                &one_active,
+                Some(" "),
+                true,
+                "error 2: --operation is empty (an unset shell variable?); give an operation ID, or leave --operation out to use the active one",
+            ),
+            (
+                &none_active,
+                None,
+                false,
+                "error 2: no active operation; start one with `medic start NAME` (see `medic procedures`)",
+            ),
+        ];
+        for (ops, wanted, read_only, expected) in cases {
+            assert_eq!(
+                selected(ops, *wanted, *read_only),
+                *expected,
+                "select({wanted:?}, read_only={read_only})"
+            );
+        }
+        let several = selected(&two_active, None, true);
+        assert!(
+            several.starts_with(
+                "error 2: several operations are active; choose one with --operation:\n  20260101-000000-aaaa  p  created "
+            ),
+            "{several}"
+        );
+    }
+
+    #[test]
+    fn completing_a_closed_operation_changes_nothing() {
+        let closed = op("20260101-000000-aaaa", 1, OperationState::Completed);
+        let (_dir, mut store) = store_with(std::slice::from_ref(&closed));
+        let actor = closed.created_by.clone();
+        match complete(&mut store, closed.clone(), &actor, None).unwrap() {
+            Completion::AlreadyClosed(o) => assert_eq!(o, closed),
+            Completion::Closed { .. } => panic!("a closed operation was closed again"),
+        }
+        assert!(store.history(&closed.id).unwrap().is_empty());
+    }
+}
