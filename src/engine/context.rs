@@ -12,7 +12,7 @@ use super::Shared;
 
 /// Template context for a phase: parameters (real secrets only for execution), captured
 /// variables (pending ones shown as such for display), loop locals, and the operation.
-pub fn phase_context(
+pub(crate) fn phase_context(
     op: &Operation,
     plan: &Plan,
     node: usize,

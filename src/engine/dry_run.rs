@@ -9,7 +9,7 @@ use super::{Engine, EngineError, SKIPPED_ROLLBACK};
 
 impl Engine {
     /// What `execute` would do, in order, without changing anything.
-    pub fn dry_run_execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+    pub(crate) fn dry_run_execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
         let (t, states) = self.start_run(target, false, true)?;
         let plan = &self.shared.plan;
         let sink = &self.shared.sink;
@@ -72,7 +72,7 @@ impl Engine {
     }
 
     /// What `rollback` would do, in order, without changing anything.
-    pub fn dry_run_rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+    pub(crate) fn dry_run_rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
         let (t, states) = self.start_run(target, true, true)?;
         let plan = &self.shared.plan;
         let order = plan.rollback_order(&states, t);
@@ -119,7 +119,7 @@ impl Engine {
 
     /// Problems with what the plan's actions name (nodes not in the inventory, ...), found
     /// before anything runs.
-    pub fn check_targets(&self) -> Vec<String> {
+    pub(crate) fn check_targets(&self) -> Vec<String> {
         let plan = &self.shared.plan;
         let mut problems = Vec::new();
         for leaf in plan.leaves() {
@@ -142,7 +142,7 @@ impl Engine {
     }
 
     /// Ends a dry-run report.
-    pub fn dry_run_finish(&self, result: &Result<Outcome, EngineError>) {
+    pub(crate) fn dry_run_finish(&self, result: &Result<Outcome, EngineError>) {
         if let Ok(outcome) = result {
             self.finish(outcome.clone());
         }

@@ -45,7 +45,7 @@ impl Engine {
     }
 
     /// Ends this executor's hold: flushes logs, clears the lease, closes the database.
-    pub fn release(self) -> Result<Store, EngineError> {
+    pub(crate) fn release(self) -> Result<Store, EngineError> {
         self.shared.flush_logs()?;
         let entry = self
             .shared

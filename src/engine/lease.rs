@@ -12,7 +12,7 @@ use crate::store::{
 use super::EngineError;
 
 /// Takes the operation's lease for this process, or reports the live holder.
-pub fn acquire_lease(
+pub(crate) fn acquire_lease(
     store: &mut Store,
     op: &Operation,
     actor: &Actor,
@@ -70,7 +70,7 @@ pub fn acquire_lease(
 }
 
 /// Leaves whose executor is gone: in progress while nobody holds a live lease.
-pub fn interrupted_phases(
+pub(crate) fn interrupted_phases(
     plan: &Plan,
     records: &HashMap<PhaseId, PhaseRecord>,
     lease: Option<&Lease>,

@@ -58,7 +58,7 @@ pub(crate) use lease::{acquire_lease, interrupted_phases};
 pub(crate) use redact::Redactor;
 
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error("no phase {id} in operation {operation}{hint}; run `medic plan` to see the phase IDs")]
     UnknownPhase {
         id: PhaseId,
@@ -91,7 +91,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             EngineError::UnknownPhase { .. } => 2,
             EngineError::Requirements { .. }
@@ -136,26 +136,26 @@ struct Shared {
 }
 
 /// Executes one operation. Created after the caller holds the operation's lease.
-pub struct Engine {
+pub(crate) struct Engine {
     shared: Arc<Shared>,
     force: bool,
 }
 
 /// Everything the engine needs to run an operation.
-pub struct EngineSetup {
-    pub store: Store,
-    pub inventory: Option<Arc<Inventory>>,
-    pub ssh: Arc<SshPool>,
-    pub operation: Operation,
-    pub actor: Actor,
-    pub reason: Option<String>,
-    pub sink: Arc<dyn EventSink>,
-    pub cancel: Cancel,
-    pub force: bool,
+pub(crate) struct EngineSetup {
+    pub(crate) store: Store,
+    pub(crate) inventory: Option<Arc<Inventory>>,
+    pub(crate) ssh: Arc<SshPool>,
+    pub(crate) operation: Operation,
+    pub(crate) actor: Actor,
+    pub(crate) reason: Option<String>,
+    pub(crate) sink: Arc<dyn EventSink>,
+    pub(crate) cancel: Cancel,
+    pub(crate) force: bool,
 }
 
 impl Engine {
-    pub fn new(setup: EngineSetup) -> Result<Engine, EngineError> {
+    pub(crate) fn new(setup: EngineSetup) -> Result<Engine, EngineError> {
         let EngineSetup {
             mut store,
             inventory,
@@ -203,7 +203,7 @@ impl Engine {
     }
 
     /// An engine over an operation that is not stored, for `start --dry-run`.
-    pub fn preview(
+    pub(crate) fn preview(
         operation: Operation,
         plan: Plan,
         params: Params,
@@ -238,7 +238,7 @@ impl Engine {
         }
     }
 
-    pub fn plan(&self) -> &Plan {
+    pub(crate) fn plan(&self) -> &Plan {
         &self.shared.plan
     }
 
@@ -303,7 +303,7 @@ impl Engine {
     }
 
     /// Executes `target` (`/` for resume): its unfinished leaves in dependency order.
-    pub async fn execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+    pub(crate) async fn execute(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
         self.ensure_open()?;
         let (t, states) = self.start_run(target, false, false)?;
         let plan = &self.shared.plan;
@@ -423,7 +423,7 @@ impl Engine {
     }
 
     /// Rolls back `target`: its started leaves, in reverse execution order.
-    pub async fn rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
+    pub(crate) async fn rollback(&self, target: &PhaseId) -> Result<Outcome, EngineError> {
         self.ensure_open()?;
         let (t, states) = self.start_run(target, true, false)?;
         let plan = &self.shared.plan;
@@ -467,7 +467,7 @@ impl Engine {
     }
 
     /// The store back, after a dry-run (which holds no lease).
-    pub fn into_store(self) -> Store {
+    pub(crate) fn into_store(self) -> Store {
         self.shared
             .store
             .lock()

@@ -12,12 +12,12 @@ use crate::procedure::MIN_SECRET_LEN;
 /// searched for (they would garble every output they happen to occur in); secret parameters
 /// that short are refused when the operation starts.
 #[derive(Default)]
-pub struct Redactor {
+pub(crate) struct Redactor {
     secrets: std::sync::RwLock<Vec<(String, String)>>,
 }
 
 impl Redactor {
-    pub fn new(secrets: &BTreeMap<String, String>) -> Self {
+    pub(crate) fn new(secrets: &BTreeMap<String, String>) -> Self {
         let redactor = Redactor::default();
         for (k, v) in secrets {
             redactor.add(k, v);
@@ -26,7 +26,7 @@ impl Redactor {
     }
 
     /// Starts hiding `value` (and each of its lines) as `<secret:NAME>`.
-    pub fn add(&self, name: &str, value: &str) {
+    pub(crate) fn add(&self, name: &str, value: &str) {
         let placeholder = crate::procedure::secret_placeholder(name);
         let mut list = self.secrets.write().expect("redactor lock");
         let lines = value.lines().map(|l| l.trim_end_matches('\r'));
@@ -56,7 +56,7 @@ impl Redactor {
         list.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
     }
 
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for (value, placeholder) in self.secrets.read().expect("redactor lock").iter() {
             if out.contains(value.as_str()) {
@@ -69,7 +69,7 @@ impl Redactor {
     /// Like [`Redactor::redact`], for a line that output reading cut at `cut` (a byte offset
     /// of the marker it appended): the kept text may end in the first part of a secret whose
     /// rest was dropped, so such a partial secret is removed too.
-    pub fn redact_cut(&self, text: &str, cut: usize) -> String {
+    pub(crate) fn redact_cut(&self, text: &str, cut: usize) -> String {
         let (kept, marker) = text.split_at(cut.min(text.len()));
         let mut kept = self.redact(kept);
         for (value, placeholder) in self.secrets.read().expect("redactor lock").iter() {
@@ -87,7 +87,7 @@ impl Redactor {
     }
 
     /// Whether `text` holds a secret value (or a line of one).
-    pub fn reveals(&self, text: &str) -> bool {
+    pub(crate) fn reveals(&self, text: &str) -> bool {
         self.secrets
             .read()
             .expect("redactor lock")
