@@ -6,6 +6,7 @@ use crate::events::Event;
 use crate::plan::{PhaseId, PhaseState};
 use crate::store::Commit;
 
+use super::lease::in_progress_leaves;
 use super::{Engine, EngineError};
 
 pub(super) fn requirements_message(phase: &PhaseId, unmet: &[(PhaseId, PhaseState)]) -> String {
@@ -102,13 +103,8 @@ impl Engine {
                 self.record_forced(&id, format!("--force: {err}"))?;
             }
         }
-        let stuck: Vec<PhaseId> = plan
-            .subtree(target)
-            .filter(|i| {
-                plan.node(*i).is_leaf()
-                    && states[*i] == PhaseState::InProgress
-                    && !plan.node(*i).idempotent
-            })
+        let stuck: Vec<PhaseId> = in_progress_leaves(plan, states, plan.subtree(target))
+            .filter(|i| !plan.node(*i).idempotent)
             .map(|i| plan.node(i).id.clone())
             .collect();
         if !stuck.is_empty() {

@@ -78,13 +78,19 @@ pub(crate) fn interrupted_phases(
     if lease.is_some_and(|l| l.is_alive()) {
         return BTreeSet::new();
     }
-    plan.leaves()
-        .map(|l| &plan.node(l).id)
-        .filter(|id| {
-            records
-                .get(*id)
-                .is_some_and(|r| r.state == PhaseState::InProgress)
-        })
-        .cloned()
+    let states = plan.states(records);
+    in_progress_leaves(plan, &states, 0..plan.len())
+        .map(|l| plan.node(l).id.clone())
         .collect()
+}
+
+/// Leaves among `nodes` that an executor started and did not finish. While no executor holds
+/// a live lease, these are the interrupted phases; the one rule used by `medic plan` (through
+/// [`interrupted_phases`]) and by the guard before an execute.
+pub(super) fn in_progress_leaves<'a>(
+    plan: &'a Plan,
+    states: &'a [PhaseState],
+    nodes: std::ops::Range<usize>,
+) -> impl Iterator<Item = usize> + 'a {
+    nodes.filter(|i| plan.node(*i).is_leaf() && states[*i] == PhaseState::InProgress)
 }

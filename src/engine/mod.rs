@@ -307,7 +307,6 @@ impl Engine {
         self.ensure_open()?;
         let (t, states) = self.start_run(target, false, false)?;
         let plan = &self.shared.plan;
-        let sink = &self.shared.sink;
         if self.skip_completed(target, states[t]) {
             return Ok(self.finish(Outcome::AlreadyCompleted));
         }
@@ -317,15 +316,7 @@ impl Engine {
         let mut first_failure: Option<usize> = None;
         let heartbeat = self.spawn_heartbeat();
         loop {
-            if self.shared.cancel.borrow().is_none() && !self.shared.store_failed() {
-                for leaf in scheduler.next_ready() {
-                    let shared = self.shared.clone();
-                    tasks.spawn(async move {
-                        let ok = shared.run_leaf(leaf, false).await;
-                        (leaf, ok)
-                    });
-                }
-            }
+            self.start_ready_phases(&mut scheduler, &mut tasks);
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
@@ -341,20 +332,45 @@ impl Engine {
         heartbeat.abort();
         self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
-        let outcome = if let Some(leaf) = first_failure.filter(|l| self.refused(*l)) {
+        let outcome = self.execute_outcome(&scheduler, first_failure);
+        Ok(self.finish(outcome))
+    }
+
+    /// Starts every leaf the scheduler offers as a task, unless the run is being cancelled or
+    /// the store has failed.
+    fn start_ready_phases(
+        &self,
+        scheduler: &mut Scheduler<'_, ActionSpec>,
+        tasks: &mut JoinSet<(usize, bool)>,
+    ) {
+        if self.shared.cancel.borrow().is_some() || self.shared.store_failed() {
+            return;
+        }
+        for leaf in scheduler.next_ready() {
+            let shared = self.shared.clone();
+            tasks.spawn(async move {
+                let ok = shared.run_leaf(leaf, false).await;
+                (leaf, ok)
+            });
+        }
+    }
+
+    /// How an execute ended, once no leaf runs any more: at its first failure (a refusal or
+    /// another failure), interrupted, stuck (leaves remain and none can start), at a pause, or
+    /// completed.
+    fn execute_outcome(
+        &self,
+        scheduler: &Scheduler<'_, ActionSpec>,
+        first_failure: Option<usize>,
+    ) -> Outcome {
+        let plan = &self.shared.plan;
+        if let Some(leaf) = first_failure.filter(|l| self.refused(*l)) {
             let id = plan.node(leaf).id.clone();
             let error = self.error_of(&id);
             Outcome::Refused { phase: id, error }
         } else if let Some(leaf) = first_failure {
             let id = plan.node(leaf).id.clone();
-            let error = self
-                .shared
-                .records
-                .lock()
-                .expect("records lock")
-                .get(&id)
-                .and_then(|r| r.error.clone())
-                .unwrap_or_default();
+            let error = self.error_of(&id);
             Outcome::Failed { phase: id, error }
         } else if self.shared.cancel.borrow().is_some() && !scheduler.all_done() {
             Outcome::Interrupted
@@ -371,23 +387,7 @@ impl Engine {
                     .collect(),
             }
         } else if !scheduler.paused().is_empty() && !scheduler.all_done() {
-            for p in scheduler.paused() {
-                let node = plan.node(*p);
-                let message = match &node.action {
-                    Some(ActionSpec::Pause(pause)) => {
-                        let ctx = self.shared.display_context(*p);
-                        self.shared
-                            .templates
-                            .render(&pause.message, false, &ctx)
-                            .unwrap_or_else(|_| pause.message.clone())
-                    }
-                    _ => String::new(),
-                };
-                sink.emit(&Event::PhasePaused {
-                    id: node.id.clone(),
-                    message,
-                });
-            }
+            self.report_paused(scheduler.paused());
             Outcome::Paused {
                 phases: scheduler
                     .paused()
@@ -397,8 +397,29 @@ impl Engine {
             }
         } else {
             Outcome::Completed
-        };
-        Ok(self.finish(outcome))
+        }
+    }
+
+    /// Reports each pause phase the run stopped at, with its message.
+    fn report_paused(&self, paused: &[usize]) {
+        let plan = &self.shared.plan;
+        for p in paused {
+            let node = plan.node(*p);
+            let message = match &node.action {
+                Some(ActionSpec::Pause(pause)) => {
+                    let ctx = self.shared.display_context(*p);
+                    self.shared
+                        .templates
+                        .render(&pause.message, false, &ctx)
+                        .unwrap_or_else(|_| pause.message.clone())
+                }
+                _ => String::new(),
+            };
+            self.shared.sink.emit(&Event::PhasePaused {
+                id: node.id.clone(),
+                message,
+            });
+        }
     }
 
     fn error_of(&self, id: &PhaseId) -> String {
@@ -448,14 +469,7 @@ impl Engine {
             }
             if !self.shared.clone().run_leaf(leaf, true).await {
                 let id = plan.node(leaf).id.clone();
-                let error = self
-                    .shared
-                    .records
-                    .lock()
-                    .expect("records lock")
-                    .get(&id)
-                    .and_then(|r| r.error.clone())
-                    .unwrap_or_default();
+                let error = self.error_of(&id);
                 outcome = Outcome::Failed { phase: id, error };
                 break;
             }
