@@ -33,6 +33,8 @@ mod journal;
 mod leaf;
 mod lease;
 mod redact;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
