@@ -111,20 +111,14 @@ impl Shared {
         detail: Option<String>,
     ) -> HistoryEntry {
         HistoryEntry {
-            seq: 0,
-            time: now_ms(),
-            user: self.actor.user.clone(),
-            host: self.actor.host.clone(),
-            pid: self.actor.pid,
             command: self.redactor.redact(&self.actor.command),
-            reason: self.reason.clone(),
-            event: event.to_string(),
             phase,
             from,
             to,
             error: error.map(|e| self.redactor.redact(&e)),
             forced,
             detail: detail.map(|d| self.redactor.redact(&d)),
+            ..HistoryEntry::new(event, &self.actor, self.reason.clone())
         }
     }
 

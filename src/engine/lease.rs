@@ -43,20 +43,9 @@ pub(crate) fn acquire_lease(
         command: actor.command.clone(),
     };
     let entry = HistoryEntry {
-        seq: 0,
         time: now,
-        user: actor.user.clone(),
-        host: actor.host.clone(),
-        pid: actor.pid,
-        command: actor.command.clone(),
-        reason,
-        event: "lease_acquired".into(),
-        phase: None,
-        from: None,
-        to: None,
-        error: None,
-        forced: false,
         detail,
+        ..HistoryEntry::new("lease_acquired", actor, reason)
     };
     store.commit(
         &op.id,
