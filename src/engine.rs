@@ -26,13 +26,13 @@ use crate::plan::{
     Condition, FailureKind, IllegalTransition, PhaseId, PhaseRecord, PhaseState, Scheduler,
     SchedulerMode, Transition,
 };
-use crate::procedure::{pending_capture_placeholder, Params, MIN_SECRET_LEN};
+use crate::procedure::{Params, MIN_SECRET_LEN};
 use crate::ssh::SshPool;
 use crate::store::{
     now_ms, process_start_ticks, Actor, Commit, HistoryEntry, Lease, LogLine, Operation,
     OperationState, OutputCap, Store, StoreError,
 };
-use crate::template::Templates;
+use crate::template::{Pending, TemplateContext, Templates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -225,32 +225,31 @@ pub fn phase_context(
     vars: &serde_json::Map<String, serde_json::Value>,
     inventory: Option<&Inventory>,
     reveal: bool,
-) -> minijinja::Value {
+) -> TemplateContext {
     let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
+    let mut pending = Pending::default();
     if !reveal {
         for name in plan.capture_names() {
             if !vars.contains_key(name) && !params.secrets.contains_key(name) {
-                ctx.insert(
-                    name.clone(),
-                    serde_json::Value::String(pending_capture_placeholder(name)),
-                );
+                pending.insert(name);
             }
         }
     }
-    for (k, v) in vars {
+    ctx.extend(pending.placeholders());
+    for (k, v) in vars.iter().chain(&plan.node(node).locals) {
+        pending.remove(k);
         ctx.insert(k.clone(), v.clone());
     }
-    for (k, v) in &plan.node(node).locals {
-        ctx.insert(k.clone(), v.clone());
-    }
+    pending.remove("operation");
     ctx.insert(
         "operation".into(),
         serde_json::json!({ "id": op.id, "procedure": op.procedure }),
     );
     if let Some(inv) = inventory {
+        pending.remove("inventory");
         ctx.insert("inventory".into(), inv.template_value());
     }
-    minijinja::Value::from_serialize(&ctx)
+    TemplateContext::new(minijinja::Value::from_serialize(&ctx), pending)
 }
 
 struct Shared {
@@ -1076,12 +1075,7 @@ impl Shared {
                 .expect("params lock")
                 .secrets
                 .contains_key(n)
-                || scope
-                    .ctx
-                    .get_attr(n)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|s| s.ends_with(": captured at run time>")))
-                    .unwrap_or(false)
+                || scope.ctx.pending().contains(n)
         });
         if decided_later {
             return format!("only when {expr}; decided at run time");
@@ -1129,13 +1123,13 @@ impl Shared {
             .map_err(|e| format!("when reason: {e}"))
     }
 
-    fn display_context(&self, node: usize) -> minijinja::Value {
+    fn display_context(&self, node: usize) -> TemplateContext {
         self.context(node, false)
     }
 
     /// The template context of `node` with the variables captured so far; real secret values
     /// only when `reveal` (execution).
-    fn context(&self, node: usize, reveal: bool) -> minijinja::Value {
+    fn context(&self, node: usize, reveal: bool) -> TemplateContext {
         let vars = self.vars.lock().expect("vars lock").clone();
         let params = self.params.read().expect("params lock");
         phase_context(
@@ -1548,7 +1542,7 @@ impl Shared {
         // Parameters and earlier captures are visible too; the result's fields win.
         let phase_ctx = self.context(leaf, true);
         let mut ctx: serde_json::Map<String, serde_json::Value> =
-            match serde_json::to_value(&phase_ctx) {
+            match serde_json::to_value(&*phase_ctx) {
                 Ok(serde_json::Value::Object(map)) => map,
                 _ => serde_json::Map::new(),
             };

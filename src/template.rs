@@ -382,6 +382,64 @@ fn name_undefined(
     err
 }
 
+/// Names whose value is captured at run time and not known yet (a dry-run, a plan preview). A
+/// template sees [`Pending::placeholder`] for each; code asks this set, never the text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pending(BTreeSet<String>);
+
+impl Pending {
+    /// What a template shows for the pending `name`.
+    pub fn placeholder(name: &str) -> String {
+        format!("<{name}: captured at run time>")
+    }
+
+    pub fn insert(&mut self, name: &str) {
+        self.0.insert(name.to_string());
+    }
+
+    /// `name` is bound to a known value after all.
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+
+    /// Each pending name with its placeholder, to put in a template context.
+    pub fn placeholders(&self) -> impl Iterator<Item = (String, serde_json::Value)> + '_ {
+        self.0
+            .iter()
+            .map(|n| (n.clone(), serde_json::Value::String(Self::placeholder(n))))
+    }
+}
+
+/// What a phase's templates render against: the values (dereferences to them), and which
+/// names among them are [`Pending`].
+#[derive(Clone, Debug)]
+pub struct TemplateContext {
+    values: Value,
+    pending: Pending,
+}
+
+impl TemplateContext {
+    pub fn new(values: Value, pending: Pending) -> Self {
+        TemplateContext { values, pending }
+    }
+
+    pub fn pending(&self) -> &Pending {
+        &self.pending
+    }
+}
+
+impl std::ops::Deref for TemplateContext {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.values
+    }
+}
+
 /// `{{ a >= 2 }}` → `a >= 2`; anything else is returned trimmed.
 pub fn strip_braces(expr: &str) -> &str {
     let t = expr.trim();
@@ -523,6 +581,30 @@ mod tests {
         assert_eq!(out, "echo '\"$(touch /tmp/x)\"'");
         let out = t.render("{{ {'a': v} | tojson(2) }}", false, &ctx).unwrap();
         assert_eq!(out, "{\n  \"a\": \"$(touch /tmp/x)\"\n}");
+    }
+
+    #[test]
+    fn pending_names_are_typed_and_shown_as_a_placeholder() {
+        let mut pending = Pending::default();
+        pending.insert("member");
+        pending.insert("gone");
+        pending.remove("gone");
+        assert!(pending.contains("member") && !pending.contains("gone"));
+        let values: serde_json::Map<_, _> = pending.placeholders().collect();
+        assert_eq!(
+            serde_json::Value::Object(values),
+            serde_json::json!({"member": "<member: captured at run time>"})
+        );
+        // A value that merely reads like a placeholder is not pending.
+        let ctx = TemplateContext::new(
+            Value::from_serialize(serde_json::json!({"x": "<x: captured at run time>"})),
+            Pending::default(),
+        );
+        assert!(!ctx.pending().contains("x"));
+        assert_eq!(
+            Templates::new().render("{{ x }}", false, &ctx).unwrap(),
+            "<x: captured at run time>"
+        );
     }
 
     #[test]
