@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::params::{json_text, ParamKind, Params};
 use super::{Foreach, Include, PhaseSpec, Procedure, ProcedureError};
 use crate::action::{Plan, PlanNode};
-use crate::plan::{valid_phase_segment, PhaseId};
+use crate::plan::{requires, valid_phase_segment, PhaseId};
 use crate::source::Diagnostic;
 use crate::template::{Pending, Templates};
 
@@ -323,15 +323,10 @@ impl PlanBuilder<'_> {
         let requires = if is_expansion {
             Vec::new()
         } else {
+            let group = &self.nodes[parent].id;
             spec.requires
                 .iter()
-                .map(|(req, _)| {
-                    if req.starts_with('/') {
-                        PhaseId::parse(req)
-                    } else {
-                        self.nodes[parent].id.child(req.trim_matches('/'))
-                    }
-                })
+                .map(|(req, _)| requires::resolve(group, req))
                 .collect()
         };
         let action = if carries_action {

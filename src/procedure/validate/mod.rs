@@ -10,18 +10,18 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::{PhaseSpec, Procedure};
-use crate::plan::PhaseId;
+use crate::plan::{requires, PhaseId};
 use crate::source::{closest, Diagnostic, Reader, TemplateKind};
 use crate::template::Templates;
 
 /// Static phase paths: path → (spec, whether it sits inside a foreach body).
-fn static_paths(procedure: &Procedure) -> Vec<(String, &PhaseSpec, bool, Option<usize>)> {
+fn static_paths(procedure: &Procedure) -> Vec<StaticPath<'_>> {
     fn visit<'a>(
         phases: &'a [PhaseSpec],
         prefix: &str,
         inside_foreach: bool,
         parent: Option<usize>,
-        out: &mut Vec<(String, &'a PhaseSpec, bool, Option<usize>)>,
+        out: &mut Vec<StaticPath<'a>>,
     ) {
         for p in phases {
             let path = format!("{prefix}/{}", p.id);
@@ -41,16 +41,9 @@ fn static_paths(procedure: &Procedure) -> Vec<(String, &PhaseSpec, bool, Option<
     out
 }
 
-/// Resolves a `requires` entry written in phase `from` (a static path): absolute `/a/b`, or a
-/// sibling name relative to the phase's group.
-fn resolve_requirement(from: &str, req: &str) -> String {
-    if req.starts_with('/') {
-        PhaseId::parse(req).to_string()
-    } else {
-        let parent = &from[..from.rfind('/').unwrap_or(0)];
-        PhaseId::parse(&format!("{parent}/{req}")).to_string()
-    }
-}
+/// A phase as validation sees it: its static path, its spec, whether it sits inside a
+/// foreach body, and its parent's index.
+type StaticPath<'a> = (String, &'a PhaseSpec, bool, Option<usize>);
 
 /// The static requires graph: two vertices per phase path, `start` (may begin) and `done`
 /// (all of it completed); an edge means "must happen before".
@@ -62,7 +55,8 @@ pub(super) struct RequiresGraph {
 }
 
 /// Unknown requires, requiring oneself or one's own ancestors/descendants, and cycles. Gives
-/// the graph back when it has no cycle.
+/// the graph back when it has no cycle. What each phase requires is [`requires::direct`], the
+/// rule the plan runs by.
 pub(super) fn validate_graph(procedure: &Procedure, r: &mut Reader) -> Option<RequiresGraph> {
     let paths = static_paths(procedure);
     let index: HashMap<&str, usize> = paths
@@ -84,7 +78,7 @@ pub(super) fn validate_graph(procedure: &Procedure, r: &mut Reader) -> Option<Re
     for (i, p) in paths.iter().enumerate() {
         previous_sibling[i] = last_child.insert(p.3, i);
     }
-    for (i, (path, spec, _, parent)) in paths.iter().enumerate() {
+    for (i, (_, spec, _, parent)) in paths.iter().enumerate() {
         if let Some(p) = parent {
             graph.add_edge(start[*p], start[i], ());
             graph.add_edge(done[i], done[*p], ());
@@ -92,58 +86,85 @@ pub(super) fn validate_graph(procedure: &Procedure, r: &mut Reader) -> Option<Re
         if spec.children.is_empty() {
             graph.add_edge(start[i], done[i], ());
         }
-        for (req, loc) in &spec.requires {
-            let target = resolve_requirement(path, req);
-            let Some(&t) = index.get(target.as_str()) else {
-                let hint = closest(&target, paths.iter().map(|p| p.0.as_str()))
-                    .map(|c| format!("; did you mean `{c}`?"))
-                    .unwrap_or_else(|| {
-                        "; requires takes a phase path such as /etcd/remove, or a sibling's id"
-                            .to_string()
-                    });
-                r.diagnostics.push(Diagnostic {
-                    location: Some(loc.clone()),
-                    message: format!("phase {path} requires unknown phase `{req}`{hint}"),
-                });
-                continue;
-            };
-            if t == i {
-                r.diagnostics.push(Diagnostic {
-                    location: Some(loc.clone()),
-                    message: format!("phase {path} requires itself"),
-                });
-                continue;
-            }
-            if paths[t].2
-                && req.starts_with('/')
-                && !path.starts_with(&format!("{}/", &target[..target.rfind('/').unwrap_or(0)]))
-            {
-                r.diagnostics.push(Diagnostic {
-                    location: Some(loc.clone()),
-                    message: format!(
-                        "phase {path} requires {target}, which is inside a foreach; require the foreach phase itself"
-                    ),
-                });
-                continue;
-            }
+        let explicit = explicit_requirements(i, &paths, &index, r);
+        let parallel = parent.is_some_and(|p| paths[p].1.parallel);
+        for t in requires::direct(explicit, parallel, previous_sibling[i]) {
             graph.add_edge(done[t], start[i], ());
         }
-        // Ordered groups: each sibling requires the one before it.
-        let parallel = parent.map(|p| paths[p].1.parallel).unwrap_or(false);
-        if !parallel {
-            if let Some(before) = previous_sibling[i] {
-                graph.add_edge(done[before], start[i], ());
-            }
-        }
     }
+    let acyclic = report_cycles(&graph, &paths, r);
+    acyclic.then(|| RequiresGraph {
+        paths: paths.into_iter().map(|p| p.0).collect(),
+        graph,
+        start,
+        done,
+    })
+}
+
+/// The phases that phase `i`'s `requires:` entries name, reporting each entry that names no
+/// phase, the phase itself, or a phase inside a foreach body from outside it.
+fn explicit_requirements(
+    i: usize,
+    paths: &[StaticPath<'_>],
+    index: &HashMap<&str, usize>,
+    r: &mut Reader,
+) -> Vec<usize> {
+    let (path, spec, _, _) = &paths[i];
+    let group = PhaseId::parse(&path[..path.rfind('/').unwrap_or(0)]);
+    let mut out = Vec::new();
+    for (req, loc) in &spec.requires {
+        let target = requires::resolve(&group, req).to_string();
+        let Some(&t) = index.get(target.as_str()) else {
+            let hint = closest(&target, paths.iter().map(|p| p.0.as_str()))
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_else(|| {
+                    "; requires takes a phase path such as /etcd/remove, or a sibling's id"
+                        .to_string()
+                });
+            r.diagnostics.push(Diagnostic {
+                location: Some(loc.clone()),
+                message: format!("phase {path} requires unknown phase `{req}`{hint}"),
+            });
+            continue;
+        };
+        if t == i {
+            r.diagnostics.push(Diagnostic {
+                location: Some(loc.clone()),
+                message: format!("phase {path} requires itself"),
+            });
+            continue;
+        }
+        if paths[t].2
+            && req.starts_with('/')
+            && !path.starts_with(&format!("{}/", &target[..target.rfind('/').unwrap_or(0)]))
+        {
+            r.diagnostics.push(Diagnostic {
+                location: Some(loc.clone()),
+                message: format!(
+                    "phase {path} requires {target}, which is inside a foreach; require the foreach phase itself"
+                ),
+            });
+            continue;
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// Names one cycle per strongly connected component of the graph; whether there was none.
+fn report_cycles(
+    graph: &DiGraph<(usize, bool), ()>,
+    paths: &[StaticPath<'_>],
+    r: &mut Reader,
+) -> bool {
     let mut acyclic = true;
-    for scc in petgraph::algo::kosaraju_scc(&graph) {
+    for scc in petgraph::algo::kosaraju_scc(graph) {
         if scc.len() < 2 {
             continue;
         }
         acyclic = false;
         let mut cycle: Vec<String> = Vec::new();
-        for v in find_cycle(&graph, &scc) {
+        for v in find_cycle(graph, &scc) {
             let path = paths[graph[v].0].0.clone();
             if cycle.last() != Some(&path) {
                 cycle.push(path);
@@ -166,12 +187,7 @@ pub(super) fn validate_graph(procedure: &Procedure, r: &mut Reader) -> Option<Re
             ),
         });
     }
-    acyclic.then(|| RequiresGraph {
-        paths: paths.into_iter().map(|p| p.0).collect(),
-        graph,
-        start,
-        done,
-    })
+    acyclic
 }
 
 /// A phase may only use a captured value that some phase captures before it starts: one whose
@@ -278,4 +294,50 @@ fn find_cycle(graph: &DiGraph<(usize, bool), ()>, scc: &[NodeIndex]) -> Vec<Node
         }
     }
     scc.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procedure::DEFAULT_MAX_PHASES;
+    use crate::source::Reader;
+
+    /// Validation's requires graph and the plan the engine runs give every phase the same
+    /// requirements: both take them from `plan::requires`.
+    #[test]
+    fn validation_and_the_plan_agree_on_what_each_phase_requires() {
+        let text = "name: t\nphases:\n  - id: a\n    run: x\n  - id: g\n    parallel: true\n    phases:\n      - id: one\n        run: x\n      - id: two\n        requires: [one, /a]\n        run: x\n  - id: o\n    phases:\n      - id: one\n        run: x\n      - id: two\n        requires: [one]\n        run: x\n      - id: three\n        requires: [/g/two]\n        run: x\n  - id: last\n    requires: [/g]\n    run: x\n";
+        let procedure = Procedure::parse("t.yaml", text, None).unwrap();
+        let mut reader = Reader::new("t.yaml");
+        let graph = validate_graph(&procedure, &mut reader).expect("acyclic");
+        assert!(reader.diagnostics.is_empty());
+        let params = procedure.resolve_params(&[]).unwrap();
+        let plan = procedure
+            .build_plan(&params, &Templates::new(), None, DEFAULT_MAX_PHASES)
+            .unwrap();
+        for (i, path) in graph.paths.iter().enumerate() {
+            let mut validated: Vec<&str> = graph
+                .graph
+                .neighbors_directed(graph.start[i], petgraph::Direction::Incoming)
+                .filter(|v| graph.graph[*v].1)
+                .map(|v| graph.paths[graph.graph[v].0].as_str())
+                .collect();
+            validated.sort_unstable();
+            let node = plan.find(&PhaseId::parse(path)).expect("in the plan");
+            let mut planned: Vec<&str> = plan
+                .direct_requirements(node)
+                .into_iter()
+                .map(|r| plan.node(r).id.as_str())
+                .collect();
+            planned.sort_unstable();
+            assert_eq!(validated, planned, "{path}");
+        }
+        let two = plan.find(&PhaseId::parse("/o/two")).unwrap();
+        let ids: Vec<&str> = plan
+            .direct_requirements(two)
+            .into_iter()
+            .map(|r| plan.node(r).id.as_str())
+            .collect();
+        assert_eq!(ids, ["/o/one"]);
+    }
 }
