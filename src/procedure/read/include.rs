@@ -2,7 +2,7 @@
 
 use marked_yaml::Node;
 
-use super::phase::{read_description, read_parallel, read_requires};
+use super::common::{read_description, read_parallel, read_requires};
 use crate::procedure::{Include, PhaseSpec};
 use crate::source::{start_span, Fields, Reader, TemplateKind};
 

@@ -3,6 +3,7 @@
 
 mod action;
 mod capture;
+mod common;
 mod foreach;
 mod include;
 mod params;
