@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::params::{json_text, ParamKind, Params};
+use super::params::{json_text, pattern_mismatches, split_list, ParamKind, Params};
 use super::{Foreach, Include, PhaseSpec, Procedure, ProcedureError};
 use crate::action::{Plan, PlanNode};
 use crate::plan::{requires, valid_phase_segment, PhaseId};
@@ -214,23 +214,12 @@ impl PlanBuilder<'_> {
                     .unwrap_or_else(|| serde_json::Value::String(String::new())),
             };
             let value = match (param.kind, value) {
-                (ParamKind::List, serde_json::Value::String(s)) => serde_json::Value::Array(
-                    s.split(',')
-                        .map(|s| s.trim())
-                        .filter(|s| !s.is_empty())
-                        .map(|s| serde_json::Value::String(s.to_string()))
-                        .collect(),
-                ),
+                (ParamKind::List, serde_json::Value::String(s)) => split_list(&s),
                 (ParamKind::String, v @ serde_json::Value::Array(_)) | (ParamKind::List, v) => v,
                 (ParamKind::String, v) => serde_json::Value::String(json_text(&v)),
             };
             if let (Some(pattern), Some((_, _, loc))) = (&param.pattern, given) {
-                let re = regex::Regex::new(pattern).expect("validated at load");
-                let items: Vec<String> = match &value {
-                    serde_json::Value::Array(a) => a.iter().map(json_text).collect(),
-                    other => vec![json_text(other)],
-                };
-                for item in items.iter().filter(|i| !re.is_match(i)) {
+                for item in pattern_mismatches(pattern, &value) {
                     self.diags.push(Diagnostic {
                         location: Some(loc.clone()),
                         message: format!(

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
+use super::params::unknown_param_hint;
 use super::{walk, PhaseSpec, Procedure, ProcedureError};
-use crate::source::{closest, Diagnostic, Reader};
+use crate::source::{Diagnostic, Reader};
 use crate::template::Templates;
 
 /// Loads every included procedure and makes its phases the include phase's children,
@@ -26,32 +27,7 @@ pub(super) fn resolve_includes(
         let included = match load(&inc.procedure) {
             Ok(p) => p,
             Err(e) => {
-                let message = match e {
-                    ProcedureError::Unknown { name, hint } => {
-                        format!("{what} includes unknown procedure `{name}`{hint}")
-                    }
-                    ProcedureError::IncludeCycle(chain) => format!(
-                        "{what}: include cycle: {} (a procedure cannot include itself)",
-                        chain.join(" → ")
-                    ),
-                    ProcedureError::Read { path, source } => format!(
-                        "{what}: cannot read included procedure {}: {source}",
-                        path.display()
-                    ),
-                    ProcedureError::TooManyPhases { limit, .. } => return Err(limit),
-                    ProcedureError::Invalid(diags) => {
-                        // The same procedure included twice reports its problems once.
-                        for d in diags {
-                            if !r.diagnostics.contains(&d) {
-                                r.diagnostics.push(d);
-                            }
-                        }
-                        format!(
-                            "{what}: included procedure `{}` has problems (listed here too)",
-                            inc.procedure
-                        )
-                    }
-                };
+                let message = load_failure(e, &what, &inc.procedure, r)?;
                 r.diagnostics.push(Diagnostic {
                     location: here,
                     message,
@@ -77,12 +53,7 @@ pub(super) fn resolve_includes(
         }
         for (key, _, loc) in &inc.with {
             if included.param(key).is_none() {
-                let names: Vec<&str> = included.params.iter().map(|p| p.name.as_str()).collect();
-                let hint = match closest(key, names.iter().copied()) {
-                    Some(c) => format!("; did you mean `{c}`?"),
-                    None if names.is_empty() => "; it takes no parameters".to_string(),
-                    None => format!("; its parameters are {}", names.join(", ")),
-                };
+                let hint = unknown_param_hint(&included.params, key);
                 r.diagnostics.push(Diagnostic {
                     location: Some(loc.clone()),
                     message: format!(
@@ -120,6 +91,38 @@ pub(super) fn resolve_includes(
         phase.children = included.phases;
     }
     Ok(())
+}
+
+/// Why `procedure`, included by `what`, could not be loaded. Its own problems are reported
+/// too, each once however often it is included. Over the phase limit, the limit (`Err`).
+fn load_failure(
+    e: ProcedureError,
+    what: &str,
+    procedure: &str,
+    r: &mut Reader,
+) -> Result<String, usize> {
+    Ok(match e {
+        ProcedureError::Unknown { name, hint } => {
+            format!("{what} includes unknown procedure `{name}`{hint}")
+        }
+        ProcedureError::IncludeCycle(chain) => format!(
+            "{what}: include cycle: {} (a procedure cannot include itself)",
+            chain.join(" → ")
+        ),
+        ProcedureError::Read { path, source } => format!(
+            "{what}: cannot read included procedure {}: {source}",
+            path.display()
+        ),
+        ProcedureError::TooManyPhases { limit, .. } => return Err(limit),
+        ProcedureError::Invalid(diags) => {
+            for d in diags {
+                if !r.diagnostics.contains(&d) {
+                    r.diagnostics.push(d);
+                }
+            }
+            format!("{what}: included procedure `{procedure}` has problems (listed here too)")
+        }
+    })
 }
 
 /// `with:` values are bound when the plan is built: they cannot use values captured at run

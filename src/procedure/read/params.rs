@@ -97,42 +97,7 @@ pub(super) fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
             }
         }
         if let Some(n) = fields.get("default") {
-            let typed = |kind| declared_type.is_some() && spec.kind == kind;
-            match n {
-                Node::Scalar(s) if source::plain_non_string(s) == Some("null") => r.error(
-                    &start_span(n),
-                    format!("{what}: default `{}` is null in YAML, not a value; leave `default:` out (an optional parameter is empty when not given), or quote it", s.as_str()),
-                ),
-                Node::Scalar(s) if typed(ParamKind::List) && !s.as_str().is_empty() => r.error(
-                    &start_span(n),
-                    format!("{what}: type is list but the default `{}` is a single value; write it as a list, e.g. default: [a, b]", s.as_str()),
-                ),
-                Node::Sequence(_) if typed(ParamKind::String) => r.error(
-                    &start_span(n),
-                    format!("{what}: type is string but the default is a list; remove `type: string` or give one value"),
-                ),
-                _ => {}
-            }
-            spec.default = Some(match n {
-                Node::Scalar(s) => serde_json::Value::String(s.as_str().to_string()),
-                Node::Sequence(items) => {
-                    spec.kind = ParamKind::List;
-                    serde_json::Value::Array(
-                        items
-                            .iter()
-                            .filter_map(|i| r.scalar(i, "default item"))
-                            .map(|s| serde_json::Value::String(s.as_str().to_string()))
-                            .collect(),
-                    )
-                }
-                Node::Mapping(_) => {
-                    r.error(
-                        &start_span(n),
-                        format!("{what}: default must be a value or a list"),
-                    );
-                    serde_json::Value::Null
-                }
-            });
+            read_default(n, declared_type.is_some(), &mut spec, &what, r);
         }
         if spec.secret && spec.kind == ParamKind::List {
             r.error(
@@ -143,4 +108,45 @@ pub(super) fn read_params(node: &Node, r: &mut Reader) -> Vec<ParamSpec> {
         out.push(spec);
     }
     out
+}
+
+/// `default:` of a parameter: a value, or a list (which makes the parameter a list); checked
+/// against the declared `type:` when there is one.
+fn read_default(n: &Node, declared: bool, spec: &mut ParamSpec, what: &str, r: &mut Reader) {
+    let typed = |kind| declared && spec.kind == kind;
+    match n {
+        Node::Scalar(s) if source::plain_non_string(s) == Some("null") => r.error(
+            &start_span(n),
+            format!("{what}: default `{}` is null in YAML, not a value; leave `default:` out (an optional parameter is empty when not given), or quote it", s.as_str()),
+        ),
+        Node::Scalar(s) if typed(ParamKind::List) && !s.as_str().is_empty() => r.error(
+            &start_span(n),
+            format!("{what}: type is list but the default `{}` is a single value; write it as a list, e.g. default: [a, b]", s.as_str()),
+        ),
+        Node::Sequence(_) if typed(ParamKind::String) => r.error(
+            &start_span(n),
+            format!("{what}: type is string but the default is a list; remove `type: string` or give one value"),
+        ),
+        _ => {}
+    }
+    spec.default = Some(match n {
+        Node::Scalar(s) => serde_json::Value::String(s.as_str().to_string()),
+        Node::Sequence(items) => {
+            spec.kind = ParamKind::List;
+            serde_json::Value::Array(
+                items
+                    .iter()
+                    .filter_map(|i| r.scalar(i, "default item"))
+                    .map(|s| serde_json::Value::String(s.as_str().to_string()))
+                    .collect(),
+            )
+        }
+        Node::Mapping(_) => {
+            r.error(
+                &start_span(n),
+                format!("{what}: default must be a value or a list"),
+            );
+            serde_json::Value::Null
+        }
+    });
 }

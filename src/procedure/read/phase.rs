@@ -186,4 +186,3 @@ fn read_work(fields: &Fields<'_>, spec: &mut PhaseSpec, what: &str, r: &mut Read
         }
     }
 }
-
