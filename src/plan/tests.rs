@@ -394,7 +394,8 @@ fn requires_entries_resolve_against_the_group_and_ordered_groups_add_the_sibling
         PhaseId::parse("/a")
     );
     // (explicit, parallel group, sibling before) → direct requirements.
-    let table: &[(&[usize], bool, Option<usize>, &[usize])] = &[
+    type Row = (&'static [usize], bool, Option<usize>, &'static [usize]);
+    let table: &[Row] = &[
         (&[5, 2], false, Some(3), &[5, 2, 3]),
         (&[5, 2], true, Some(3), &[5, 2]),
         (&[3], false, Some(3), &[3]),

@@ -10,7 +10,7 @@ use crate::source::{self, closest, Diagnostic};
 /// The procedures in `plans/`, compiled in so `medic` works from any directory. A test checks
 /// that every file there is listed.
 pub(super) mod builtin {
-    pub const BUILTIN_PLANS: &[(&str, &str)] = &[
+    pub(crate) const BUILTIN_PLANS: &[(&str, &str)] = &[
         (
             "etcd-remove-member",
             include_str!("../../plans/etcd-remove-member.yaml"),
@@ -46,7 +46,7 @@ pub(super) mod builtin {
 ///
 /// Files are only read when their procedure is asked for, so one broken file does not stop
 /// the others from being used.
-pub struct Catalog {
+pub(crate) struct Catalog {
     entries: BTreeMap<String, Vec<CatalogSource>>,
     max_phases: usize,
     /// Each procedure loaded so far, so an include fan-out (`a` includes `b` twice, `b`
@@ -67,7 +67,7 @@ enum CatalogSource {
 }
 
 impl Catalog {
-    pub fn load(plans_dir: Option<&Path>) -> Result<Catalog, ProcedureError> {
+    pub(crate) fn load(plans_dir: Option<&Path>) -> Result<Catalog, ProcedureError> {
         let mut entries: BTreeMap<String, Vec<CatalogSource>> = BTreeMap::new();
         for (name, text) in builtin::BUILTIN_PLANS {
             entries.insert(name.to_string(), vec![CatalogSource::Builtin(text)]);
@@ -101,17 +101,17 @@ impl Catalog {
     }
 
     /// Refuses procedures whose phases (includes inlined) exceed `max_phases`.
-    pub fn with_max_phases(mut self, max_phases: usize) -> Self {
+    pub(crate) fn with_max_phases(mut self, max_phases: usize) -> Self {
         self.max_phases = max_phases;
         self.loaded.get_mut().clear();
         self
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(|s| s.as_str())
     }
 
-    pub fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
+    pub(crate) fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
         self.load_procedure(name, &mut Loading::default())
     }
 

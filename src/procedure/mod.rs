@@ -29,8 +29,9 @@ use crate::action::ActionSpec;
 use crate::plan::Condition;
 use crate::source::{self, Diagnostic, Location};
 
-pub use catalog::Catalog;
-pub use params::{redact_set, secret_placeholder, ParamKind, ParamSpec, Params, MIN_SECRET_LEN};
+pub(crate) use catalog::Catalog;
+pub use params::Params;
+pub(crate) use params::{redact_set, secret_placeholder, ParamKind, ParamSpec, MIN_SECRET_LEN};
 
 /// Names every template may use besides parameters, captures and loop items.
 const BUILTIN_NAMES: &[&str] = &["operation", "inventory"];
@@ -84,63 +85,63 @@ fn render_diagnostics(diags: &[Diagnostic]) -> String {
 }
 
 #[derive(Clone, Debug)]
-pub enum Foreach {
+pub(crate) enum Foreach {
     /// An expression over parameters that yields a list.
     Expression(String),
     Items(Vec<String>),
 }
 
 #[derive(Clone, Debug)]
-pub struct PhaseSpec {
-    pub id: String,
-    pub location: Location,
-    pub description: Option<String>,
-    pub requires: Vec<(String, Location)>,
-    pub parallel: bool,
-    pub max_parallel: Option<usize>,
-    pub foreach: Option<(Foreach, String)>,
-    pub children: Vec<PhaseSpec>,
-    pub action: Option<ActionSpec>,
-    pub rollback: Option<ActionSpec>,
-    pub capture: BTreeMap<String, String>,
-    pub timeout_secs: Option<f64>,
-    pub retries: u32,
-    pub retry_delay_secs: f64,
-    pub idempotent: Option<bool>,
-    pub when: Option<Condition>,
+pub(crate) struct PhaseSpec {
+    pub(crate) id: String,
+    pub(crate) location: Location,
+    pub(crate) description: Option<String>,
+    pub(crate) requires: Vec<(String, Location)>,
+    pub(crate) parallel: bool,
+    pub(crate) max_parallel: Option<usize>,
+    pub(crate) foreach: Option<(Foreach, String)>,
+    pub(crate) children: Vec<PhaseSpec>,
+    pub(crate) action: Option<ActionSpec>,
+    pub(crate) rollback: Option<ActionSpec>,
+    pub(crate) capture: BTreeMap<String, String>,
+    pub(crate) timeout_secs: Option<f64>,
+    pub(crate) retries: u32,
+    pub(crate) retry_delay_secs: f64,
+    pub(crate) idempotent: Option<bool>,
+    pub(crate) when: Option<Condition>,
     /// `include:` — a group whose children are another procedure's phases.
-    pub include: Option<Include>,
+    pub(crate) include: Option<Include>,
 }
 
 /// `include: {procedure: NAME, with: {param: "template"}}`.
 #[derive(Clone, Debug)]
-pub struct Include {
-    pub procedure: String,
+pub(crate) struct Include {
+    pub(crate) procedure: String,
     /// Parameter name, template rendered in the including procedure's context, where it is.
-    pub with: Vec<(String, String, Location)>,
+    pub(crate) with: Vec<(String, String, Location)>,
     /// The included procedure's parameters, known once the include is resolved.
-    pub params: Vec<ParamSpec>,
-    pub location: Location,
+    pub(crate) params: Vec<ParamSpec>,
+    pub(crate) location: Location,
 }
 
 /// A validated procedure.
 #[derive(Clone, Debug)]
 pub struct Procedure {
-    pub name: String,
-    pub description: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
     /// Where it came from, for messages (`plans/x.yaml`, or `plans/x.yaml (built in)`).
-    pub file: String,
-    pub params: Vec<ParamSpec>,
-    pub phases: Vec<PhaseSpec>,
+    pub(crate) file: String,
+    pub(crate) params: Vec<ParamSpec>,
+    pub(crate) phases: Vec<PhaseSpec>,
 }
 
 impl Procedure {
-    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+    pub(crate) fn param(&self, name: &str) -> Option<&ParamSpec> {
         self.params.iter().find(|p| p.name == name)
     }
 
     /// Every variable some phase captures.
-    pub fn capture_names(&self) -> BTreeSet<String> {
+    pub(crate) fn capture_names(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         walk(&self.phases, &mut |p| out.extend(p.capture.keys().cloned()));
         out

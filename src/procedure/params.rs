@@ -12,34 +12,34 @@ use crate::source::{closest, Diagnostic, Location};
 /// The kind of value a parameter takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ParamKind {
+pub(crate) enum ParamKind {
     String,
     List,
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ParamSpec {
-    pub name: String,
-    pub description: String,
-    pub required: bool,
-    pub default: Option<serde_json::Value>,
-    pub pattern: Option<String>,
-    pub secret: bool,
-    pub kind: ParamKind,
+pub(crate) struct ParamSpec {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) required: bool,
+    pub(crate) default: Option<serde_json::Value>,
+    pub(crate) pattern: Option<String>,
+    pub(crate) secret: bool,
+    pub(crate) kind: ParamKind,
     #[serde(skip)]
-    pub location: Location,
+    pub(crate) location: Location,
 }
 
 /// Parameter values for one operation; secret values are kept apart so they are never shown.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Params {
-    pub values: BTreeMap<String, serde_json::Value>,
-    pub secrets: BTreeMap<String, String>,
+    pub(crate) values: BTreeMap<String, serde_json::Value>,
+    pub(crate) secrets: BTreeMap<String, String>,
 }
 
 impl Params {
     /// Values for templates: real secrets only when `reveal` (execution), else placeholders.
-    pub fn template_values(&self, reveal: bool) -> BTreeMap<String, serde_json::Value> {
+    pub(crate) fn template_values(&self, reveal: bool) -> BTreeMap<String, serde_json::Value> {
         let mut out = self.values.clone();
         for (k, v) in &self.secrets {
             let shown = if reveal {
@@ -54,9 +54,9 @@ impl Params {
 }
 
 /// The shortest secret value medic accepts (and searches output for).
-pub const MIN_SECRET_LEN: usize = 6;
+pub(crate) const MIN_SECRET_LEN: usize = 6;
 
-pub fn secret_placeholder(name: &str) -> String {
+pub(crate) fn secret_placeholder(name: &str) -> String {
     format!("<secret:{name}>")
 }
 
@@ -235,7 +235,7 @@ fn admit(
 }
 
 /// `--set token=abc` → `token=<secret:token>` when `token` is secret.
-pub fn redact_set(procedure: &Procedure, set: &str) -> String {
+pub(crate) fn redact_set(procedure: &Procedure, set: &str) -> String {
     match set.split_once('=') {
         Some((k, _)) if procedure.param(k.trim()).is_some_and(|p| p.secret) => {
             format!("{k}={}", secret_placeholder(k.trim()))

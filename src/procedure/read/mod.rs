@@ -41,7 +41,7 @@ impl Procedure {
     }
 
     /// Parses and validates one procedure file; `include` loads the procedures it includes.
-    pub fn parse_with(
+    pub(crate) fn parse_with(
         file: &str,
         text: &str,
         expected_name: Option<&str>,
