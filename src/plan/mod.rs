@@ -16,13 +16,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub mod requires;
+pub(crate) mod requires;
 mod scheduler;
 #[cfg(test)]
 mod tests;
 
-pub use crate::phase_id::{valid_phase_segment, PhaseId, PhaseIdError};
-pub use scheduler::{Scheduler, SchedulerMode};
+pub(crate) use crate::phase_id::{valid_phase_segment, PhaseId, PhaseIdError};
+pub(crate) use scheduler::{Scheduler, SchedulerMode};
 
 /// The stored state of a leaf phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,7 +36,8 @@ pub enum PhaseState {
 }
 
 impl PhaseState {
-    pub const ALL: [PhaseState; 5] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [PhaseState; 5] = [
         PhaseState::Unstarted,
         PhaseState::InProgress,
         PhaseState::Completed,
@@ -44,7 +45,7 @@ impl PhaseState {
         PhaseState::RolledBack,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             PhaseState::Unstarted => "unstarted",
             PhaseState::InProgress => "in_progress",
@@ -55,7 +56,7 @@ impl PhaseState {
     }
 
     /// Started and not undone: what blocks a rollback of something it depends on.
-    pub fn is_started(self) -> bool {
+    pub(crate) fn is_started(self) -> bool {
         matches!(
             self,
             PhaseState::InProgress | PhaseState::Completed | PhaseState::Failed
@@ -72,7 +73,7 @@ impl fmt::Display for PhaseState {
 /// What happens to a phase; the only way a [`PhaseState`] changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Transition {
+pub(crate) enum Transition {
     /// Begin executing: from unstarted, failed or rolled back.
     Start,
     /// Execute again a phase whose executor died (in progress, lease dead).
@@ -89,7 +90,8 @@ pub enum Transition {
 }
 
 impl Transition {
-    pub const ALL: [Transition; 8] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Transition; 8] = [
         Transition::Start,
         Transition::Restart,
         Transition::Complete,
@@ -104,13 +106,13 @@ impl Transition {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot {transition:?} a phase that is {from}")]
 pub struct IllegalTransition {
-    pub from: PhaseState,
-    pub transition: Transition,
+    pub(crate) from: PhaseState,
+    pub(crate) transition: Transition,
 }
 
 /// The one state transition function. `rolling_back` tells whether the in-progress phase being
 /// finished is undoing (so `Complete` cannot end a rollback and `FinishRollback` cannot end a run).
-pub fn transition(
+pub(crate) fn transition(
     from: PhaseState,
     rolling_back: bool,
     t: Transition,
@@ -136,27 +138,27 @@ pub fn transition(
 /// The stored record of a leaf phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PhaseRecord {
-    pub state: PhaseState,
+    pub(crate) state: PhaseState,
     /// True while an in-progress phase is being rolled back (and after a failed rollback).
     #[serde(default)]
-    pub rolling_back: bool,
+    pub(crate) rolling_back: bool,
     #[serde(default)]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     #[serde(default)]
-    pub started_at: Option<u64>,
+    pub(crate) started_at: Option<u64>,
     #[serde(default)]
-    pub finished_at: Option<u64>,
+    pub(crate) finished_at: Option<u64>,
     #[serde(default)]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// What the action reported when it finished (e.g. "50 nodes ok").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<String>,
+    pub(crate) summary: Option<String>,
     /// Completed without running its action (`when:` was false); rolls back as a no-op.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub skipped: bool,
+    pub(crate) skipped: bool,
     /// Why it failed, as a kind code can match (the message is in `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<FailureKind>,
+    pub(crate) failure: Option<FailureKind>,
 }
 
 /// What kind of failure ended a phase; decisions (refused → exit 3) match this, never the
@@ -201,7 +203,11 @@ impl Default for PhaseRecord {
 
 impl PhaseRecord {
     /// Applies a transition, returning the new record; the caller persists it.
-    pub fn apply(&self, t: Transition, now_ms: u64) -> Result<PhaseRecord, IllegalTransition> {
+    pub(crate) fn apply(
+        &self,
+        t: Transition,
+        now_ms: u64,
+    ) -> Result<PhaseRecord, IllegalTransition> {
         let state = transition(self.state, self.rolling_back, t)?;
         let mut next = self.clone();
         next.state = state;
@@ -238,7 +244,7 @@ impl PhaseRecord {
 }
 
 /// The state of a group, derived from its leaves' states (never stored).
-pub fn derive_state(children: &[PhaseState]) -> PhaseState {
+pub(crate) fn derive_state(children: &[PhaseState]) -> PhaseState {
     use PhaseState::*;
     if children.is_empty() {
         return Completed;
@@ -273,50 +279,50 @@ pub trait Leaf {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(bound(serialize = "A: Serialize", deserialize = "A: Deserialize<'de>"))]
 pub struct PlanNode<A> {
-    pub id: PhaseId,
+    pub(crate) id: PhaseId,
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<usize>,
+    pub(crate) parent: Option<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<usize>,
+    pub(crate) children: Vec<usize>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub parallel: bool,
+    pub(crate) parallel: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_parallel: Option<usize>,
+    pub(crate) max_parallel: Option<usize>,
     /// Explicit `requires:` (the implicit ordered-sibling requirement is not listed here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub requires: Vec<PhaseId>,
+    pub(crate) requires: Vec<PhaseId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action: Option<A>,
+    pub(crate) action: Option<A>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<A>,
+    pub(crate) rollback: Option<A>,
     /// Template variables local to this phase (the `foreach` item).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub locals: BTreeMap<String, serde_json::Value>,
+    pub(crate) locals: BTreeMap<String, serde_json::Value>,
     /// Operation variables to set from the action's result: name → expression over the result.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub capture: BTreeMap<String, String>,
+    pub(crate) capture: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_secs: Option<f64>,
+    pub(crate) timeout_secs: Option<f64>,
     #[serde(default)]
-    pub retries: u32,
+    pub(crate) retries: u32,
     #[serde(default = "default_retry_delay")]
-    pub retry_delay_secs: f64,
+    pub(crate) retry_delay_secs: f64,
     #[serde(default)]
-    pub idempotent: bool,
+    pub(crate) idempotent: bool,
     /// Run the action only if this holds at execution time (`when:`); else the phase is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub when: Option<Condition>,
+    pub(crate) when: Option<Condition>,
 }
 
 /// A leaf's `when:`: an expression over the phase's variables, and why it is skipped when false.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Condition {
-    pub that: String,
+pub(crate) struct Condition {
+    pub(crate) that: String,
     /// A text template; by default "condition is false: THAT".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 fn default_retry_delay() -> f64 {
@@ -324,13 +330,13 @@ fn default_retry_delay() -> f64 {
 }
 
 impl<A> PlanNode<A> {
-    pub fn is_leaf(&self) -> bool {
+    pub(crate) fn is_leaf(&self) -> bool {
         self.children.is_empty() && self.action.is_some()
     }
 }
 
 impl<A: Leaf> PlanNode<A> {
-    pub fn is_pause(&self) -> bool {
+    pub(crate) fn is_pause(&self) -> bool {
         self.action.as_ref().is_some_and(Leaf::is_pause)
     }
 }
@@ -374,7 +380,7 @@ impl<A: Leaf> From<StoredPlan<A>> for Plan<A> {
 
 impl<A: Leaf> Plan<A> {
     /// Builds a plan from nodes in depth-first order (root first, parents before children).
-    pub fn new(nodes: Vec<PlanNode<A>>) -> Self {
+    pub(crate) fn new(nodes: Vec<PlanNode<A>>) -> Self {
         let mut plan = Plan {
             nodes,
             index: HashMap::new(),
@@ -386,7 +392,7 @@ impl<A: Leaf> Plan<A> {
         plan
     }
 
-    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self>
+    pub(crate) fn from_json(bytes: &[u8]) -> serde_json::Result<Self>
     where
         A: serde::de::DeserializeOwned,
     {
@@ -420,54 +426,38 @@ impl<A: Leaf> Plan<A> {
     }
 
     /// The names the plan's phases capture, each once.
-    pub fn capture_names(&self) -> &BTreeSet<String> {
+    pub(crate) fn capture_names(&self) -> &BTreeSet<String> {
         &self.capture_names
     }
 
-    pub fn find(&self, id: &PhaseId) -> Option<usize> {
+    pub(crate) fn find(&self, id: &PhaseId) -> Option<usize> {
         self.index.get(id).copied()
     }
 
     /// Every node, in depth-first order (index 0 is the root).
-    pub fn nodes(&self) -> &[PlanNode<A>] {
+    pub(crate) fn nodes(&self) -> &[PlanNode<A>] {
         &self.nodes
     }
 
-    pub fn node(&self, i: usize) -> &PlanNode<A> {
+    pub(crate) fn node(&self, i: usize) -> &PlanNode<A> {
         &self.nodes[i]
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nodes.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// Leaves in depth-first order.
-    pub fn leaves(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn leaves(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.nodes.len()).filter(|i| self.nodes[*i].is_leaf())
     }
 
-    /// Whether `a` is `b` or an ancestor of `b`.
-    pub fn contains(&self, a: usize, b: usize) -> bool {
-        let mut cur = Some(b);
-        while let Some(c) = cur {
-            if c == a {
-                return true;
-            }
-            cur = self.nodes[c].parent;
-        }
-        false
-    }
-
     /// `i` and its descendants (a contiguous range in depth-first order).
-    pub fn subtree(&self, i: usize) -> std::ops::Range<usize> {
+    pub(crate) fn subtree(&self, i: usize) -> std::ops::Range<usize> {
         i..self.subtree_end[i]
     }
 
-    pub fn ancestors(&self, i: usize) -> Vec<usize> {
+    pub(crate) fn ancestors(&self, i: usize) -> Vec<usize> {
         let mut out = Vec::new();
         let mut cur = self.nodes[i].parent;
         while let Some(c) = cur {
@@ -478,7 +468,7 @@ impl<A: Leaf> Plan<A> {
     }
 
     /// What `i` itself requires ([`requires::direct`]), in depth-first order.
-    pub fn direct_requirements(&self, i: usize) -> Vec<usize> {
+    pub(crate) fn direct_requirements(&self, i: usize) -> Vec<usize> {
         let node = &self.nodes[i];
         let pos = self.position[i];
         let group = node.parent.map(|p| &self.nodes[p]);
@@ -493,7 +483,7 @@ impl<A: Leaf> Plan<A> {
     }
 
     /// State of every node: leaves from `records` (missing = unstarted), groups derived.
-    pub fn states(&self, records: &HashMap<PhaseId, PhaseRecord>) -> Vec<PhaseState> {
+    pub(crate) fn states(&self, records: &HashMap<PhaseId, PhaseRecord>) -> Vec<PhaseState> {
         let mut states = vec![PhaseState::Unstarted; self.nodes.len()];
         for i in (0..self.nodes.len()).rev() {
             let node = &self.nodes[i];
@@ -513,7 +503,7 @@ impl<A: Leaf> Plan<A> {
 
     /// Nodes that `target` (or an ancestor of it, or a descendant of it pointing outside its
     /// subtree) requires and that are not completed: what blocks an execute of `target`.
-    pub fn unmet_requirements(&self, states: &[PhaseState], target: usize) -> Vec<usize> {
+    pub(crate) fn unmet_requirements(&self, states: &[PhaseState], target: usize) -> Vec<usize> {
         let range = self.subtree(target);
         let mut wanted = Vec::new();
         let mut consider = |from: usize, outside_only: bool| {
@@ -540,7 +530,7 @@ impl<A: Leaf> Plan<A> {
 
     /// Leaves outside `target`'s subtree that depend, directly or transitively, on something in
     /// it and that are started and not rolled back: what blocks a rollback of `target`.
-    pub fn blocking_dependents(&self, states: &[PhaseState], target: usize) -> Vec<usize> {
+    pub(crate) fn blocking_dependents(&self, states: &[PhaseState], target: usize) -> Vec<usize> {
         let range = self.subtree(target);
         let mut touched = vec![false; self.nodes.len()];
         let mark = |touched: &mut Vec<bool>, leaf: usize| {
@@ -575,7 +565,7 @@ impl<A: Leaf> Plan<A> {
     }
 
     /// Every leaf in an order that respects all requirements (depth-first order breaks ties).
-    pub fn topological_leaves(&self) -> Vec<usize> {
+    pub(crate) fn topological_leaves(&self) -> Vec<usize> {
         let states = vec![PhaseState::Unstarted; self.nodes.len()];
         let mut scheduler = Scheduler::new(self, &states, 0, SchedulerMode::Simulate);
         let mut order = Vec::new();
@@ -593,7 +583,7 @@ impl<A: Leaf> Plan<A> {
     }
 
     /// The started leaves of `target`, in the order a rollback undoes them (reverse execution).
-    pub fn rollback_order(&self, states: &[PhaseState], target: usize) -> Vec<usize> {
+    pub(crate) fn rollback_order(&self, states: &[PhaseState], target: usize) -> Vec<usize> {
         let range = self.subtree(target);
         let mut order: Vec<usize> = self
             .topological_leaves()

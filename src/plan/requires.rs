@@ -11,7 +11,7 @@
 use crate::phase_id::PhaseId;
 
 /// The phase a `requires:` entry written on a phase inside `group` names.
-pub fn resolve(group: &PhaseId, entry: &str) -> PhaseId {
+pub(crate) fn resolve(group: &PhaseId, entry: &str) -> PhaseId {
     if entry.starts_with('/') {
         PhaseId::parse(entry)
     } else {
@@ -21,7 +21,7 @@ pub fn resolve(group: &PhaseId, entry: &str) -> PhaseId {
 
 /// What one phase requires directly: its explicit requirements (as found), then, when its
 /// group is ordered, the sibling just before it; each once, in that order.
-pub fn direct(
+pub(crate) fn direct(
     explicit: impl IntoIterator<Item = usize>,
     parallel_group: bool,
     previous_sibling: Option<usize>,

@@ -7,7 +7,7 @@ use super::{Leaf, PhaseState, Plan};
 
 /// How the scheduler treats pause phases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SchedulerMode {
+pub(crate) enum SchedulerMode {
     /// A pause that is not the execute target stops its dependents (`resume` stops there).
     Execute,
     /// Pauses are offered like any phase (dry-runs and ordering).
@@ -20,7 +20,7 @@ pub enum SchedulerMode {
 /// leaves under it completed). An enabled leaf that is not completed is ready. Completing a leaf
 /// updates the per-node count of unfinished leaves, and a count reaching zero enables the nodes
 /// waiting on it, so the whole run costs O(nodes + edges).
-pub struct Scheduler<'a, A> {
+pub(crate) struct Scheduler<'a, A> {
     plan: &'a Plan<A>,
     mode: SchedulerMode,
     target: usize,
@@ -41,7 +41,7 @@ pub struct Scheduler<'a, A> {
 impl<'a, A: Leaf> Scheduler<'a, A> {
     /// `states` are the current node states; requirements outside the target's subtree are
     /// assumed to have been checked (or overridden with `--force`) by the caller.
-    pub fn new(
+    pub(crate) fn new(
         plan: &'a Plan<A>,
         states: &[PhaseState],
         target: usize,
@@ -136,7 +136,7 @@ impl<'a, A: Leaf> Scheduler<'a, A> {
     }
 
     /// Leaves that may start now; each is counted as running until [`Scheduler::finished`].
-    pub fn next_ready(&mut self) -> Vec<usize> {
+    pub(crate) fn next_ready(&mut self) -> Vec<usize> {
         if self.stopped {
             return Vec::new();
         }
@@ -163,7 +163,7 @@ impl<'a, A: Leaf> Scheduler<'a, A> {
 
     /// Records the end of a leaf started by [`Scheduler::next_ready`]. A failure stops the
     /// scheduler from offering more leaves.
-    pub fn finished(&mut self, leaf: usize, ok: bool) {
+    pub(crate) fn finished(&mut self, leaf: usize, ok: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
         for (g, _) in self.limits(leaf) {
             if let Some(c) = self.running.get_mut(&g) {
@@ -195,12 +195,12 @@ impl<'a, A: Leaf> Scheduler<'a, A> {
     }
 
     /// Pause phases reached but not run (their dependents wait for the operator).
-    pub fn paused(&self) -> &[usize] {
+    pub(crate) fn paused(&self) -> &[usize] {
         &self.paused
     }
 
     /// Whether every leaf under the target is completed.
-    pub fn all_done(&self) -> bool {
+    pub(crate) fn all_done(&self) -> bool {
         self.remaining[self.target] == 0
     }
 
@@ -208,7 +208,7 @@ impl<'a, A: Leaf> Scheduler<'a, A> {
     /// was never offered, with the requirements (its own or its groups') it still waits for.
     /// Empty while the run can go on. A correct plan never gets here; the engine reports it as
     /// *stuck* rather than claiming every phase completed.
-    pub fn stuck(&self) -> Vec<(usize, Vec<usize>)> {
+    pub(crate) fn stuck(&self) -> Vec<(usize, Vec<usize>)> {
         let idle = self.ready.is_empty() && self.in_flight == 0;
         if self.all_done() || !idle || !self.paused.is_empty() || self.stopped {
             return Vec::new();
