@@ -8,8 +8,10 @@
 //!    before it. A node can start once its requirements are completed and its parent has started.
 //! 3. Leaves carry state ([`PhaseRecord`]); a group's state is derived from its leaves.
 //! 4. Every state change goes through [`transition`], which refuses illegal changes.
-//! 5. [`Scheduler`] answers "which leaves may start now" for an execute of one phase, in
-//!    O(nodes + edges) over the whole run; dry-runs and rollback order reuse it.
+//! 5. [`Scheduler`] (`scheduler.rs`) answers "which leaves may start now" for an execute of one
+//!    phase, in O(nodes + edges) over the whole run; dry-runs and rollback order reuse it.
+//! 6. What a `requires:` entry means is [`requires`], the one rule procedure validation and
+//!    the plan share.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
