@@ -27,7 +27,7 @@ use crate::inventory::Inventory;
 use crate::phase_id::PhaseId;
 use crate::source::Reader;
 use crate::ssh::SshPool;
-use crate::template::{TemplateError, Templates};
+use crate::template::{TemplateContext, TemplateError, Templates};
 
 /// Which output stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub enum Stream {
 /// Templates rendered against one phase's variables, and the inventory to resolve nodes.
 pub struct RenderScope<'a> {
     pub templates: &'a Templates,
-    pub ctx: Value,
+    pub ctx: TemplateContext,
     pub inventory: Option<&'a Inventory>,
 }
 
@@ -65,13 +65,7 @@ impl RenderScope<'_> {
             .templates
             .template_names(source, false)
             .unwrap_or_default();
-        names.iter().any(|n| {
-            self.ctx
-                .get_attr(n)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s.ends_with(": captured at run time>")))
-                .unwrap_or(false)
-        })
+        names.iter().any(|n| self.ctx.pending().contains(n))
     }
 
     pub fn eval(&self, field: &'static str, expr: &str) -> Result<Value, ActionError> {

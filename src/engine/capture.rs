@@ -20,7 +20,7 @@ impl Shared {
         // Parameters and earlier captures are visible too; the result's fields win.
         let phase_ctx = self.context(leaf, true);
         let mut ctx: serde_json::Map<String, serde_json::Value> =
-            match serde_json::to_value(&phase_ctx) {
+            match serde_json::to_value(&*phase_ctx) {
                 Ok(serde_json::Value::Object(map)) => map,
                 _ => serde_json::Map::new(),
             };

@@ -21,12 +21,7 @@ impl Shared {
                 .expect("params lock")
                 .secrets
                 .contains_key(n)
-                || scope
-                    .ctx
-                    .get_attr(n)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|s| s.ends_with(": captured at run time>")))
-                    .unwrap_or(false)
+                || scope.ctx.pending().contains(n)
         });
         if decided_later {
             return format!("only when {expr}; decided at run time");

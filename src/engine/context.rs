@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::action::Plan;
 use crate::inventory::Inventory;
-use crate::procedure::{pending_capture_placeholder, Params};
+use crate::procedure::Params;
 use crate::store::Operation;
+use crate::template::{Pending, TemplateContext};
 
 use super::Shared;
 
@@ -20,42 +21,41 @@ pub(crate) fn phase_context(
     vars: &serde_json::Map<String, serde_json::Value>,
     inventory: Option<&Inventory>,
     reveal: bool,
-) -> minijinja::Value {
+) -> TemplateContext {
     let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
+    let mut pending = Pending::default();
     if !reveal {
         for name in plan.capture_names() {
             if !vars.contains_key(name) && !params.secrets.contains_key(name) {
-                ctx.insert(
-                    name.clone(),
-                    serde_json::Value::String(pending_capture_placeholder(name)),
-                );
+                pending.insert(name);
             }
         }
     }
-    for (k, v) in vars {
+    ctx.extend(pending.placeholders());
+    for (k, v) in vars.iter().chain(&plan.node(node).locals) {
+        pending.remove(k);
         ctx.insert(k.clone(), v.clone());
     }
-    for (k, v) in &plan.node(node).locals {
-        ctx.insert(k.clone(), v.clone());
-    }
+    pending.remove("operation");
     ctx.insert(
         "operation".into(),
         serde_json::json!({ "id": op.id, "procedure": op.procedure }),
     );
     if let Some(inv) = inventory {
+        pending.remove("inventory");
         ctx.insert("inventory".into(), inv.template_value());
     }
-    minijinja::Value::from_serialize(&ctx)
+    TemplateContext::new(minijinja::Value::from_serialize(&ctx), pending)
 }
 
 impl Shared {
-    pub(super) fn display_context(&self, node: usize) -> minijinja::Value {
+    pub(super) fn display_context(&self, node: usize) -> TemplateContext {
         self.context(node, false)
     }
 
     /// The template context of `node` with the variables captured so far; real secret values
     /// only when `reveal` (execution).
-    pub(super) fn context(&self, node: usize, reveal: bool) -> minijinja::Value {
+    pub(super) fn context(&self, node: usize, reveal: bool) -> TemplateContext {
         let vars = self.vars.lock().expect("vars lock").clone();
         let params = self.params.read().expect("params lock");
         phase_context(
