@@ -6,7 +6,6 @@ use crate::events::Event;
 use crate::plan::{PhaseId, PhaseState};
 use crate::store::Commit;
 
-use super::lease::in_progress_leaves;
 use super::{Engine, EngineError};
 
 pub(super) fn requirements_message(phase: &PhaseId, unmet: &[(PhaseId, PhaseState)]) -> String {
@@ -103,7 +102,8 @@ impl Engine {
                 self.record_forced(&id, format!("--force: {err}"))?;
             }
         }
-        let stuck: Vec<PhaseId> = in_progress_leaves(plan, states, plan.subtree(target))
+        let stuck: Vec<PhaseId> = plan
+            .in_progress_leaves(states, target)
             .filter(|i| !plan.node(*i).idempotent)
             .map(|i| plan.node(i).id.clone())
             .collect();

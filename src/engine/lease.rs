@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::action::Plan;
-use crate::plan::{PhaseId, PhaseRecord, PhaseState};
+use crate::plan::{PhaseId, PhaseRecord};
 use crate::store::{
     now_ms, process_start_ticks, Actor, Commit, HistoryEntry, Lease, Operation, Store,
 };
@@ -68,18 +68,7 @@ pub(crate) fn interrupted_phases(
         return BTreeSet::new();
     }
     let states = plan.states(records);
-    in_progress_leaves(plan, &states, 0..plan.len())
+    plan.in_progress_leaves(&states, 0)
         .map(|l| plan.node(l).id.clone())
         .collect()
-}
-
-/// Leaves among `nodes` that an executor started and did not finish. While no executor holds
-/// a live lease, these are the interrupted phases; the one rule used by `medic plan` (through
-/// [`interrupted_phases`]) and by the guard before an execute.
-pub(super) fn in_progress_leaves<'a>(
-    plan: &'a Plan,
-    states: &'a [PhaseState],
-    nodes: std::ops::Range<usize>,
-) -> impl Iterator<Item = usize> + 'a {
-    nodes.filter(|i| plan.node(*i).is_leaf() && states[*i] == PhaseState::InProgress)
 }

@@ -459,6 +459,18 @@ impl<A: Leaf> Plan<A> {
         i..self.subtree_end[i]
     }
 
+    /// Leaves under `target` that an executor started and did not finish. While no executor
+    /// holds a live lease, these are the interrupted phases: the one rule used by `medic plan`
+    /// and by the guard before an execute.
+    pub(crate) fn in_progress_leaves<'a>(
+        &'a self,
+        states: &'a [PhaseState],
+        target: usize,
+    ) -> impl Iterator<Item = usize> + 'a {
+        self.subtree(target)
+            .filter(|i| self.nodes[*i].is_leaf() && states[*i] == PhaseState::InProgress)
+    }
+
     pub(crate) fn ancestors(&self, i: usize) -> Vec<usize> {
         let mut out = Vec::new();
         let mut cur = self.nodes[i].parent;
