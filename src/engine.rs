@@ -1156,13 +1156,18 @@ impl Shared {
         leaf: usize,
         t: Transition,
         error: Option<(FailureKind, String)>,
-        detail: Option<String>,
+        mut detail: Option<String>,
         captured: Option<Captured>,
     ) -> Result<PhaseRecord, EngineError> {
         let id = self.plan.node(leaf).id.clone();
         let mut records = self.records.lock().expect("records lock");
         let current = records.get(&id).cloned().unwrap_or_default();
         let mut next = current.apply(t, now_ms())?;
+        if t == Transition::Skip {
+            // A skip's detail is its reason; summary and history say "skipped: <reason>".
+            next.skip_reason = detail.as_ref().map(|d| self.redactor.redact(d));
+            detail = next.skip_reason.as_ref().map(|r| format!("skipped: {r}"));
+        }
         let error = error.map(|(kind, e)| {
             next.failure = Some(kind);
             e
@@ -1291,20 +1296,20 @@ impl Shared {
                 Ok(Some(reason)) => (
                     Some(Transition::Skip),
                     None,
-                    Some(self.redactor.redact(&format!("skipped: {reason}"))),
+                    Some(self.redactor.redact(&reason)),
                 ),
                 Err(e) => (Some(Transition::Fail), Some(self.redactor.redact(&e)), None),
             };
             if let Some(t) = t {
                 let failure = error.clone().map(|e| (FailureKind::Condition, e));
-                let record = self.record_transition(leaf, t, failure, summary.clone(), None)?;
+                let record = self.record_transition(leaf, t, failure, summary, None)?;
                 self.sink.emit(&Event::PhaseFinished {
                     id,
                     state: record.state,
                     rollback,
                     elapsed_secs: 0.0,
                     error: error.clone(),
-                    summary,
+                    summary: record.summary.clone(),
                 });
                 return Ok(error.is_none());
             }

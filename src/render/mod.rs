@@ -13,6 +13,8 @@ mod export;
 mod json;
 mod live;
 mod table;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use console::style;
 use super::json::operation_json;
 use super::{human_duration, marker, shown_state, state_style};
 use crate::action::Plan;
-use crate::plan::{PhaseId, PhaseRecord, PhaseState};
+use crate::plan::{FailureKind, PhaseId, PhaseRecord, PhaseState};
 use crate::store::{now_ms, Lease, Operation};
 
 /// Everything the plan views need about one operation.
@@ -52,9 +52,9 @@ impl PlanView<'_> {
                 .and_then(|a| a.target())
                 .unwrap_or_default();
             // Fan-out phases show their node count and failures next to the target.
-            let outcome = record.and_then(|r| match (&r.summary, &r.error) {
-                (_, Some(e)) if e.contains(" nodes failed") => {
-                    e.split(':').next().map(|s| s.to_string())
+            let outcome = record.and_then(|r| match (&r.summary, r.failure) {
+                (_, Some(FailureKind::NodesFailed { failed, total })) => {
+                    Some(format!("{failed} of {total} nodes failed"))
                 }
                 (Some(s), _) if s.contains("node") => Some(s.clone()),
                 _ => None,
@@ -79,13 +79,7 @@ impl PlanView<'_> {
                 summary: record.and_then(|r| r.summary.clone()),
                 skipped: record
                     .filter(|r| r.skipped && r.state == PhaseState::Completed)
-                    .map(|r| {
-                        let summary = r.summary.as_deref().unwrap_or_default();
-                        summary
-                            .strip_prefix("skipped: ")
-                            .unwrap_or(summary)
-                            .to_string()
-                    }),
+                    .map(|r| r.skip_reason.clone().unwrap_or_default()),
             });
         }
         rows

@@ -36,7 +36,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Plan;
-use crate::plan::{PhaseId, PhaseRecord};
+use crate::plan::{FailureKind, PhaseId, PhaseRecord};
 
 pub use error::StoreError;
 use error::{classify_io, classify_sled};
@@ -92,6 +92,28 @@ fn decode<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T, StoreEr
         key: String::from_utf8_lossy(k).into_owned(),
         source,
     })
+}
+
+/// Fills in the typed fields of a record written before they existed, from its message text:
+/// the skip reason (once only in the summary, "skipped: <reason>") and the failure on some
+/// nodes ("N of M nodes failed: ..."). Done once, here, so that nothing else reads text.
+fn upgrade_legacy_record(r: &mut PhaseRecord) {
+    if r.skipped && r.skip_reason.is_none() {
+        r.skip_reason = r
+            .summary
+            .as_deref()
+            .map(|s| s.strip_prefix("skipped: ").unwrap_or(s).to_string());
+    }
+    if matches!(r.failure, None | Some(FailureKind::Other)) {
+        let counts = r.error.as_deref().and_then(|e| {
+            let (counts, _) = e.split_once(" nodes failed")?;
+            let (failed, total) = counts.split_once(" of ")?;
+            Some((failed.parse().ok()?, total.parse().ok()?))
+        });
+        if let Some((failed, total)) = counts {
+            r.failure = Some(FailureKind::NodesFailed { failed, total });
+        }
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -254,7 +276,9 @@ impl Store {
         for item in db.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
             let phase = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            out.insert(PhaseId::parse(&phase), decode(&k, &v)?);
+            let mut record = decode(&k, &v)?;
+            upgrade_legacy_record(&mut record);
+            out.insert(PhaseId::parse(&phase), record);
         }
         Ok(out)
     }

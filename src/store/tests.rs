@@ -310,3 +310,31 @@ fn unknown_version_is_refused() {
     let err = Store::open(dir.path()).err().expect("must refuse");
     assert!(err.to_string().contains("format version 99"), "{err}");
 }
+
+#[test]
+fn records_of_old_databases_get_their_typed_skip_reason_and_node_failures() {
+    let mut skipped: PhaseRecord = serde_json::from_str(
+        r#"{"state":"completed","skipped":true,"summary":"skipped: n1 is not Ready"}"#,
+    )
+    .unwrap();
+    upgrade_legacy_record(&mut skipped);
+    assert_eq!(skipped.skip_reason.as_deref(), Some("n1 is not Ready"));
+    let mut failed: PhaseRecord = serde_json::from_str(
+        r#"{"state":"failed","failure":"other","error":"1 of 2 nodes failed: n3 exited with code 7"}"#,
+    )
+    .unwrap();
+    upgrade_legacy_record(&mut failed);
+    assert_eq!(
+        failed.failure,
+        Some(FailureKind::NodesFailed {
+            failed: 1,
+            total: 2
+        })
+    );
+    let mut other: PhaseRecord =
+        serde_json::from_str(r#"{"state":"failed","failure":"other","error":"disk full"}"#)
+            .unwrap();
+    upgrade_legacy_record(&mut other);
+    assert_eq!(other.failure, Some(FailureKind::Other));
+    assert_eq!(other.skip_reason, None);
+}
