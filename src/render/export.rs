@@ -12,11 +12,11 @@ use crate::store::format_time;
 use crate::template::Templates;
 
 /// Export of a plan for change review.
-pub struct Export<'a> {
-    pub view: PlanView<'a>,
-    pub inventory: Option<&'a crate::inventory::Inventory>,
-    pub params: &'a Params,
-    pub vars: &'a serde_json::Map<String, serde_json::Value>,
+pub(crate) struct Export<'a> {
+    pub(crate) view: PlanView<'a>,
+    pub(crate) inventory: Option<&'a crate::inventory::Inventory>,
+    pub(crate) params: &'a Params,
+    pub(crate) vars: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl Export<'_> {
@@ -46,7 +46,7 @@ impl Export<'_> {
         (render(node.action.as_ref()), render(node.rollback.as_ref()))
     }
 
-    pub fn json_string(&self) -> String {
+    pub(crate) fn json_string(&self) -> String {
         let plan = self.view.plan;
         let rows = self.view.node_rows();
         let phases: Vec<ExportRow<'_>> = rows
@@ -73,7 +73,7 @@ impl Export<'_> {
         serde_json::to_string_pretty(&doc).expect("export serializes")
     }
 
-    pub fn to_markdown(&self) -> String {
+    pub(crate) fn to_markdown(&self) -> String {
         let op = self.view.operation;
         let plan = self.view.plan;
         let mut out = String::new();
@@ -171,7 +171,7 @@ impl Export<'_> {
         out
     }
 
-    pub fn to_dot(&self) -> String {
+    pub(crate) fn to_dot(&self) -> String {
         let plan = self.view.plan;
         let states = plan.states(self.view.records);
         let mut out =

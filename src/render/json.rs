@@ -10,7 +10,7 @@ use crate::events::{Event, EventSink};
 use crate::plan::PhaseId;
 use crate::store::{format_time, Operation};
 
-pub fn operation_json(op: &Operation) -> serde_json::Value {
+pub(crate) fn operation_json(op: &Operation) -> serde_json::Value {
     let mut params = serde_json::Map::new();
     for (k, v) in &op.params {
         params.insert(k.clone(), v.clone());
@@ -34,8 +34,8 @@ pub fn operation_json(op: &Operation) -> serde_json::Value {
 
 /// Collects events for `-o json`.
 #[derive(Default)]
-pub struct JsonCollector {
-    pub events: Mutex<Vec<serde_json::Value>>,
+pub(crate) struct JsonCollector {
+    pub(crate) events: Mutex<Vec<serde_json::Value>>,
     /// Output (bytes, lines) collected per phase: past the log's head size or
     /// [`JSON_OUTPUT_LINES`], the rest of a phase's output is left out (one note says so), so
     /// a chatty command cannot grow the report without bound.

@@ -15,7 +15,7 @@ use crate::events::{Event, EventSink, Outcome, Waiting};
 use crate::plan::{PhaseId, PhaseState};
 
 /// Renders engine events as text on stdout: live progress, or a dry-run report.
-pub struct TextRenderer {
+pub(crate) struct TextRenderer {
     inner: Mutex<TextState>,
     terminal: bool,
 }
@@ -27,7 +27,7 @@ struct TextState {
 }
 
 impl TextRenderer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let terminal = console::Term::stdout().is_term();
         TextRenderer {
             inner: Mutex::new(TextState {

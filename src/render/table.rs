@@ -17,12 +17,12 @@ use crate::plan::{FailureKind, PhaseId, PhaseRecord, PhaseState};
 use crate::store::{now_ms, Lease, Operation};
 
 /// Everything the plan views need about one operation.
-pub struct PlanView<'a> {
-    pub operation: &'a Operation,
-    pub plan: &'a Plan,
-    pub records: &'a HashMap<PhaseId, PhaseRecord>,
-    pub lease: Option<&'a Lease>,
-    pub interrupted: &'a BTreeSet<PhaseId>,
+pub(crate) struct PlanView<'a> {
+    pub(crate) operation: &'a Operation,
+    pub(crate) plan: &'a Plan,
+    pub(crate) records: &'a HashMap<PhaseId, PhaseRecord>,
+    pub(crate) lease: Option<&'a Lease>,
+    pub(crate) interrupted: &'a BTreeSet<PhaseId>,
 }
 
 impl PlanView<'_> {
@@ -86,7 +86,7 @@ impl PlanView<'_> {
     }
 
     /// The plan as JSON for `medic plan -o json`, serialized straight from the rows.
-    pub fn json_string(&self) -> String {
+    pub(crate) fn json_string(&self) -> String {
         let rows = self.node_rows();
         let doc = self.document(&rows, rows.iter().skip(1).collect::<Vec<_>>());
         serde_json::to_string(&doc).expect("plan serializes")
@@ -116,7 +116,7 @@ impl PlanView<'_> {
     }
 
     /// The plan table for `medic plan`; `short` keeps top-level phases only.
-    pub fn to_text(&self, short: bool) -> String {
+    pub(crate) fn to_text(&self, short: bool) -> String {
         let rows = self.node_rows();
         let mut out = String::new();
         let op = self.operation;

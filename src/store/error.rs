@@ -66,7 +66,7 @@ impl StoreError {
     /// The process exit code for this failure: 3 refused for safety (another process holds
     /// the database), 2 a usage or input problem (no, damaged, read-only or inaccessible
     /// state), 1 a failure under a run (deleted, replaced, full, other I/O).
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             StoreError::Locked { .. } | StoreError::HolderStopped { .. } => 3,
             StoreError::Damaged { .. }
@@ -116,7 +116,7 @@ impl StoreError {
     }
 
     /// Whether the state directory or database is absent (as opposed to present but unusable).
-    pub fn is_missing(&self) -> bool {
+    pub(crate) fn is_missing(&self) -> bool {
         matches!(
             self,
             StoreError::NoStateDir { .. } | StoreError::NoDatabase { .. }

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 /// Whether `pid` is stopped (job control or tracing): state `T` or `t` in /proc/PID/stat.
-pub fn process_is_stopped(pid: u32) -> bool {
+pub(crate) fn process_is_stopped(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -39,19 +39,19 @@ pub(super) fn process_command(pid: u32) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-pub fn format_time(ms: u64) -> String {
+pub(crate) fn format_time(ms: u64) -> String {
     let t = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
@@ -62,7 +62,7 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-pub fn username() -> String {
+pub(crate) fn username() -> String {
     if let Some(u) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
         return u;
     }
@@ -79,7 +79,7 @@ pub fn username() -> String {
 }
 
 /// The start time of a process (clock ticks since boot), if it exists.
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields after the closing parenthesis are fixed.
     let rest = &stat[stat.rfind(')')? + 2..];

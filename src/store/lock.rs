@@ -15,7 +15,7 @@ const WANTED_CHECK: Duration = Duration::from_millis(10);
 
 impl Store {
     /// The open database, opening it if needed, and stepping aside first if a waiter asked.
-    pub fn db(&mut self) -> Result<&sled::Db, StoreError> {
+    pub(crate) fn db(&mut self) -> Result<&sled::Db, StoreError> {
         if let Some(e) = &self.poisoned {
             return Err(e.duplicate());
         }
@@ -35,7 +35,7 @@ impl Store {
     }
 
     /// Closes the database if another process is waiting for it; returns whether it did.
-    pub fn yield_to_waiters(&mut self) -> bool {
+    pub(crate) fn yield_to_waiters(&mut self) -> bool {
         if self.db.is_some() && self.someone_waits() {
             self.release();
             return true;

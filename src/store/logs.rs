@@ -34,8 +34,8 @@ pub(super) enum StoredLog {
 }
 
 /// Output kept per phase run: its first [`LOG_HEAD_BYTES`] and its last [`LOG_TAIL_BYTES`].
-pub const LOG_HEAD_BYTES: usize = 1024 * 1024;
-pub const LOG_TAIL_BYTES: usize = 1024 * 1024;
+pub(crate) const LOG_HEAD_BYTES: usize = 1024 * 1024;
+pub(crate) const LOG_TAIL_BYTES: usize = 1024 * 1024;
 
 /// Bounds what one run of a phase writes to its log, whatever the size of its output.
 ///
@@ -68,7 +68,7 @@ impl Default for OutputCap {
 
 impl OutputCap {
     /// The line back if it goes to the log now; `None` if it is held for the tail.
-    pub fn admit(&mut self, line: LogLine) -> Option<LogLine> {
+    pub(crate) fn admit(&mut self, line: LogLine) -> Option<LogLine> {
         let size = line.text.len() + 1;
         if !self.head_closed && size <= self.head_left {
             self.head_left -= size;
@@ -90,7 +90,7 @@ impl OutputCap {
 
     /// What is left to log at the end of the run: a marker if lines were dropped, then the
     /// held tail.
-    pub fn finish(&mut self, phase: &PhaseId) -> Vec<LogLine> {
+    pub(crate) fn finish(&mut self, phase: &PhaseId) -> Vec<LogLine> {
         let mut out = Vec::new();
         if self.dropped_lines > 0 {
             out.push(LogLine {
@@ -113,23 +113,10 @@ impl OutputCap {
 }
 
 impl Store {
-    pub fn logs(&mut self, id: &str) -> Result<Vec<LogLine>, StoreError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let (lines, next) = self.logs_after(id, after.as_deref(), usize::MAX)?;
-            out.extend(lines);
-            match next {
-                Some(k) => after = Some(k),
-                None => return Ok(out),
-            }
-        }
-    }
-
     /// The log lines of operation `id` stored after key `after` (from the start: `None`), in
     /// chunks until about `max_lines`; with the key to continue from, `None` at the end. Lets
     /// a reader print a long log batch by batch without holding the database meanwhile.
-    pub fn logs_after(
+    pub(crate) fn logs_after(
         &mut self,
         id: &str,
         after: Option<&[u8]>,

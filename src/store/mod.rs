@@ -41,15 +41,16 @@ use crate::plan::{FailureKind, PhaseId, PhaseRecord};
 pub use error::StoreError;
 use error::{classify_io, classify_sled};
 use host::process_command;
-pub use host::{format_time, hostname, now_ms, process_is_stopped, process_start_ticks, username};
-use identity::{identity_of, Identity, Lost};
-pub use logs::{LogLine, OutputCap, LOG_HEAD_BYTES, LOG_TAIL_BYTES};
-use logs::{StoredLog, LOG_CHUNK_LINES};
-pub use records::{
-    Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState, LEASE_STALE_MS,
+pub(crate) use host::{
+    format_time, hostname, now_ms, process_is_stopped, process_start_ticks, username,
 };
+use identity::{identity_of, Identity, Lost};
+pub(crate) use logs::LOG_HEAD_BYTES;
+pub use logs::{LogLine, OutputCap};
+use logs::{StoredLog, LOG_CHUNK_LINES};
+pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
 
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 const VERSION_KEY: &[u8] = b"format_version";
 
 pub struct Store {
@@ -59,7 +60,6 @@ pub struct Store {
     last_wanted_check: Instant,
     next_seq: HashMap<(String, &'static str), u64>,
     /// A deferred commit is written but not yet flushed.
-    unflushed: bool,
     /// The state directory and data file as first opened; checked on every reopen and commit.
     identity: Option<Identity>,
     lost: Option<Lost>,
@@ -121,15 +121,9 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the state database in `dir` and checks its format version.
-    /// Only `medic start` (which creates an operation) should create a database; everything
-    /// else uses [`Store::open_with`] with [`Access::Read`] or [`Access::Write`].
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        Store::open_with(dir, Access::Create)
-    }
-
-    /// Opens the state database in `dir` for `access`.
-    pub fn open_with(dir: &Path, access: Access) -> Result<Store, StoreError> {
+    /// Opens the state database in `dir` for `access` and checks its format version. Only
+    /// `medic start` (which creates an operation) uses [`Access::Create`].
+    pub(crate) fn open_with(dir: &Path, access: Access) -> Result<Store, StoreError> {
         if access == Access::Create {
             create_state_dir(dir)?;
         }
@@ -139,7 +133,6 @@ impl Store {
             db: None,
             last_wanted_check: Instant::now(),
             next_seq: HashMap::new(),
-            unflushed: false,
             identity: None,
             lost: None,
             poisoned: None,
@@ -154,10 +147,6 @@ impl Store {
                 std::fs::set_permissions(store.db_path(), std::fs::Permissions::from_mode(0o700));
         }
         Ok(store)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn db_path(&self) -> PathBuf {
@@ -177,34 +166,14 @@ impl Store {
         self.db_path().join("db")
     }
 
-    /// Whether this store reads a private copy (the state directory is not writable).
-    pub fn is_read_copy(&self) -> bool {
-        self.read_copy.is_some()
-    }
-
     /// Closes the database so other processes can open it; the next access reopens it.
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(db) = self.db.take() {
             let _ = db.flush();
-            self.unflushed = false;
         }
     }
 
-    /// Makes any deferred commit durable now.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
-        if self.unflushed {
-            if let Some(db) = &self.db {
-                if let Err(e) = db.flush() {
-                    return Err(self.write_failure(e));
-                }
-            }
-            self.unflushed = false;
-            self.verify_identity()?;
-        }
-        Ok(())
-    }
-
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.db.is_some()
     }
 
@@ -239,7 +208,7 @@ impl Store {
         }
     }
 
-    pub fn operations(&mut self) -> Result<Vec<Operation>, StoreError> {
+    pub(crate) fn operations(&mut self) -> Result<Vec<Operation>, StoreError> {
         let db = self.db()?;
         let mut out = Vec::new();
         for item in db.scan_prefix(b"op/") {
@@ -250,7 +219,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn operation(&mut self, id: &str) -> Result<Operation, StoreError> {
+    pub(crate) fn operation(&mut self, id: &str) -> Result<Operation, StoreError> {
         let k = key("op", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v),
@@ -258,7 +227,7 @@ impl Store {
         }
     }
 
-    pub fn plan(&mut self, id: &str) -> Result<Plan, StoreError> {
+    pub(crate) fn plan(&mut self, id: &str) -> Result<Plan, StoreError> {
         let k = key("plan", id);
         match self.db()?.get(&k)? {
             Some(v) => Plan::from_json(&v).map_err(|source| StoreError::Decode {
@@ -269,7 +238,10 @@ impl Store {
         }
     }
 
-    pub fn records(&mut self, id: &str) -> Result<HashMap<PhaseId, PhaseRecord>, StoreError> {
+    pub(crate) fn records(
+        &mut self,
+        id: &str,
+    ) -> Result<HashMap<PhaseId, PhaseRecord>, StoreError> {
         let prefix = format!("ph/{id}/");
         let db = self.db()?;
         let mut out = HashMap::new();
@@ -283,7 +255,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn vars(
+    pub(crate) fn vars(
         &mut self,
         id: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
@@ -294,7 +266,7 @@ impl Store {
         }
     }
 
-    pub fn secrets(&mut self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    pub(crate) fn secrets(&mut self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
         let k = key("secret", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v),
@@ -302,7 +274,7 @@ impl Store {
         }
     }
 
-    pub fn lease(&mut self, id: &str) -> Result<Option<Lease>, StoreError> {
+    pub(crate) fn lease(&mut self, id: &str) -> Result<Option<Lease>, StoreError> {
         let k = key("lease", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v).map(Some),
@@ -310,7 +282,7 @@ impl Store {
         }
     }
 
-    pub fn history(&mut self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+    pub(crate) fn history(&mut self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let prefix = format!("hist/{id}/");
         let db = self.db()?;
         let mut out = Vec::new();
@@ -343,7 +315,7 @@ impl Store {
     }
 
     /// Writes `commit` for operation `op` as one atomic batch and flushes it to disk.
-    pub fn commit(&mut self, op: &str, mut commit: Commit) -> Result<(), StoreError> {
+    pub(crate) fn commit(&mut self, op: &str, mut commit: Commit) -> Result<(), StoreError> {
         if commit.is_empty() {
             return Ok(());
         }
@@ -406,7 +378,6 @@ impl Store {
         if let Err(e) = written {
             return Err(self.write_failure(e));
         }
-        self.unflushed = commit.defer_flush;
         // Written into the files this store opened: make sure they are still the state
         // directory's (a deleted directory's open files accept writes that nobody will read).
         self.verify_identity()?;

@@ -18,7 +18,7 @@ pub enum OperationState {
 }
 
 impl OperationState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OperationState::Active => "active",
             OperationState::Completed => "completed",
@@ -100,10 +100,10 @@ pub struct Lease {
 }
 
 /// A lease on another host counts as dead after this long without a heartbeat.
-pub const LEASE_STALE_MS: u64 = 60_000;
+pub(crate) const LEASE_STALE_MS: u64 = 60_000;
 
 impl Lease {
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         if self.host == hostname() {
             match process_start_ticks(self.pid) {
                 Some(start) => self.proc_start.is_none_or(|s| s == start),
@@ -115,11 +115,11 @@ impl Lease {
     }
 
     /// Whether the holder runs on this host and is stopped (Ctrl-Z, SIGSTOP).
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.host == hostname() && process_is_stopped(self.pid)
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let stopped = if self.is_stopped() {
             format!(
                 " [stopped (suspended with Ctrl-Z or SIGSTOP): resume it with `fg` in its terminal or `kill -CONT {}`]",
@@ -159,7 +159,7 @@ pub struct Commit {
 }
 
 impl Commit {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.operation.is_none()
             && self.plan.is_none()
             && self.secrets.is_none()
@@ -171,7 +171,7 @@ impl Commit {
     }
 
     /// Writes the same changes, but flushes them only with the next commit or on release.
-    pub fn deferred(self) -> Self {
+    pub(crate) fn deferred(self) -> Self {
         Commit {
             defer_flush: true,
             ..self

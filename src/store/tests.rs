@@ -1,8 +1,24 @@
 //! Unit tests of the store: logs, leases, commits, damage and identity checks.
 
+use super::logs::LOG_TAIL_BYTES;
 use super::open::sweep_read_copies;
+use super::records::LEASE_STALE_MS;
 use super::*;
 use crate::action::Stream;
+
+/// Every log line of operation `id`, read batch by batch as `medic plan logs` does.
+fn all_logs(store: &mut Store, id: &str) -> Result<Vec<LogLine>, StoreError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let (lines, next) = store.logs_after(id, after.as_deref(), usize::MAX)?;
+        out.extend(lines);
+        match next {
+            Some(k) => after = Some(k),
+            None => return Ok(out),
+        }
+    }
+}
 
 #[test]
 fn read_copies_of_dead_processes_are_swept_and_live_ones_kept() {
@@ -54,7 +70,7 @@ fn output_cap_keeps_head_and_tail_and_counts_the_middle() {
 #[test]
 fn logs_are_stored_in_chunks_and_read_in_batches_with_old_single_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::open_with(dir.path(), Access::Create).unwrap();
     // A database written before chunks holds one line per key.
     let old = line("/old", "legacy");
     store
@@ -82,7 +98,7 @@ fn logs_are_stored_in_chunks_and_read_in_batches_with_old_single_lines() {
     );
     let mut want = vec![old];
     want.extend(logs);
-    assert_eq!(store.logs("op").unwrap(), want);
+    assert_eq!(all_logs(&mut store, "op").unwrap(), want);
     let (first, next) = store.logs_after("op", None, 600).unwrap();
     assert_eq!(first.len(), 1 + 512 + 512);
     let (rest, end) = store.logs_after("op", next.as_deref(), 600).unwrap();
@@ -121,7 +137,7 @@ fn lease_of_this_process_is_alive_and_of_a_dead_pid_is_not() {
 #[test]
 fn commit_is_durable_and_sequenced() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::open_with(dir.path(), Access::Create).unwrap();
     let entry = |event: &str| HistoryEntry {
         seq: 0,
         time: 1,
@@ -148,7 +164,7 @@ fn commit_is_durable_and_sequenced() {
         )
         .unwrap();
     drop(store);
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::open_with(dir.path(), Access::Create).unwrap();
     store
         .commit(
             "op1",
@@ -166,7 +182,7 @@ fn commit_is_durable_and_sequenced() {
 #[test]
 fn a_snapshot_left_half_written_by_a_killed_process_does_not_damage_the_database() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::open_with(dir.path(), Access::Create).unwrap();
     store
         .commit(
             "op1",
@@ -183,7 +199,8 @@ fn a_snapshot_left_half_written_by_a_killed_process_does_not_damage_the_database
         .join("medic.db")
         .join("snap.FFFFFFFFFFFFFFFF.generating");
     std::fs::write(&partial, b"half a snapshot").unwrap();
-    let mut store = Store::open(dir.path()).expect("opens despite the partial snapshot");
+    let mut store =
+        Store::open_with(dir.path(), Access::Create).expect("opens despite the partial snapshot");
     assert_eq!(store.vars("op1").unwrap()["k"], "v");
     assert!(!partial.exists());
 }
@@ -191,9 +208,11 @@ fn a_snapshot_left_half_written_by_a_killed_process_does_not_damage_the_database
 #[test]
 fn a_missing_version_with_a_marker_is_damage_not_a_reset() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
+    drop(Store::open_with(dir.path(), Access::Create).unwrap());
     std::fs::remove_dir_all(dir.path().join("medic.db")).unwrap();
-    let err = Store::open(dir.path()).err().expect("must refuse");
+    let err = Store::open_with(dir.path(), Access::Create)
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
 }
 
@@ -213,7 +232,7 @@ fn reading_a_missing_state_dir_creates_nothing() {
     assert!(matches!(err, StoreError::NoDatabase { .. }), "{err}");
     assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
     // `medic start` creates it, owner only.
-    drop(Store::open(&dir.path().join("new")).unwrap());
+    drop(Store::open_with(&dir.path().join("new"), Access::Create).unwrap());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(dir.path().join("new"))
         .unwrap()
@@ -257,7 +276,7 @@ fn a_store_whose_directory_was_deleted_or_replaced_refuses_every_access() {
     let state = dir.path().join("state");
     let aside = dir.path().join("aside");
     // Deleted (moved away): gone, and nothing is recreated.
-    let mut store = Store::open(&state).unwrap();
+    let mut store = Store::open_with(&state, Access::Create).unwrap();
     store.release();
     std::fs::rename(&state, &aside).unwrap();
     let err = store.operations().expect_err("must refuse");
@@ -268,18 +287,18 @@ fn a_store_whose_directory_was_deleted_or_replaced_refuses_every_access() {
     let err = store.operations().expect_err("must refuse");
     assert!(matches!(err, StoreError::Gone { .. }), "{err}");
     // Replaced by another database while released.
-    let mut store = Store::open(&state).unwrap();
+    let mut store = Store::open_with(&state, Access::Create).unwrap();
     store.release();
     std::fs::rename(&state, &aside).unwrap();
-    drop(Store::open(&state).unwrap());
+    drop(Store::open_with(&state, Access::Create).unwrap());
     let err = store.operations().expect_err("must refuse");
     assert!(matches!(err, StoreError::Replaced { .. }), "{err}");
     // Replaced while held: the commit lands in the old files and is reported.
     std::fs::remove_dir_all(&state).unwrap();
     std::fs::rename(&aside, &state).unwrap();
-    let mut store = Store::open(&state).unwrap();
+    let mut store = Store::open_with(&state, Access::Create).unwrap();
     std::fs::rename(&state, &aside).unwrap();
-    drop(Store::open(&state).unwrap());
+    drop(Store::open_with(&state, Access::Create).unwrap());
     let err = store
         .commit(
             "op",
@@ -300,14 +319,16 @@ fn this_process_is_not_stopped() {
 #[test]
 fn unknown_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
+    let mut store = Store::open_with(dir.path(), Access::Create).unwrap();
     store
         .db()
         .unwrap()
         .insert(VERSION_KEY, b"99".as_slice())
         .unwrap();
     store.release();
-    let err = Store::open(dir.path()).err().expect("must refuse");
+    let err = Store::open_with(dir.path(), Access::Create)
+        .err()
+        .expect("must refuse");
     assert!(err.to_string().contains("format version 99"), "{err}");
 }
 
