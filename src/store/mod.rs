@@ -48,6 +48,9 @@ use identity::{identity_of, Identity, Lost};
 pub(crate) use logs::LOG_HEAD_BYTES;
 pub use logs::{LogLine, OutputCap};
 use logs::{StoredLog, LOG_CHUNK_LINES};
+/// Unit tests elsewhere (the engine's) fake stale leases with it.
+#[cfg(test)]
+pub(crate) use records::LEASE_STALE_MS;
 pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
 
 pub(crate) const FORMAT_VERSION: u32 = 1;

@@ -85,6 +85,29 @@ pub struct HistoryEntry {
     pub detail: Option<String>,
 }
 
+impl HistoryEntry {
+    /// An entry for `event` done by `actor` now, for `reason`; phase, transition, error and
+    /// detail are empty (set them with struct update syntax). The store assigns `seq`.
+    pub(crate) fn new(event: impl Into<String>, actor: &Actor, reason: Option<String>) -> Self {
+        HistoryEntry {
+            seq: 0,
+            time: now_ms(),
+            user: actor.user.clone(),
+            host: actor.host.clone(),
+            pid: actor.pid,
+            command: actor.command.clone(),
+            reason,
+            event: event.into(),
+            phase: None,
+            from: None,
+            to: None,
+            error: None,
+            forced: false,
+            detail: None,
+        }
+    }
+}
+
 /// Who is executing an operation now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
