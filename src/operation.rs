@@ -353,7 +353,7 @@ mod tests {
 
     fn store_with(ops: &[Operation]) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open_with(dir.path(), crate::store::Access::Create).unwrap();
         for o in ops {
             let commit = Commit {
                 operation: Some(o.clone()),

@@ -164,6 +164,12 @@ pub enum ActionError {
     CheckFailed { message: String },
     #[error("{message}")]
     Failed { message: String },
+    #[error("{failed} of {total} nodes failed: {details}")]
+    NodesFailed {
+        failed: usize,
+        total: usize,
+        details: String,
+    },
     /// A safety guard refused the action (exit 3 unless `--force`).
     #[error("refused: {message}")]
     Refused { message: String },
@@ -203,6 +209,10 @@ impl ActionError {
             | ActionError::CommandKilled { .. } => FailureKind::Command,
             ActionError::CheckFailed { .. } => FailureKind::Check,
             ActionError::Failed { .. } => FailureKind::Other,
+            ActionError::NodesFailed { failed, total, .. } => FailureKind::NodesFailed {
+                failed: *failed,
+                total: *total,
+            },
             ActionError::Refused { .. } => FailureKind::Refused,
             ActionError::WaitTimedOut { .. } | ActionError::TimedOut { .. } => {
                 FailureKind::TimedOut

@@ -366,13 +366,10 @@ impl Action for SshSpec {
             });
         }
         let details: Vec<String> = failed.iter().map(|r| r.failure()).collect();
-        Err(ActionError::Failed {
-            message: format!(
-                "{} of {} nodes failed: {}",
-                failed.len(),
-                results.len(),
-                details.join("; ")
-            ),
+        Err(ActionError::NodesFailed {
+            failed: failed.len(),
+            total: results.len(),
+            details: details.join("; "),
         })
     }
 }

@@ -198,13 +198,18 @@ impl Shared {
         leaf: usize,
         t: Transition,
         error: Option<(FailureKind, String)>,
-        detail: Option<String>,
+        mut detail: Option<String>,
         captured: Option<Captured>,
     ) -> Result<PhaseRecord, EngineError> {
         let id = self.plan.node(leaf).id.clone();
         let mut records = self.records.lock().expect("records lock");
         let current = records.get(&id).cloned().unwrap_or_default();
         let mut next = current.apply(t, now_ms())?;
+        if t == Transition::Skip {
+            // A skip's detail is its reason; summary and history say "skipped: <reason>".
+            next.skip_reason = detail.as_ref().map(|d| self.redactor.redact(d));
+            detail = next.skip_reason.as_ref().map(|r| format!("skipped: {r}"));
+        }
         let error = error.map(|(kind, e)| {
             next.failure = Some(kind);
             e

@@ -111,22 +111,18 @@ impl Shared {
     fn end_by_condition(&self, leaf: usize, cond: &Condition) -> Result<Option<bool>, EngineError> {
         let (t, error, summary) = match self.skip_because(leaf, cond) {
             Ok(None) => return Ok(None),
-            Ok(Some(reason)) => (
-                Transition::Skip,
-                None,
-                Some(self.redactor.redact(&format!("skipped: {reason}"))),
-            ),
+            Ok(Some(reason)) => (Transition::Skip, None, Some(self.redactor.redact(&reason))),
             Err(e) => (Transition::Fail, Some(self.redactor.redact(&e)), None),
         };
         let failure = error.clone().map(|e| (FailureKind::Condition, e));
-        let record = self.record_transition(leaf, t, failure, summary.clone(), None)?;
+        let record = self.record_transition(leaf, t, failure, summary, None)?;
         self.sink.emit(&Event::PhaseFinished {
             id: self.plan.node(leaf).id.clone(),
             state: record.state,
             rollback: false,
             elapsed_secs: 0.0,
             error: error.clone(),
-            summary,
+            summary: record.summary.clone(),
         });
         Ok(Some(error.is_none()))
     }

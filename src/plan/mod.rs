@@ -161,6 +161,9 @@ pub struct PhaseRecord {
     /// Why it failed, as a kind code can match (the message is in `error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) failure: Option<FailureKind>,
+    /// Why it was skipped (the summary says "skipped: " and this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) skip_reason: Option<String>,
 }
 
 /// What kind of failure ended a phase; decisions (refused → exit 3) match this, never the
@@ -184,6 +187,11 @@ pub enum FailureKind {
     Condition,
     /// The state store failed under the run.
     Store,
+    /// The action failed on some of the nodes it ran on.
+    NodesFailed {
+        failed: usize,
+        total: usize,
+    },
     Other,
 }
 
@@ -199,6 +207,7 @@ impl Default for PhaseRecord {
             summary: None,
             skipped: false,
             failure: None,
+            skip_reason: None,
         }
     }
 }
@@ -223,6 +232,7 @@ impl PhaseRecord {
                 next.error = None;
                 next.failure = None;
                 next.skipped = false;
+                next.skip_reason = None;
             }
             Transition::BeginRollback => {
                 next.rolling_back = true;
@@ -236,6 +246,7 @@ impl PhaseRecord {
                 next.error = None;
                 next.failure = None;
                 next.skipped = t == Transition::Skip;
+                next.skip_reason = None;
             }
             Transition::Fail | Transition::FailRollback => {
                 next.finished_at = Some(now_ms);
