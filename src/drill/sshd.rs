@@ -1,0 +1,71 @@
+//! The drill's one `sshd`: a listen address per reachable node, each address's sessions forced
+//! through the node shell with the node's name.
+
+use std::time::{Duration, Instant};
+
+use super::error::DrillError;
+use super::state::{write_file, Drill};
+use crate::template::shell_quote;
+
+impl Drill {
+    /// The sshd configuration: one listen address per reachable node, each address's sessions
+    /// forced through the node shell with the node's name.
+    pub(super) fn sshd_config(&self) -> String {
+        let ssh = self.dir.join("ssh");
+        let mut config = format!(
+            "Port {}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nMaxStartups 200:30:400\n\
+             MaxSessions 200\nLogLevel ERROR\nSetEnv SHLVL=1\n",
+            self.ssh_port,
+            ssh.join("host_key").display(),
+            ssh.join("sshd.pid").display(),
+            ssh.join("authorized_keys").display(),
+        );
+        for n in self.nodes.iter().filter(|n| !n.lost) {
+            config.push_str(&format!("ListenAddress {}\n", n.address));
+        }
+        for n in self.nodes.iter().filter(|n| !n.lost) {
+            config.push_str(&format!(
+                "Match LocalAddress {}\n    ForceCommand {} {}\n",
+                n.address,
+                shell_quote(&self.dir.join("bin/node-shell").display().to_string()),
+                shell_quote(&n.name)
+            ));
+        }
+        config
+    }
+
+    /// Rewrites the sshd configuration and has sshd reload it (it re-executes itself; open
+    /// connections stay), then waits until the reachable addresses accept again.
+    pub fn reload_sshd(&self) -> Result<(), DrillError> {
+        write_file(
+            &self.dir.join("ssh/sshd_config"),
+            &self.sshd_config(),
+            0o600,
+        )?;
+        if let Some(p) = self.sshd {
+            p.signal(libc::SIGHUP);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.wait_ssh()
+    }
+
+    pub(super) fn wait_ssh(&self) -> Result<(), DrillError> {
+        let started = Instant::now();
+        for n in self.nodes.iter().filter(|n| !n.lost) {
+            while std::net::TcpStream::connect((n.address.as_str(), self.ssh_port)).is_err() {
+                if started.elapsed() > Duration::from_secs(10) {
+                    return Err(DrillError::Failed(format!(
+                        "sshd does not accept connections on {}:{}; see {}",
+                        n.address,
+                        self.ssh_port,
+                        self.dir.join("ssh/sshd.log").display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,253 @@
+//! The drill's state: `drill.json` (every node, its packages, kubelet and etcd member, the
+//! processes, the join secrets), read and written under an exclusive lock (`drill.lock`) so
+//! node commands running in parallel never lose each other's changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{failed, DrillError};
+use super::process::Proc;
+
+/// Versions the drill's package repository offers (kubeadm, kubelet, kubectl), as pkgs.k8s.io
+/// names them without the `-1.1` revision.
+pub const AVAILABLE_VERSIONS: &[&str] = &[
+    "1.29.6", "1.29.8", "1.30.0", "1.30.2", "1.30.4", "1.31.0", "1.31.2",
+];
+pub const PACKAGE_REVISION: &str = "1.1";
+pub const DEFAULT_VERSION: &str = "1.30.2";
+pub const PACKAGES: &[&str] = &["kubeadm", "kubelet", "kubectl"];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillNode {
+    pub name: String,
+    pub address: String,
+    pub roles: Vec<String>,
+    pub control_plane: bool,
+    /// Installed package versions (`1.30.2-1.1`).
+    pub packages: BTreeMap<String, String>,
+    /// Packages on hold (`apt-mark hold`).
+    pub held: BTreeSet<String>,
+    /// Whether the kubelet service runs, and which version runs (the binary at its last start).
+    pub kubelet: bool,
+    pub kubelet_version: Option<String>,
+    /// Joined to the cluster (`/etc/kubernetes/kubelet.conf` exists, in kubeadm's terms).
+    pub joined: bool,
+    /// The node's etcd member process (control-plane nodes; kubeadm's static pod).
+    pub etcd: Option<Proc>,
+    /// `break node-lost`: powered off, unreachable.
+    pub lost: bool,
+    /// `break upgrade-fails`: the next package upgrade fails.
+    pub upgrade_fails: bool,
+}
+
+impl DrillNode {
+    pub fn package_version(&self, package: &str) -> Option<&str> {
+        self.packages.get(package).map(|s| s.as_str())
+    }
+
+    /// `v1.30.2` for the installed kubelet package.
+    pub fn installed_kubelet(&self) -> String {
+        kubelet_version_of(self.package_version("kubelet").unwrap_or(DEFAULT_VERSION))
+    }
+}
+
+/// `1.30.2-1.1` → `v1.30.2`.
+pub fn kubelet_version_of(package_version: &str) -> String {
+    format!(
+        "v{}",
+        package_version.split('-').next().unwrap_or(package_version)
+    )
+}
+
+pub fn package_version(version: &str) -> String {
+    format!("{version}-{PACKAGE_REVISION}")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Drill {
+    pub dir: PathBuf,
+    /// The medic binary the node shims run.
+    pub medic: PathBuf,
+    pub ssh_port: u16,
+    pub api_port: u16,
+    pub etcd_client_port: u16,
+    pub etcd_peer_port: u16,
+    pub token: String,
+    pub ca_cert_hash: String,
+    pub certificate_key: String,
+    /// The control plane's version (`kubeadm upgrade apply`).
+    pub cluster_version: String,
+    pub sshd: Option<Proc>,
+    pub apiserver: Option<Proc>,
+    pub nodes: Vec<DrillNode>,
+}
+
+pub(super) fn is_control_plane(roles: &[String]) -> bool {
+    roles
+        .iter()
+        .any(|r| r == "control-plane" || r == "master" || r == "etcd")
+}
+
+/// An exclusive lock on the drill directory, held while `drill.json` is read and changed.
+pub struct DrillLock {
+    _file: std::fs::File,
+}
+
+impl DrillLock {
+    pub fn acquire(dir: &Path) -> Result<DrillLock, DrillError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("drill.lock"))
+            .map_err(|e| failed(&format!("open {}/drill.lock", dir.display()), e))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; released when the file is closed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(failed("lock the drill", std::io::Error::last_os_error()));
+        }
+        Ok(DrillLock { _file: file })
+    }
+}
+
+pub(super) fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), DrillError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| failed(&format!("write {}", path.display()), e))
+}
+
+impl Drill {
+    pub fn state_path(dir: &Path) -> PathBuf {
+        dir.join("drill.json")
+    }
+
+    /// Reads the drill in `dir` (take the lock first when changing it).
+    pub fn load(dir: &Path) -> Result<Drill, DrillError> {
+        let path = Self::state_path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DrillError::Usage(format!(
+                    "no drill in {}; start one with `medic drill up` (or pass --dir)",
+                    dir.display()
+                ))
+            } else {
+                failed(&format!("read {}", path.display()), e)
+            }
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| failed(&format!("{} is damaged", path.display()), e))
+    }
+
+    pub fn save(&self) -> Result<(), DrillError> {
+        let text = serde_json::to_string_pretty(self).expect("drill state serializes");
+        write_file(&Self::state_path(&self.dir), &(text + "\n"), 0o600)
+    }
+
+    pub fn node(&self, name: &str) -> Result<&DrillNode, DrillError> {
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            let hint = crate::source::closest(name, names.iter().copied())
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            DrillError::Usage(format!(
+                "the drill has no node `{name}`; {hint}its nodes are {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> Result<&mut DrillNode, DrillError> {
+        self.node(name)?;
+        Ok(self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("checked"))
+    }
+
+    pub fn node_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("nodes").join(name)
+    }
+
+    pub fn etcd_data_dir(&self, name: &str) -> PathBuf {
+        self.node_dir(name).join("etcd")
+    }
+
+    pub fn peer_url(&self, node: &DrillNode) -> String {
+        format!("http://{}:{}", node.address, self.etcd_peer_port)
+    }
+
+    pub fn client_url(&self, node: &DrillNode) -> String {
+        format!("http://{}:{}", node.address, self.etcd_client_port)
+    }
+
+    pub fn api_endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    pub fn join_command(&self) -> String {
+        format!(
+            "kubeadm join {} --discovery-token-ca-cert-hash {}",
+            self.api_endpoint(),
+            self.ca_cert_hash
+        )
+    }
+
+    /// Client URLs of the etcd members whose process runs.
+    pub fn live_etcd_endpoints(&self, except: Option<&str>) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| Some(n.name.as_str()) != except)
+            .filter(|n| n.etcd.is_some_and(|p| p.alive()))
+            .map(|n| self.client_url(n))
+            .collect()
+    }
+}
+
+impl Drill {
+    /// The processes of this drill that are alive: (what, process).
+    pub fn running(&self) -> impl Iterator<Item = (String, Proc)> + '_ {
+        let mut all: Vec<(String, Proc)> = Vec::new();
+        if let Some(p) = self.sshd {
+            all.push(("sshd".into(), p));
+        }
+        if let Some(p) = self.apiserver {
+            all.push(("apiserver".into(), p));
+        }
+        for n in &self.nodes {
+            if let Some(p) = n.etcd {
+                all.push((format!("etcd {}", n.name), p));
+            }
+        }
+        all.into_iter().filter(|(_, p)| p.alive())
+    }
+}
+
+pub(super) fn random_hex(bytes: usize) -> Result<String, DrillError> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .map_err(|e| failed("read /dev/urandom", e))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A bootstrap token in kubeadm's format (`abcdef.0123456789abcdef`).
+pub(super) fn bootstrap_token() -> Result<String, DrillError> {
+    let hex = random_hex(11)?;
+    Ok(format!("{}.{}", &hex[..6], &hex[6..22]))
+}
