@@ -62,9 +62,18 @@ impl Drill {
         Ok(())
     }
 
-    pub fn stop_etcd(&mut self, name: &str) -> Result<(), DrillError> {
+    /// Kills `name`'s etcd member (blocking: for the drill's synchronous commands).
+    pub(super) fn stop_etcd(&mut self, name: &str) -> Result<(), DrillError> {
         if let Some(p) = self.node_mut(name)?.etcd.take() {
             p.kill();
+        }
+        Ok(())
+    }
+
+    /// [`Drill::stop_etcd`] for async code.
+    pub(super) async fn stop_etcd_async(&mut self, name: &str) -> Result<(), DrillError> {
+        if let Some(p) = self.node_mut(name)?.etcd.take() {
+            p.kill_async().await;
         }
         Ok(())
     }

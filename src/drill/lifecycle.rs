@@ -25,6 +25,7 @@ use super::process::{
     free_port, node_addresses, port_free_on, processes_mentioning, run_tool, spawn_detached, Proc,
 };
 use super::seed::seed;
+use super::sshd::accepts;
 use super::state::{
     bootstrap_token, is_control_plane, package_version, random_hex, write_file, Drill, DrillLock,
     DrillNode, AVAILABLE_VERSIONS, PACKAGES,
@@ -76,6 +77,51 @@ pub struct UpOptions<'a> {
 /// `medic drill up`.
 pub async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
     let layout = &opts.layout;
+    check_layout(layout)?;
+    if let Ok(existing) = Drill::load(opts.dir) {
+        if existing.running().next().is_some() {
+            return Err(DrillError::Usage(format!(
+                "a drill is already running in {}; stop it with `medic drill down` first",
+                opts.dir.display()
+            )));
+        }
+    }
+    let dir = prepare_dir(opts.dir)?;
+    let addresses = node_addresses(layout.nodes.len());
+    let ssh_port = free_port(&addresses, &[])?;
+    let etcd_client_port = free_port(&addresses, &[ssh_port])?;
+    let etcd_peer_port = free_port(&addresses, &[ssh_port, etcd_client_port])?;
+    let medic = std::env::current_exe().map_err(|e| failed("find the medic binary", e))?;
+    let mut drill = Drill {
+        dir: dir.clone(),
+        medic,
+        ssh_port,
+        api_port: 0,
+        etcd_client_port,
+        etcd_peer_port,
+        token: bootstrap_token()?,
+        ca_cert_hash: format!("sha256:{}", random_hex(32)?),
+        certificate_key: random_hex(32)?,
+        cluster_version: layout.version.clone(),
+        sshd: None,
+        apiserver: None,
+        nodes: new_nodes(layout, &addresses),
+    };
+    // Saved first, so that `down` finds whatever starts below even if `up` fails half-way.
+    drill.save()?;
+    let result = bring_up(&mut drill, opts.progress).await;
+    drill.save()?;
+    if let Err(e) = result {
+        (opts.progress)("start failed; stopping what was started");
+        // `down` waits for processes and ports: off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || down(&dir)).await;
+        return Err(e);
+    }
+    Ok(drill)
+}
+
+/// Refuses a layout the drill cannot build (exit 2).
+fn check_layout(layout: &Layout) -> Result<(), DrillError> {
     if layout.nodes.is_empty() {
         return Err(DrillError::Usage("a drill needs at least one node".into()));
     }
@@ -97,44 +143,40 @@ pub async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
             AVAILABLE_VERSIONS.join(", ")
         )));
     }
-    if let Ok(existing) = Drill::load(opts.dir) {
-        if existing.running().next().is_some() {
-            return Err(DrillError::Usage(format!(
-                "a drill is already running in {}; stop it with `medic drill down` first",
-                opts.dir.display()
-            )));
-        }
-    }
-    let is_drill = Drill::state_path(opts.dir).exists();
-    let empty = std::fs::read_dir(opts.dir).map_or(true, |mut d| d.next().is_none());
-    if opts.dir.exists() && !is_drill && !empty {
+    Ok(())
+}
+
+/// An empty drill directory (a previous drill's is cleared; anything else is refused), with
+/// `ssh/`, `bin/` and `nodes/`; returns its canonical path.
+fn prepare_dir(dir: &Path) -> Result<PathBuf, DrillError> {
+    let is_drill = Drill::state_path(dir).exists();
+    let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+    if dir.exists() && !is_drill && !empty {
         return Err(DrillError::Usage(format!(
             "{} exists and is not a drill directory; pass an empty or new --dir",
-            opts.dir.display()
+            dir.display()
         )));
     }
     if is_drill {
-        std::fs::remove_dir_all(opts.dir)
-            .map_err(|e| failed(&format!("clear {}", opts.dir.display()), e))?;
+        std::fs::remove_dir_all(dir).map_err(|e| failed(&format!("clear {}", dir.display()), e))?;
     }
-    std::fs::create_dir_all(opts.dir.join("ssh"))
-        .and_then(|_| std::fs::create_dir_all(opts.dir.join("bin")))
-        .and_then(|_| std::fs::create_dir_all(opts.dir.join("nodes")))
-        .and_then(|_| std::fs::set_permissions(opts.dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| failed(&format!("create {}", opts.dir.display()), e))?;
-    let dir = opts
-        .dir
-        .canonicalize()
-        .map_err(|e| failed("resolve the drill directory", e))?;
-    let addresses = node_addresses(layout.nodes.len());
-    let ssh_port = free_port(&addresses, &[])?;
-    let etcd_client_port = free_port(&addresses, &[ssh_port])?;
-    let etcd_peer_port = free_port(&addresses, &[ssh_port, etcd_client_port])?;
+    std::fs::create_dir_all(dir.join("ssh"))
+        .and_then(|_| std::fs::create_dir_all(dir.join("bin")))
+        .and_then(|_| std::fs::create_dir_all(dir.join("nodes")))
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| failed(&format!("create {}", dir.display()), e))?;
+    dir.canonicalize()
+        .map_err(|e| failed("resolve the drill directory", e))
+}
+
+/// The layout's nodes at `addresses`: joined, kubelet running, packages at the layout's version
+/// and held.
+fn new_nodes(layout: &Layout, addresses: &[String]) -> Vec<DrillNode> {
     let pkg = package_version(&layout.version);
-    let nodes = layout
+    layout
         .nodes
         .iter()
-        .zip(&addresses)
+        .zip(addresses)
         .map(|((name, roles), address)| DrillNode {
             name: name.clone(),
             address: address.clone(),
@@ -152,53 +194,45 @@ pub async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
             lost: false,
             upgrade_fails: false,
         })
-        .collect();
-    let medic = std::env::current_exe().map_err(|e| failed("find the medic binary", e))?;
-    let mut drill = Drill {
-        dir: dir.clone(),
-        medic,
-        ssh_port,
-        api_port: 0,
-        etcd_client_port,
-        etcd_peer_port,
-        token: bootstrap_token()?,
-        ca_cert_hash: format!("sha256:{}", random_hex(32)?),
-        certificate_key: random_hex(32)?,
-        cluster_version: layout.version.clone(),
-        sshd: None,
-        apiserver: None,
-        nodes,
-    };
-    // Saved first, so that `down` finds whatever starts below even if `up` fails half-way.
-    drill.save()?;
-    let result = bring_up(&mut drill, opts.progress).await;
-    drill.save()?;
-    if let Err(e) = result {
-        (opts.progress)("start failed; stopping what was started");
-        let _ = down(&dir);
-        return Err(e);
-    }
-    Ok(drill)
+        .collect()
 }
 
 async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), DrillError> {
-    let dir = drill.dir.clone();
     progress("generating SSH host and user keys");
+    generate_keys(&drill.dir).await?;
+    write_shims(drill)?;
+    start_etcd_members(drill, progress).await?;
+    progress("starting the Kubernetes API emulator");
+    start_apiserver(drill).await?;
+    progress(&format!(
+        "starting sshd for {} node addresses",
+        drill.nodes.len()
+    ));
+    start_sshd(drill).await?;
+    write_client_files(drill)
+}
+
+/// The sshd host key, the user key and `authorized_keys` (which holds the user key).
+async fn generate_keys(dir: &Path) -> Result<(), DrillError> {
     for key in ["host_key", "user_key"] {
         run_tool(
-            Command::new("ssh-keygen")
+            tokio::process::Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", "medic-drill", "-f"])
                 .arg(dir.join("ssh").join(key)),
             "ssh-keygen (install openssh-client)",
-        )?;
+        )
+        .await?;
     }
     std::fs::copy(
         dir.join("ssh/user_key.pub"),
         dir.join("ssh/authorized_keys"),
     )
     .map_err(|e| failed("write authorized_keys", e))?;
-    write_shims(drill)?;
+    Ok(())
+}
 
+/// One etcd member per control-plane node, as a new cluster; waits until it is healthy.
+async fn start_etcd_members(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), DrillError> {
     let members: Vec<String> = drill
         .nodes
         .iter()
@@ -225,9 +259,12 @@ async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), Dril
                 "{e}; see {}",
                 drill.node_dir(&cps[0]).join("etcd.log").display()
             ))
-        })?;
+        })
+}
 
-    progress("starting the Kubernetes API emulator");
+/// The API emulator seeded with the nodes and a workload, and the kubeconfig that reaches it.
+async fn start_apiserver(drill: &mut Drill) -> Result<(), DrillError> {
+    let dir = drill.dir.clone();
     write_file(
         &dir.join("seed.yaml"),
         &serde_json::to_string_pretty(&seed(drill)).expect("seed serializes"),
@@ -244,7 +281,7 @@ async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), Dril
     .map_err(|e| failed("start the API emulator", e))?;
     drill.apiserver = Some(Proc::of(pid)?);
     drill.save()?;
-    drill.api_port = wait_api_port(&dir.join("apiserver.log"), drill.apiserver.as_ref())?;
+    drill.api_port = wait_api_port(&dir.join("apiserver.log"), drill.apiserver.as_ref()).await?;
     write_file(
         &drill.kubeconfig(),
         &format!(
@@ -254,12 +291,12 @@ async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), Dril
             drill.api_endpoint()
         ),
         0o600,
-    )?;
+    )
+}
 
-    progress(&format!(
-        "starting sshd for {} node addresses",
-        drill.nodes.len()
-    ));
+/// One sshd for every node address; waits until each accepts connections.
+async fn start_sshd(drill: &mut Drill) -> Result<(), DrillError> {
+    let dir = drill.dir.clone();
     std::fs::create_dir_all("/run/sshd").ok();
     write_file(&dir.join("ssh/sshd_config"), &drill.sshd_config(), 0o600)?;
     let log = std::fs::File::create(dir.join("ssh/sshd.log"))
@@ -273,8 +310,12 @@ async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), Dril
     .map_err(|e| failed("start sshd (install openssh-server)", e))?;
     drill.sshd = Some(Proc::of(pid)?);
     drill.save()?;
-    drill.wait_ssh()?;
+    drill.wait_ssh().await
+}
 
+/// What a client of the drill reads: known_hosts, the inventory, the join secrets.
+fn write_client_files(drill: &Drill) -> Result<(), DrillError> {
+    let dir = &drill.dir;
     let host_pub = std::fs::read_to_string(dir.join("ssh/host_key.pub"))
         .map_err(|e| failed("read the host key", e))?;
     let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
@@ -295,11 +336,11 @@ async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), Dril
         &dir.join("certificate-key"),
         &(drill.certificate_key.clone() + "\n"),
         0o600,
-    )?;
-    Ok(())
+    )
 }
 
-fn wait_api_port(log: &Path, proc_: Option<&Proc>) -> Result<u16, DrillError> {
+/// The port the API emulator prints it listens on (it picks a free one).
+async fn wait_api_port(log: &Path, proc_: Option<&Proc>) -> Result<u16, DrillError> {
     let started = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -317,7 +358,7 @@ fn wait_api_port(log: &Path, proc_: Option<&Proc>) -> Result<u16, DrillError> {
                 text.trim()
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -427,7 +468,7 @@ pub struct Status {
 
 pub async fn status(dir: &Path) -> Result<Status, DrillError> {
     let drill = {
-        let _lock = DrillLock::acquire(dir)?;
+        let _lock = DrillLock::acquire_async(dir).await?;
         Drill::load(dir)?
     };
     let mut processes = Vec::new();
@@ -446,53 +487,8 @@ pub async fn status(dir: &Path) -> Result<Status, DrillError> {
     let members = etcd_members(&drill).await;
     let mut nodes = Vec::new();
     for n in &drill.nodes {
-        let ssh = !n.lost
-            && std::net::TcpStream::connect_timeout(
-                &format!("{}:{}", n.address, drill.ssh_port)
-                    .parse()
-                    .expect("socket address"),
-                Duration::from_millis(500),
-            )
-            .is_ok();
-        let obj = api_nodes.as_ref().ok().and_then(|m| m.get(&n.name));
-        let node = match (&api_nodes, obj) {
-            (Err(_), _) => "unknown".to_string(),
-            (Ok(_), None) => "absent".to_string(),
-            (Ok(_), Some(o)) => {
-                let ready = o["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                });
-                if ready { "Ready" } else { "NotReady" }.to_string()
-            }
-        };
-        let etcd = match &members {
-            Ok(list) => list.get(&n.name).cloned(),
-            Err(_) => n.etcd.map(|p| {
-                if p.alive() {
-                    "running".to_string()
-                } else {
-                    "dead".to_string()
-                }
-            }),
-        };
-        nodes.push(NodeStatus {
-            name: n.name.clone(),
-            address: n.address.clone(),
-            roles: n.roles.clone(),
-            ssh,
-            kubelet: n.kubelet,
-            joined: n.joined,
-            node,
-            version: obj.and_then(|o| {
-                o["status"]["nodeInfo"]["kubeletVersion"]
-                    .as_str()
-                    .map(String::from)
-            }),
-            unschedulable: obj.is_some_and(|o| o["spec"]["unschedulable"] == true),
-            etcd,
-            packages: n.packages.clone(),
-        });
+        let ssh = !n.lost && accepts(&n.address, drill.ssh_port).await;
+        nodes.push(node_status(n, ssh, &api_nodes, &members));
     }
     let mut etcd_members: Vec<String> = match &members {
         Ok(m) => m
@@ -514,4 +510,53 @@ pub async fn status(dir: &Path) -> Result<Status, DrillError> {
         etcd_members,
         nodes,
     })
+}
+
+/// One node's row: what the drill records, what the API shows (`unknown` when it does not
+/// answer) and what etcd says of its member (the process when etcd does not answer).
+fn node_status(
+    n: &DrillNode,
+    ssh: bool,
+    api_nodes: &Result<BTreeMap<String, serde_json::Value>, impl std::fmt::Display>,
+    members: &Result<BTreeMap<String, String>, impl std::fmt::Display>,
+) -> NodeStatus {
+    let obj = api_nodes.as_ref().ok().and_then(|m| m.get(&n.name));
+    let node = match (api_nodes, obj) {
+        (Err(_), _) => "unknown".to_string(),
+        (Ok(_), None) => "absent".to_string(),
+        (Ok(_), Some(o)) => {
+            let ready = o["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if ready { "Ready" } else { "NotReady" }.to_string()
+        }
+    };
+    let etcd = match members {
+        Ok(list) => list.get(&n.name).cloned(),
+        Err(_) => n.etcd.map(|p| {
+            if p.alive() {
+                "running".to_string()
+            } else {
+                "dead".to_string()
+            }
+        }),
+    };
+    NodeStatus {
+        name: n.name.clone(),
+        address: n.address.clone(),
+        roles: n.roles.clone(),
+        ssh,
+        kubelet: n.kubelet,
+        joined: n.joined,
+        node,
+        version: obj.and_then(|o| {
+            o["status"]["nodeInfo"]["kubeletVersion"]
+                .as_str()
+                .map(String::from)
+        }),
+        unschedulable: obj.is_some_and(|o| o["spec"]["unschedulable"] == true),
+        etcd,
+        packages: n.packages.clone(),
+    }
 }

@@ -39,25 +39,51 @@ impl Proc {
         }
     }
 
-    /// SIGTERM (or SIGKILL), then SIGKILL after `grace`; waits until the process is gone.
+    /// SIGTERM (or SIGKILL), then SIGKILL after `grace`; waits until the process is gone
+    /// (blocking: for the drill's synchronous commands).
     pub fn stop(&self, grace: Duration) -> bool {
         self.signal(libc::SIGTERM);
         let started = Instant::now();
-        while self.alive() {
-            if started.elapsed() > grace {
-                self.signal(libc::SIGKILL);
-            }
-            if started.elapsed() > grace + Duration::from_secs(5) {
-                return false;
+        loop {
+            if let Some(gone) = self.stopped(started, grace) {
+                return gone;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        true
     }
 
     pub fn kill(&self) -> bool {
         self.signal(libc::SIGKILL);
         self.stop(Duration::ZERO)
+    }
+
+    /// [`Proc::kill`] for async code: waits without blocking the runtime.
+    pub(super) async fn kill_async(&self) -> bool {
+        self.signal(libc::SIGKILL);
+        self.signal(libc::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Some(gone) = self.stopped(started, Duration::ZERO) {
+                return gone;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One check of a stop begun at `started`: `Some(true)` once the process is gone,
+    /// `Some(false)` when it outlived `grace` and SIGKILL by 5 seconds, `None` to wait on
+    /// (SIGKILL is sent once `grace` has passed).
+    fn stopped(&self, started: Instant, grace: Duration) -> Option<bool> {
+        if !self.alive() {
+            return Some(true);
+        }
+        if started.elapsed() > grace {
+            self.signal(libc::SIGKILL);
+        }
+        if started.elapsed() > grace + Duration::from_secs(5) {
+            return Some(false);
+        }
+        None
     }
 }
 
@@ -80,10 +106,15 @@ pub(super) fn spawn_detached(cmd: &mut Command, log: std::fs::File) -> std::io::
     Ok(pid)
 }
 
-pub(super) fn run_tool(cmd: &mut Command, what: &str) -> Result<(), DrillError> {
+/// Runs a tool to completion (without blocking the runtime); its stderr is the error.
+pub(super) async fn run_tool(
+    cmd: &mut tokio::process::Command,
+    what: &str,
+) -> Result<(), DrillError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
+        .await
         .map_err(|e| failed(what, e))?;
     if !out.status.success() {
         return Err(DrillError::Failed(format!(

@@ -22,7 +22,7 @@ pub enum Scenario {
 }
 
 pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<String, DrillError> {
-    let _lock = DrillLock::acquire(dir)?;
+    let _lock = DrillLock::acquire_async(dir).await?;
     let mut drill = Drill::load(dir)?;
     let node = drill.node(name)?.clone();
     if node.lost {
@@ -64,7 +64,7 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
                         .join(", ")
                 )));
             }
-            drill.stop_etcd(name)?;
+            drill.stop_etcd_async(name).await?;
             drill.save()?;
             Ok(format!("killed the etcd member of {name}"))
         }
@@ -81,7 +81,7 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
                     "every other node is already lost; the drill keeps one reachable".into(),
                 ));
             }
-            drill.stop_etcd(name)?;
+            drill.stop_etcd_async(name).await?;
             set_kubelet(&mut drill, name, false).await?;
             drill.node_mut(name)?.lost = true;
             // The address stops listening below; this file makes the node shell refuse new
@@ -94,7 +94,7 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
                 0o600,
             )?;
             drill.save()?;
-            drill.reload_sshd()?;
+            drill.reload_sshd_async().await?;
             Ok(format!(
                 "{name} is lost: etcd member killed, node NotReady, SSH to {} refused",
                 node.address

@@ -4,8 +4,11 @@
 use std::time::{Duration, Instant};
 
 use super::error::DrillError;
-use super::state::{write_file, Drill};
+use super::state::{write_file, Drill, DrillNode};
 use crate::template::shell_quote;
+
+/// How long sshd has to accept connections after a start or reload.
+const SSH_WAIT: Duration = Duration::from_secs(10);
 
 impl Drill {
     /// The sshd configuration: one listen address per reachable node, each address's sessions
@@ -37,8 +40,31 @@ impl Drill {
     }
 
     /// Rewrites the sshd configuration and has sshd reload it (it re-executes itself; open
-    /// connections stay), then waits until the reachable addresses accept again.
+    /// connections stay), then waits until the reachable addresses accept again (blocking:
+    /// for the drill's synchronous commands).
     pub fn reload_sshd(&self) -> Result<(), DrillError> {
+        self.signal_sshd_reload()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        for n in self.nodes.iter().filter(|n| !n.lost) {
+            while std::net::TcpStream::connect((n.address.as_str(), self.ssh_port)).is_err() {
+                if started.elapsed() > SSH_WAIT {
+                    return Err(self.sshd_not_accepting(n));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Drill::reload_sshd`] for async code.
+    pub(super) async fn reload_sshd_async(&self) -> Result<(), DrillError> {
+        self.signal_sshd_reload()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.wait_ssh().await
+    }
+
+    fn signal_sshd_reload(&self) -> Result<(), DrillError> {
         write_file(
             &self.dir.join("ssh/sshd_config"),
             &self.sshd_config(),
@@ -47,25 +73,38 @@ impl Drill {
         if let Some(p) = self.sshd {
             p.signal(libc::SIGHUP);
         }
-        std::thread::sleep(Duration::from_millis(100));
-        self.wait_ssh()
+        Ok(())
     }
 
-    pub(super) fn wait_ssh(&self) -> Result<(), DrillError> {
+    /// Waits until every reachable node's address accepts SSH connections.
+    pub(super) async fn wait_ssh(&self) -> Result<(), DrillError> {
         let started = Instant::now();
         for n in self.nodes.iter().filter(|n| !n.lost) {
-            while std::net::TcpStream::connect((n.address.as_str(), self.ssh_port)).is_err() {
-                if started.elapsed() > Duration::from_secs(10) {
-                    return Err(DrillError::Failed(format!(
-                        "sshd does not accept connections on {}:{}; see {}",
-                        n.address,
-                        self.ssh_port,
-                        self.dir.join("ssh/sshd.log").display()
-                    )));
+            while !accepts(&n.address, self.ssh_port).await {
+                if started.elapsed() > SSH_WAIT {
+                    return Err(self.sshd_not_accepting(n));
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         Ok(())
     }
+
+    fn sshd_not_accepting(&self, n: &DrillNode) -> DrillError {
+        DrillError::Failed(format!(
+            "sshd does not accept connections on {}:{}; see {}",
+            n.address,
+            self.ssh_port,
+            self.dir.join("ssh/sshd.log").display()
+        ))
+    }
+}
+
+/// Whether `address:port` accepts a TCP connection within half a second.
+pub(super) async fn accepts(address: &str, port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect((address, port));
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), connect).await,
+        Ok(Ok(_))
+    )
 }

@@ -113,6 +113,15 @@ impl DrillLock {
         }
         Ok(DrillLock { _file: file })
     }
+
+    /// [`DrillLock::acquire`] for async code: the lock waits for other node commands, on a
+    /// blocking thread rather than the runtime's.
+    pub(super) async fn acquire_async(dir: &Path) -> Result<DrillLock, DrillError> {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || DrillLock::acquire(&dir))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
 }
 
 pub(super) fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), DrillError> {

@@ -1,6 +1,8 @@
 //! Routing one request: health, discovery, then `/api/v1/...` and `/apis/GROUP/v1/...` to list,
 //! get, create, replace, patch (merge, strategic merge, JSON patch), delete, evict and watch.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -8,7 +10,7 @@ use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 
 use super::discovery::discovery;
-use super::resources::RESOURCES;
+use super::resources::{Resource, RESOURCES};
 use super::response::{not_found, respond, status, Body};
 use super::selectors::query;
 use super::table::table;
@@ -36,8 +38,18 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-impl ApiServer {
-    pub(super) async fn handle(self, req: Request<Incoming>, port: u16) -> Response<Body> {
+/// The parts of a request the routes read; the body is JSON (`null` when empty or not JSON).
+struct Call {
+    method: Method,
+    path: String,
+    q: BTreeMap<String, String>,
+    accept: String,
+    content_type: String,
+    body: Value,
+}
+
+impl Call {
+    async fn read(req: Request<Incoming>) -> Call {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let path = uri.path().trim_end_matches('/').to_string();
@@ -62,145 +74,177 @@ impl ApiServer {
         } else {
             serde_json::from_slice(&body).unwrap_or(Value::Null)
         };
-        if matches!(path.as_str(), "/healthz" | "/readyz" | "/livez") {
-            return Response::builder()
-                .status(200)
-                .body(Full::new(Bytes::from("ok")).boxed())
-                .expect("valid");
+        Call {
+            method,
+            path,
+            q,
+            accept,
+            content_type,
+            body,
         }
-        if method == Method::GET {
-            if let Some(doc) = discovery(&path, port) {
-                return respond(200, &doc);
-            }
-        }
-        // /api/v1/... or /apis/GROUP/VERSION/...
+    }
+}
+
+/// What a resource path names: the resource, the namespace it is scoped to (namespaced
+/// resources only), and an object name and subresource.
+struct Target {
+    r: Resource,
+    scope_ns: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+impl Target {
+    /// `/api/v1/...` or `/apis/GROUP/VERSION/...`; a 404 for anything else.
+    fn resolve(path: &str) -> Result<Target, Response<Body>> {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (group, rest) = match segs.as_slice() {
             ["api", "v1", rest @ ..] => ("", rest),
             ["apis", g, "v1", rest @ ..] => (*g, rest),
             _ => {
-                return respond(
+                return Err(respond(
                     404,
                     &status(
                         404,
                         "NotFound",
                         &format!("the server could not find the requested resource ({path})"),
                     ),
-                )
+                ))
             }
         };
-        let (ns, resource, name, sub) = match rest {
-            ["namespaces", ns, res, tail @ ..] => (
-                Some(ns.to_string()),
-                *res,
-                tail.first().copied(),
-                tail.get(1).copied(),
-            ),
-            [res, tail @ ..] => (None, *res, tail.first().copied(), tail.get(1).copied()),
-            [] => return respond(404, &status(404, "NotFound", "no resource")),
+        let (ns, resource, tail) = match rest {
+            ["namespaces", ns, res, tail @ ..] => (Some(ns.to_string()), *res, tail),
+            [res, tail @ ..] => (None, *res, tail),
+            [] => return Err(respond(404, &status(404, "NotFound", "no resource"))),
         };
         let Some(r) = RESOURCES
             .iter()
             .copied()
             .find(|r| r.name == resource && r.group == group)
         else {
-            return respond(
+            return Err(respond(
                 404,
                 &status(
                     404,
                     "NotFound",
                     &format!("the server doesn't have a resource type \"{resource}\""),
                 ),
-            );
+            ));
         };
-        let scope_ns = if r.namespaced { ns.clone() } else { None };
-        let obj_ns = scope_ns.clone().unwrap_or_default();
-        match (method, name, sub) {
-            (Method::GET, None, _) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
-                self.watch(r, scope_ns, q)
+        Ok(Target {
+            r,
+            scope_ns: if r.namespaced { ns } else { None },
+            name: tail.first().map(|s| s.to_string()),
+            sub: tail.get(1).map(|s| s.to_string()),
+        })
+    }
+
+    /// The namespace of the object (empty for cluster-scoped resources).
+    fn obj_ns(&self) -> String {
+        self.scope_ns.clone().unwrap_or_default()
+    }
+}
+
+/// The document a merge, strategic merge or JSON patch makes of `current`.
+fn patched(current: &Value, body: &Value, content_type: &str) -> Result<Value, Response<Body>> {
+    let mut doc = current.clone();
+    if content_type.contains("json-patch") {
+        let patch: Result<json_patch::Patch, _> = serde_json::from_value(body.clone());
+        patch
+            .map_err(|e| e.to_string())
+            .and_then(|p| json_patch::patch(&mut doc, &p).map_err(|e| e.to_string()))
+            .map_err(|e| respond(422, &status(422, "Invalid", &format!("json patch: {e}"))))?;
+    } else {
+        merge_patch(&mut doc, body);
+    }
+    Ok(doc)
+}
+
+fn found_or_404(r: Resource, name: &str, obj: Option<Value>) -> Response<Body> {
+    match obj {
+        Some(o) => respond(200, &o),
+        None => respond(404, &not_found(r, name)),
+    }
+}
+
+impl ApiServer {
+    pub(super) async fn handle(self, req: Request<Incoming>, port: u16) -> Response<Body> {
+        let call = Call::read(req).await;
+        if matches!(call.path.as_str(), "/healthz" | "/readyz" | "/livez") {
+            return Response::builder()
+                .status(200)
+                .body(Full::new(Bytes::from("ok")).boxed())
+                .expect("valid");
+        }
+        if call.method == Method::GET {
+            if let Some(doc) = discovery(&call.path, port) {
+                return respond(200, &doc);
             }
-            (Method::GET, None, _) => {
-                let items = self.list(r, scope_ns.as_deref(), &q);
-                if accept.contains("as=Table") {
-                    return respond(200, &table(r, &items));
-                }
-                let rv = self.state.lock().expect("state").rv;
-                respond(
-                    200,
-                    &json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
-                )
+        }
+        match Target::resolve(&call.path) {
+            Ok(target) => self.dispatch(call, target),
+            Err(response) => response,
+        }
+    }
+
+    fn dispatch(&self, call: Call, t: Target) -> Response<Body> {
+        let r = t.r;
+        let obj_ns = t.obj_ns();
+        match (&call.method, t.name.as_deref(), t.sub.as_deref()) {
+            (&Method::GET, None, _)
+                if call.q.get("watch").is_some_and(|w| w == "true" || w == "1") =>
+            {
+                self.watch(r, t.scope_ns, call.q)
             }
-            (Method::GET, Some(n), _) => match self.get(r, &obj_ns, n) {
+            (&Method::GET, None, _) => self.list_response(r, t.scope_ns.as_deref(), &call),
+            (&Method::GET, Some(n), _) => match self.get(r, &obj_ns, n) {
                 Some(o) if r.kind == "PodDisruptionBudget" => {
                     respond(200, &self.with_budget_status(o))
                 }
-                Some(o) if accept.contains("as=Table") => respond(200, &table(r, &[o])),
-                Some(o) => respond(200, &o),
-                None => respond(404, &not_found(r, n)),
+                Some(o) if call.accept.contains("as=Table") => respond(200, &table(r, &[o])),
+                other => found_or_404(r, n, other),
             },
-            (Method::POST, None, _) => {
+            (&Method::POST, None, _) => {
                 if r.namespaced {
                     self.ensure_namespace(&obj_ns);
                 }
-                match self.create(r, &obj_ns, body) {
+                match self.create(r, &obj_ns, call.body) {
                     Ok(o) => respond(201, &o),
                     Err((c, s)) => respond(c, &s),
                 }
             }
-            (Method::POST, Some(n), Some("eviction")) if r.kind == "Pod" => {
-                let (code, s) = self.evict(&obj_ns, n, &body);
+            (&Method::POST, Some(n), Some("eviction")) if r.kind == "Pod" => {
+                let (code, s) = self.evict(&obj_ns, n, &call.body);
                 respond(code, &s)
             }
-            (Method::PUT, Some(n), _) => match self.update(r, &obj_ns, n, |o| {
-                let meta = o["metadata"].clone();
-                *o = body.clone();
-                for k in ["uid", "namespace", "creationTimestamp", "deletionTimestamp"] {
-                    if !meta[k].is_null() {
-                        o["metadata"][k] = meta[k].clone();
+            (&Method::PUT, Some(n), _) => {
+                let replaced = self.update(r, &obj_ns, n, |o| {
+                    let meta = o["metadata"].clone();
+                    *o = call.body.clone();
+                    for k in ["uid", "namespace", "creationTimestamp", "deletionTimestamp"] {
+                        if !meta[k].is_null() {
+                            o["metadata"][k] = meta[k].clone();
+                        }
                     }
-                }
-            }) {
-                Some(o) => respond(200, &o),
-                None => respond(404, &not_found(r, n)),
-            },
-            (Method::PATCH, Some(n), _) => {
+                });
+                found_or_404(r, n, replaced)
+            }
+            (&Method::PATCH, Some(n), _) => {
                 let Some(current) = self.get(r, &obj_ns, n) else {
                     return respond(404, &not_found(r, n));
                 };
-                let patched = if content_type.contains("json-patch") {
-                    let patch: Result<json_patch::Patch, _> = serde_json::from_value(body.clone());
-                    let mut doc = current.clone();
-                    match patch
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| json_patch::patch(&mut doc, &p).map_err(|e| e.to_string()))
-                    {
-                        Ok(()) => doc,
-                        Err(e) => {
-                            return respond(
-                                422,
-                                &status(422, "Invalid", &format!("json patch: {e}")),
-                            )
-                        }
-                    }
-                } else {
-                    let mut doc = current.clone();
-                    merge_patch(&mut doc, &body);
-                    doc
-                };
-                match self.update(r, &obj_ns, n, |o| *o = patched) {
-                    Some(o) => respond(200, &o),
-                    None => respond(404, &not_found(r, n)),
+                match patched(&current, &call.body, &call.content_type) {
+                    Ok(doc) => found_or_404(r, n, self.update(r, &obj_ns, n, |o| *o = doc)),
+                    Err(response) => response,
                 }
             }
-            (Method::DELETE, Some(n), _) => {
-                let grace = q
+            (&Method::DELETE, Some(n), _) => {
+                let grace = call
+                    .q
                     .get("gracePeriodSeconds")
                     .and_then(|g| g.parse().ok())
-                    .or(body["gracePeriodSeconds"].as_i64());
-                match self.delete(r, &obj_ns, n, grace) {
-                    Some(o) => respond(200, &o),
-                    None => respond(404, &not_found(r, n)),
-                }
+                    .or(call.body["gracePeriodSeconds"].as_i64());
+                found_or_404(r, n, self.delete(r, &obj_ns, n, grace))
             }
             (m, _, _) => respond(
                 405,
@@ -211,6 +255,19 @@ impl ApiServer {
                 ),
             ),
         }
+    }
+
+    /// A list (or a `Table` when kubectl asks for one) at the store's current resourceVersion.
+    fn list_response(&self, r: Resource, ns: Option<&str>, call: &Call) -> Response<Body> {
+        let items = self.list(r, ns, &call.q);
+        if call.accept.contains("as=Table") {
+            return respond(200, &table(r, &items));
+        }
+        let rv = self.state.lock().expect("state").rv;
+        respond(
+            200,
+            &json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+        )
     }
 }
 

@@ -274,7 +274,7 @@ async fn kubeadm_reset(drill: &mut Drill, node: &str, args: &[String]) -> Result
             )),
         }
     }
-    drill.stop_etcd(node).map_err(drill_err)?;
+    drill.stop_etcd_async(node).await.map_err(drill_err)?;
     let _ = std::fs::remove_dir_all(drill.etcd_data_dir(node));
     if n.kubelet {
         // The kubelet is stopped while still joined, so the Node shows NotReady.

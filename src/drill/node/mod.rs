@@ -68,7 +68,7 @@ pub async fn run(tool: &str, args: &[String]) -> Reply {
         );
     };
     let dir = PathBuf::from(dir);
-    let lock = match DrillLock::acquire(&dir) {
+    let lock = match DrillLock::acquire_async(&dir).await {
         Ok(l) => l,
         Err(e) => return Reply::err(1, format!("{e}\n")),
     };
