@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_client::Client as EtcdClient;
+use etcd_client::{Client as EtcdClient, MemberAddResponse};
 
 use super::error::{failed, DrillError};
 use super::process::{spawn_detached, Proc};
@@ -149,4 +149,31 @@ pub async fn etcd_members(drill: &Drill) -> Result<BTreeMap<String, String>, Str
         out.insert(name, state);
     }
     Ok(out)
+}
+
+/// Adds a member with `peer` to the cluster. As kubeadm does, a refused add is retried for a
+/// while: a cluster that just changed membership answers "unhealthy cluster" (etcd 3.4) or
+/// "member not found" for a few seconds. A peer URL that is already a member is final.
+pub(super) async fn add_member(
+    client: &mut EtcdClient,
+    peer: &str,
+) -> Result<MemberAddResponse, etcd_client::Error> {
+    let started = Instant::now();
+    loop {
+        match client.member_add([peer.to_string()], None).await {
+            Ok(added) => return Ok(added),
+            Err(e) if !is_peer_exists(&e) && started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether etcd refused an add because the peer URL is already a member. etcd tells this
+/// refusal (`ErrPeerURLexist`) from its others only by the status message — its own Go client
+/// maps messages back to errors the same way (`rpctypes.Error`) — so this is the one place
+/// that reads it.
+fn is_peer_exists(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("already exists")
 }

@@ -2,12 +2,12 @@
 //! join adds and starts the node's etcd member), `reset`, `upgrade apply|node|plan`, `version`,
 //! `token create --print-join-command`, `init phase upload-certs`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{drill_err, flag, option, parse_version, positional, Reply, Result2};
-use crate::drill::etcd::{etcd_client, wait_etcd_healthy};
+use crate::drill::etcd::{add_member, etcd_client, wait_etcd_healthy};
 use crate::drill::kubelet::{api_nodes, set_kubelet};
-use crate::drill::state::{kubelet_version_of, Drill};
+use crate::drill::state::{kubelet_version_of, Drill, DrillNode};
 
 pub(super) async fn kubeadm(drill: &mut Drill, node: &str, args: &[String]) -> Result2 {
     let pos = positional(args);
@@ -112,6 +112,37 @@ fn kubeadm_upgrade(drill: &mut Drill, node: &str, target: Option<&str>) -> Resul
 }
 
 async fn kubeadm_join(drill: &mut Drill, node: &str, args: &[String]) -> Result2 {
+    let control_plane = check_join_secrets(drill, args)?;
+    let n = join_preflight(drill, node).await?;
+    let mut out = String::from("[preflight] Running pre-flight checks\n");
+    if control_plane {
+        join_etcd(drill, &n).await?;
+        out.push_str("[etcd] Announced new etcd member joining to the existing etcd cluster\n[etcd] Waiting for the new etcd member to join the cluster\n");
+        let own = vec![drill.client_url(&n)];
+        wait_etcd_healthy(&own, Duration::from_secs(40))
+            .await
+            .map_err(|e| {
+                Reply::err(
+                    1,
+                    format!("error execution phase control-plane-join/etcd: {e}\n"),
+                )
+            })?;
+    }
+    {
+        let entry = drill.node_mut(node).map_err(drill_err)?;
+        entry.joined = true;
+    }
+    set_kubelet(drill, node, true).await.map_err(drill_err)?;
+    out.push_str(&format!(
+        "[kubelet-start] Starting the kubelet\n\nThis node has joined the cluster{}:\n* Certificate signing request was sent to apiserver and a response was received.\n* The Kubelet was informed of the new secure connection details.\n",
+        if control_plane { " and a new control plane instance was created" } else { "" }
+    ));
+    Ok(Reply::ok(out))
+}
+
+/// The join's endpoint, token, CA hash and (with `--control-plane`) certificate key, refused
+/// as kubeadm refuses them; returns whether the join is a control-plane join.
+fn check_join_secrets(drill: &Drill, args: &[String]) -> Result<bool, Reply> {
     let pos = positional(args);
     let endpoint = pos.get(1).copied().unwrap_or_default();
     if endpoint != drill.api_endpoint() {
@@ -143,6 +174,11 @@ async fn kubeadm_join(drill: &mut Drill, node: &str, args: &[String]) -> Result2
             "error execution phase control-plane-prepare/download-certs: error downloading certs: error decoding certificate key: the certificate key is wrong or the uploaded certificates expired\n",
         ));
     }
+    Ok(control_plane)
+}
+
+/// kubeadm's preflight: the node is not joined, and no Ready Node of its name is registered.
+async fn join_preflight(drill: &Drill, node: &str) -> Result<DrillNode, Reply> {
     let n = drill.node(node).map_err(drill_err)?.clone();
     if n.joined {
         return Err(Reply::err(
@@ -166,78 +202,47 @@ async fn kubeadm_join(drill: &mut Drill, node: &str, args: &[String]) -> Result2
             }
         }
     }
-    let mut out = String::from("[preflight] Running pre-flight checks\n");
-    if control_plane {
-        if drill.etcd_data_dir(node).join("member").exists() {
-            return Err(Reply::err(
-                1,
-                "error execution phase preflight: [preflight] Some fatal errors occurred:\n\t[ERROR DirAvailable--var-lib-etcd]: /var/lib/etcd is not empty\n",
-            ));
-        }
-        let endpoints = drill.live_etcd_endpoints(Some(node));
-        let mut client = etcd_client(&endpoints).await.map_err(|e| {
+    Ok(n)
+}
+
+/// A control-plane join's etcd step: adds the node's member to the cluster and starts it
+/// (saved at once: the member runs even if what follows fails).
+async fn join_etcd(drill: &mut Drill, n: &DrillNode) -> Result<(), Reply> {
+    let node = n.name.as_str();
+    if drill.etcd_data_dir(node).join("member").exists() {
+        return Err(Reply::err(
+            1,
+            "error execution phase preflight: [preflight] Some fatal errors occurred:\n\t[ERROR DirAvailable--var-lib-etcd]: /var/lib/etcd is not empty\n",
+        ));
+    }
+    let endpoints = drill.live_etcd_endpoints(Some(node));
+    let mut client = etcd_client(&endpoints).await.map_err(|e| {
+        Reply::err(
+            1,
+            format!("error execution phase control-plane-join/etcd: {e}\n"),
+        )
+    })?;
+    let added = add_member(&mut client, &drill.peer_url(n))
+        .await
+        .map_err(|e| {
             Reply::err(
                 1,
-                format!("error execution phase control-plane-join/etcd: {e}\n"),
+                format!("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: etcdserver: {e}\n"),
             )
         })?;
-        let peer = drill.peer_url(&n);
-        // As kubeadm does, a refused add is retried for a while: a cluster that just changed
-        // membership answers "unhealthy cluster" (etcd 3.4) or "member not found" for a few
-        // seconds. A peer URL that is already a member is final.
-        let started = Instant::now();
-        let added = loop {
-            match client.member_add([peer.clone()], None).await {
-                Ok(added) => break added,
-                Err(e)
-                    if !e.to_string().contains("already exists")
-                        && started.elapsed() < Duration::from_secs(30) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    return Err(Reply::err(
-                        1,
-                        format!("error execution phase control-plane-join/etcd: error creating local etcd static pod manifest file: etcdserver: {e}\n"),
-                    ))
-                }
-            }
-        };
-        let new_id = added.member().map(|m| m.id()).unwrap_or_default();
-        let initial: Vec<String> = added
-            .member_list()
-            .iter()
-            .map(|m| {
-                let name = if m.id() == new_id { node } else { m.name() };
-                format!("{name}={}", m.peer_urls().join(","))
-            })
-            .collect();
-        drill
-            .start_etcd(node, &initial.join(","), "existing")
-            .map_err(drill_err)?;
-        // Saved now: the member runs even if what follows fails.
-        drill.save().map_err(drill_err)?;
-        out.push_str("[etcd] Announced new etcd member joining to the existing etcd cluster\n[etcd] Waiting for the new etcd member to join the cluster\n");
-        let own = vec![drill.client_url(&n)];
-        wait_etcd_healthy(&own, Duration::from_secs(40))
-            .await
-            .map_err(|e| {
-                Reply::err(
-                    1,
-                    format!("error execution phase control-plane-join/etcd: {e}\n"),
-                )
-            })?;
-    }
-    {
-        let entry = drill.node_mut(node).map_err(drill_err)?;
-        entry.joined = true;
-    }
-    set_kubelet(drill, node, true).await.map_err(drill_err)?;
-    out.push_str(&format!(
-        "[kubelet-start] Starting the kubelet\n\nThis node has joined the cluster{}:\n* Certificate signing request was sent to apiserver and a response was received.\n* The Kubelet was informed of the new secure connection details.\n",
-        if control_plane { " and a new control plane instance was created" } else { "" }
-    ));
-    Ok(Reply::ok(out))
+    let new_id = added.member().map(|m| m.id()).unwrap_or_default();
+    let initial: Vec<String> = added
+        .member_list()
+        .iter()
+        .map(|m| {
+            let name = if m.id() == new_id { node } else { m.name() };
+            format!("{name}={}", m.peer_urls().join(","))
+        })
+        .collect();
+    drill
+        .start_etcd(node, &initial.join(","), "existing")
+        .map_err(drill_err)?;
+    drill.save().map_err(drill_err)
 }
 
 async fn kubeadm_reset(drill: &mut Drill, node: &str, args: &[String]) -> Result2 {
