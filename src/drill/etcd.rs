@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client as EtcdClient, MemberAddResponse};
 
-use super::error::{failed, DrillError};
+use super::error::{setup, DrillError, EtcdError, Failure};
 use super::process::{spawn_detached, Proc};
 use super::state::Drill;
 
@@ -23,12 +23,12 @@ impl Drill {
         let node = self.node(name)?.clone();
         let data = self.etcd_data_dir(name);
         std::fs::create_dir_all(self.node_dir(name))
-            .map_err(|e| failed("create the node directory", e))?;
+            .map_err(setup("create the node directory"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.node_dir(name).join("etcd.log"))
-            .map_err(|e| failed("open the etcd log", e))?;
+            .map_err(setup("open the etcd log"))?;
         let mut cmd = Command::new("etcd");
         cmd.arg("--name")
             .arg(name)
@@ -57,7 +57,10 @@ impl Drill {
                 "warn",
             ]);
         let pid = spawn_detached(&mut cmd, log)
-            .map_err(|e| failed("start etcd (install etcd-server)", e))?;
+            .map_err(|source| Failure::Start {
+                what: "start etcd (install etcd-server)",
+                source,
+            })?;
         self.node_mut(name)?.etcd = Some(Proc::of(pid)?);
         Ok(())
     }
@@ -80,19 +83,23 @@ impl Drill {
 }
 
 /// A client on the first of `endpoints` that answers.
-pub(super) async fn etcd_client(endpoints: &[String]) -> Result<EtcdClient, String> {
+pub(super) async fn etcd_client(endpoints: &[String]) -> Result<EtcdClient, EtcdError> {
     if endpoints.is_empty() {
-        return Err("no etcd member is running".into());
+        return Err(EtcdError::NoMember);
     }
     crate::etcd::Transport::any_client(&crate::inventory::EtcdSettings {
         endpoints: endpoints.to_vec(),
         ..Default::default()
     })
     .await
+    .map_err(EtcdError::Connect)
 }
 
 /// Waits until every endpoint answers and the cluster has a leader.
-pub async fn wait_etcd_healthy(endpoints: &[String], timeout: Duration) -> Result<(), String> {
+pub(super) async fn wait_etcd_healthy(
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<(), EtcdError> {
     let started = Instant::now();
     loop {
         let mut last = String::new();
@@ -104,26 +111,29 @@ pub async fn wait_etcd_healthy(endpoints: &[String], timeout: Duration) -> Resul
                     Ok(_) => last = format!("{e}: no leader yet"),
                     Err(err) => last = format!("{e}: {err}"),
                 },
-                Err(err) => last = err,
+                Err(err) => last = err.to_string(),
             }
         }
         if healthy == endpoints.len() {
             return Ok(());
         }
         if started.elapsed() > timeout {
-            return Err(format!(
-                "etcd did not become healthy within {}s ({last})",
-                timeout.as_secs()
-            ));
+            return Err(EtcdError::Unhealthy {
+                secs: timeout.as_secs(),
+                last,
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// Each member's state by name: `healthy`, `healthy, leader`, `unhealthy`, `learner`.
-pub async fn etcd_members(drill: &Drill) -> Result<BTreeMap<String, String>, String> {
+pub(super) async fn etcd_members(drill: &Drill) -> Result<BTreeMap<String, String>, EtcdError> {
     let mut client = etcd_client(&drill.live_etcd_endpoints(None)).await?;
-    let list = client.member_list().await.map_err(|e| e.to_string())?;
+    let list = client
+        .member_list()
+        .await
+        .map_err(|source| EtcdError::MemberList { source })?;
     let mut out = BTreeMap::new();
     for m in list.members() {
         let name = if m.name().is_empty() {

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Node as K8sNode, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::error::DrillError;
+use super::error::{DrillError, Failure, NodeApiError};
 use super::state::{Drill, DrillNode};
 
 /// The Node object the kubelet of `node` registers.
@@ -66,25 +66,25 @@ pub fn kube_proxy_pod(node: &str) -> serde_json::Value {
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// Kubernetes API and etcd, as the node's kubelet and kubeadm reach them.
-
-async fn kube_client(drill: &Drill) -> Result<kube::Client, String> {
+async fn kube_client(drill: &Drill) -> Result<kube::Client, NodeApiError> {
     crate::action::kube::client_for(&crate::inventory::KubeSettings {
         kubeconfig: Some(drill.kubeconfig()),
         context: None,
     })
     .await
+    .map_err(NodeApiError::Client)
 }
 
 /// The API's Node objects by name (as JSON).
-pub async fn api_nodes(drill: &Drill) -> Result<BTreeMap<String, serde_json::Value>, String> {
+pub(super) async fn api_nodes(
+    drill: &Drill,
+) -> Result<BTreeMap<String, serde_json::Value>, NodeApiError> {
     let client = kube_client(drill).await?;
     let nodes: Api<K8sNode> = Api::all(client);
     let list = nodes
         .list(&Default::default())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| NodeApiError::ListNodes { source })?;
     Ok(list
         .items
         .into_iter()
@@ -96,14 +96,21 @@ pub async fn api_nodes(drill: &Drill) -> Result<BTreeMap<String, serde_json::Val
 }
 
 /// Registers the node (or updates its status) as its kubelet does.
-async fn post_node_status(drill: &Drill, name: &str, ready: bool) -> Result<(), String> {
-    let node = drill.node(name).map_err(|e| e.to_string())?;
+async fn post_node_status(
+    drill: &Drill,
+    node: &DrillNode,
+    ready: bool,
+) -> Result<(), NodeApiError> {
+    let name = node.name.as_str();
     let client = kube_client(drill).await?;
     let nodes: Api<K8sNode> = Api::all(client.clone());
     let exists = nodes
         .get_opt(name)
         .await
-        .map_err(|e| format!("get node {name}: {e}"))?
+        .map_err(|source| NodeApiError::GetNode {
+            name: name.to_string(),
+            source,
+        })?
         .is_some();
     if exists {
         nodes
@@ -113,16 +120,22 @@ async fn post_node_status(drill: &Drill, name: &str, ready: bool) -> Result<(), 
                 &Patch::Merge(serde_json::json!({"status": node_status(node, ready)})),
             )
             .await
-            .map_err(|e| format!("update node {name}: {e}"))?;
+            .map_err(|source| NodeApiError::UpdateNode {
+                name: name.to_string(),
+                source,
+            })?;
     } else if ready {
-        let obj: K8sNode =
-            serde_json::from_value(node_object(node, true)).map_err(|e| e.to_string())?;
+        let decode = |source| NodeApiError::Decode { source };
+        let obj: K8sNode = serde_json::from_value(node_object(node, true)).map_err(decode)?;
         nodes
             .create(&PostParams::default(), &obj)
             .await
-            .map_err(|e| format!("register node {name}: {e}"))?;
+            .map_err(|source| NodeApiError::RegisterNode {
+                name: name.to_string(),
+                source,
+            })?;
         let pods: Api<Pod> = Api::namespaced(client, "kube-system");
-        let pod: Pod = serde_json::from_value(kube_proxy_pod(name)).map_err(|e| e.to_string())?;
+        let pod: Pod = serde_json::from_value(kube_proxy_pod(name)).map_err(decode)?;
         // Already there when the Node was deleted and registered again: fine.
         let _ = pods.create(&PostParams::default(), &pod).await;
     }
@@ -147,9 +160,12 @@ pub async fn set_kubelet(drill: &mut Drill, name: &str, running: bool) -> Result
         }
     }
     if joined {
-        post_node_status(drill, name, running)
+        post_node_status(drill, drill.node(name)?, running)
             .await
-            .map_err(|e| DrillError::Failed(format!("kubelet on {name}: {e}")))?;
+            .map_err(|source| Failure::Kubelet {
+                node: name.to_string(),
+                source,
+            })?;
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::error::{failed, DrillError};
+use super::error::{setup, DrillError, Failure};
 use super::etcd::{etcd_members, wait_etcd_healthy};
 use super::kubelet::api_nodes;
 use super::node::write_shims;
@@ -91,7 +91,7 @@ pub async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
     let ssh_port = free_port(&addresses, &[])?;
     let etcd_client_port = free_port(&addresses, &[ssh_port])?;
     let etcd_peer_port = free_port(&addresses, &[ssh_port, etcd_client_port])?;
-    let medic = std::env::current_exe().map_err(|e| failed("find the medic binary", e))?;
+    let medic = std::env::current_exe().map_err(setup("find the medic binary"))?;
     let mut drill = Drill {
         dir: dir.clone(),
         medic,
@@ -158,15 +158,15 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf, DrillError> {
         )));
     }
     if is_drill {
-        std::fs::remove_dir_all(dir).map_err(|e| failed(&format!("clear {}", dir.display()), e))?;
+        std::fs::remove_dir_all(dir).map_err(setup(format!("clear {}", dir.display())))?;
     }
     std::fs::create_dir_all(dir.join("ssh"))
         .and_then(|_| std::fs::create_dir_all(dir.join("bin")))
         .and_then(|_| std::fs::create_dir_all(dir.join("nodes")))
         .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| failed(&format!("create {}", dir.display()), e))?;
+        .map_err(setup(format!("create {}", dir.display())))?;
     dir.canonicalize()
-        .map_err(|e| failed("resolve the drill directory", e))
+        .map_err(setup("resolve the drill directory"))
 }
 
 /// The layout's nodes at `addresses`: joined, kubelet running, packages at the layout's version
@@ -227,7 +227,7 @@ async fn generate_keys(dir: &Path) -> Result<(), DrillError> {
         dir.join("ssh/user_key.pub"),
         dir.join("ssh/authorized_keys"),
     )
-    .map_err(|e| failed("write authorized_keys", e))?;
+    .map_err(setup("write authorized_keys"))?;
     Ok(())
 }
 
@@ -254,11 +254,12 @@ async fn start_etcd_members(drill: &mut Drill, progress: &dyn Fn(&str)) -> Resul
     let endpoints = drill.live_etcd_endpoints(None);
     wait_etcd_healthy(&endpoints, Duration::from_secs(60))
         .await
-        .map_err(|e| {
-            DrillError::Failed(format!(
-                "{e}; see {}",
-                drill.node_dir(&cps[0]).join("etcd.log").display()
-            ))
+        .map_err(|source| {
+            Failure::EtcdUnhealthy {
+                source,
+                log: drill.node_dir(&cps[0]).join("etcd.log"),
+            }
+            .into()
         })
 }
 
@@ -271,14 +272,17 @@ async fn start_apiserver(drill: &mut Drill) -> Result<(), DrillError> {
         0o600,
     )?;
     let log = std::fs::File::create(dir.join("apiserver.log"))
-        .map_err(|e| failed("create apiserver.log", e))?;
+        .map_err(setup("create apiserver.log"))?;
     let pid = spawn_detached(
         Command::new(&drill.medic)
             .args(["drill", "apiserver", "--port", "0", "--seed"])
             .arg(dir.join("seed.yaml")),
         log,
     )
-    .map_err(|e| failed("start the API emulator", e))?;
+    .map_err(|source| Failure::Start {
+        what: "start the API emulator",
+        source,
+    })?;
     drill.apiserver = Some(Proc::of(pid)?);
     drill.save()?;
     drill.api_port = wait_api_port(&dir.join("apiserver.log"), drill.apiserver.as_ref()).await?;
@@ -300,14 +304,17 @@ async fn start_sshd(drill: &mut Drill) -> Result<(), DrillError> {
     std::fs::create_dir_all("/run/sshd").ok();
     write_file(&dir.join("ssh/sshd_config"), &drill.sshd_config(), 0o600)?;
     let log = std::fs::File::create(dir.join("ssh/sshd.log"))
-        .map_err(|e| failed("create sshd.log", e))?;
+        .map_err(setup("create sshd.log"))?;
     let pid = spawn_detached(
         Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
             .arg(dir.join("ssh/sshd_config")),
         log,
     )
-    .map_err(|e| failed("start sshd (install openssh-server)", e))?;
+    .map_err(|source| Failure::Start {
+        what: "start sshd (install openssh-server)",
+        source,
+    })?;
     drill.sshd = Some(Proc::of(pid)?);
     drill.save()?;
     drill.wait_ssh().await
@@ -317,7 +324,7 @@ async fn start_sshd(drill: &mut Drill) -> Result<(), DrillError> {
 fn write_client_files(drill: &Drill) -> Result<(), DrillError> {
     let dir = &drill.dir;
     let host_pub = std::fs::read_to_string(dir.join("ssh/host_key.pub"))
-        .map_err(|e| failed("read the host key", e))?;
+        .map_err(setup("read the host key"))?;
     let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
     let known: Vec<String> = drill
         .nodes
@@ -353,10 +360,10 @@ async fn wait_api_port(log: &Path, proc_: Option<&Proc>) -> Result<u16, DrillErr
             return Ok(port);
         }
         if started.elapsed() > Duration::from_secs(10) || proc_.is_some_and(|p| !p.alive()) {
-            return Err(DrillError::Failed(format!(
-                "the API emulator did not start: {}",
-                text.trim()
-            )));
+            return Err(Failure::ApiEmulatorDidNotStart {
+                output: text.trim().to_string(),
+            }
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -403,10 +410,7 @@ pub fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
             p.kill()
         };
         if !gone {
-            return Err(DrillError::Failed(format!(
-                "{what} (pid {}) did not stop",
-                p.pid
-            )));
+            return Err(Failure::DidNotStop { what, pid: p.pid }.into());
         }
         stopped.push(format!("{what} (pid {})", p.pid));
     }
@@ -429,9 +433,7 @@ pub fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
     for port in ports {
         while !port_free_on(&addresses, port) {
             if started.elapsed() > Duration::from_secs(10) {
-                return Err(DrillError::Failed(format!(
-                    "port {port} is still in use on a drill address after stopping"
-                )));
+                return Err(Failure::PortInUse { port }.into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{failed, DrillError};
+use super::error::{setup, DrillError, Failure};
 use crate::store::process_start_ticks;
 
 /// A process the drill started: its pid and start time (so a reused pid is never mistaken).
@@ -22,7 +22,7 @@ pub struct Proc {
 impl Proc {
     pub(super) fn of(pid: u32) -> Result<Proc, DrillError> {
         let start_ticks = process_start_ticks(pid)
-            .ok_or_else(|| DrillError::Failed(format!("process {pid} exited right after start")))?;
+            .ok_or(Failure::ExitedAtStart { pid })?;
         Ok(Proc { pid, start_ticks })
     }
 
@@ -109,18 +109,19 @@ pub(super) fn spawn_detached(cmd: &mut Command, log: std::fs::File) -> std::io::
 /// Runs a tool to completion (without blocking the runtime); its stderr is the error.
 pub(super) async fn run_tool(
     cmd: &mut tokio::process::Command,
-    what: &str,
+    what: &'static str,
 ) -> Result<(), DrillError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| failed(what, e))?;
+        .map_err(|source| Failure::Start { what, source })?;
     if !out.status.success() {
-        return Err(DrillError::Failed(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(Failure::Tool {
+            what,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -169,15 +170,13 @@ pub(super) fn free_port(addresses: &[String], taken: &[u16]) -> Result<u16, Dril
     for _ in 0..200 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| failed("find a free port", e))?
+            .map_err(setup("find a free port"))?
             .port();
         if !taken.contains(&port) && port_free_on(addresses, port) {
             return Ok(port);
         }
     }
-    Err(DrillError::Failed(
-        "could not find a free port on the drill's addresses".into(),
-    ))
+    Err(Failure::NoFreePort.into())
 }
 
 /// Loopback addresses for the nodes: a block of 127.x.y.z not used by another drill (whose

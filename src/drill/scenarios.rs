@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::error::{failed, DrillError};
+use super::error::{setup, DrillError};
 use super::kubelet::set_kubelet;
 use super::state::{package_version, write_file, Drill, DrillLock, PACKAGES};
 
@@ -87,7 +87,7 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
             // The address stops listening below; this file makes the node shell refuse new
             // sessions on connections that were already open.
             std::fs::create_dir_all(drill.node_dir(name))
-                .map_err(|e| failed("create the node directory", e))?;
+                .map_err(setup("create the node directory"))?;
             write_file(
                 &drill.node_dir(name).join("lost"),
                 "lost by `medic drill break node-lost`\n",

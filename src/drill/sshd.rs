@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::error::DrillError;
+use super::error::{DrillError, Failure};
 use super::state::{write_file, Drill, DrillNode};
 use crate::template::shell_quote;
 
@@ -91,12 +91,12 @@ impl Drill {
     }
 
     fn sshd_not_accepting(&self, n: &DrillNode) -> DrillError {
-        DrillError::Failed(format!(
-            "sshd does not accept connections on {}:{}; see {}",
-            n.address,
-            self.ssh_port,
-            self.dir.join("ssh/sshd.log").display()
-        ))
+        Failure::SshdNotAccepting {
+            address: n.address.clone(),
+            port: self.ssh_port,
+            log: self.dir.join("ssh/sshd.log"),
+        }
+        .into()
     }
 }
 

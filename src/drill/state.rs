@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{failed, DrillError};
+use super::error::{setup, DrillError, Failure};
 use super::process::Proc;
 
 /// Versions the drill's package repository offers (kubeadm, kubelet, kubectl), as pkgs.k8s.io
@@ -104,12 +104,18 @@ impl DrillLock {
             .truncate(false)
             .write(true)
             .open(dir.join("drill.lock"))
-            .map_err(|e| failed(&format!("open {}/drill.lock", dir.display()), e))?;
+            .map_err(|source| Failure::OpenLock {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a file descriptor we own; released when the file is closed.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         if rc != 0 {
-            return Err(failed("lock the drill", std::io::Error::last_os_error()));
+            return Err(Failure::Lock {
+                source: std::io::Error::last_os_error(),
+            }
+            .into());
         }
         Ok(DrillLock { _file: file })
     }
@@ -133,7 +139,13 @@ pub(super) fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), Drill
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().map_err(|e| failed(&format!("write {}", path.display()), e))
+    write().map_err(|source| {
+        Failure::WriteFile {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()
+    })
 }
 
 impl Drill {
@@ -151,11 +163,15 @@ impl Drill {
                     dir.display()
                 ))
             } else {
-                failed(&format!("read {}", path.display()), e)
+                Failure::ReadState {
+                    path: path.clone(),
+                    source: e,
+                }
+                .into()
             }
         })?;
         serde_json::from_str(&text)
-            .map_err(|e| failed(&format!("{} is damaged", path.display()), e))
+            .map_err(|source| Failure::DamagedState { path, source }.into())
     }
 
     pub fn save(&self) -> Result<(), DrillError> {
@@ -251,7 +267,7 @@ pub(super) fn random_hex(bytes: usize) -> Result<String, DrillError> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| failed("read /dev/urandom", e))?;
+        .map_err(setup("read /dev/urandom"))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
