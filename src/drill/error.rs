@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DrillError {
+pub(crate) enum DrillError {
     /// Bad input or a drill in the wrong state (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -18,7 +18,7 @@ pub enum DrillError {
 
 /// The step of a drill command that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     #[error("open {}/drill.lock: {source}", dir.display())]
     OpenLock { dir: PathBuf, source: io::Error },
     #[error("lock the drill: {source}")]
@@ -73,7 +73,7 @@ pub(super) fn setup(step: impl Into<String>) -> impl FnOnce(io::Error) -> DrillE
 
 /// What the drill's calls to its etcd members fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
+pub(crate) enum EtcdError {
     #[error("no etcd member is running")]
     NoMember,
     /// No endpoint answered (the transport's own account of each).
@@ -87,7 +87,7 @@ pub enum EtcdError {
 
 /// What a node's kubelet fails with when it talks to the API.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeApiError {
+pub(crate) enum NodeApiError {
     /// No client for the drill's kubeconfig.
     #[error("{0}")]
     Client(String),

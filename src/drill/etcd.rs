@@ -14,7 +14,7 @@ use super::state::Drill;
 impl Drill {
     /// Starts `node`'s etcd member in its own session (it outlives the command that started
     /// it, e.g. a `kubeadm join` over SSH); its output goes to `nodes/NODE/etcd.log`.
-    pub fn start_etcd(
+    pub(crate) fn start_etcd(
         &mut self,
         name: &str,
         initial_cluster: &str,
@@ -22,8 +22,7 @@ impl Drill {
     ) -> Result<(), DrillError> {
         let node = self.node(name)?.clone();
         let data = self.etcd_data_dir(name);
-        std::fs::create_dir_all(self.node_dir(name))
-            .map_err(setup("create the node directory"))?;
+        std::fs::create_dir_all(self.node_dir(name)).map_err(setup("create the node directory"))?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -56,11 +55,10 @@ impl Drill {
                 "--log-level",
                 "warn",
             ]);
-        let pid = spawn_detached(&mut cmd, log)
-            .map_err(|source| Failure::Start {
-                what: "start etcd (install etcd-server)",
-                source,
-            })?;
+        let pid = spawn_detached(&mut cmd, log).map_err(|source| Failure::Start {
+            what: "start etcd (install etcd-server)",
+            source,
+        })?;
         self.node_mut(name)?.etcd = Some(Proc::of(pid)?);
         Ok(())
     }

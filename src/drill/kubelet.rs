@@ -11,7 +11,7 @@ use super::error::{DrillError, Failure, NodeApiError};
 use super::state::{Drill, DrillNode};
 
 /// The Node object the kubelet of `node` registers.
-pub fn node_object(node: &DrillNode, ready: bool) -> serde_json::Value {
+pub(crate) fn node_object(node: &DrillNode, ready: bool) -> serde_json::Value {
     let mut labels = json!({
         "kubernetes.io/hostname": node.name,
         "kubernetes.io/os": "linux",
@@ -33,7 +33,7 @@ pub fn node_object(node: &DrillNode, ready: bool) -> serde_json::Value {
     obj
 }
 
-pub fn node_status(node: &DrillNode, ready: bool) -> serde_json::Value {
+pub(crate) fn node_status(node: &DrillNode, ready: bool) -> serde_json::Value {
     let (status, reason, message) = if ready {
         ("True", "KubeletReady", "kubelet is posting ready status")
     } else {
@@ -54,7 +54,7 @@ pub fn node_status(node: &DrillNode, ready: bool) -> serde_json::Value {
 }
 
 /// The DaemonSet pod a joined node runs.
-pub fn kube_proxy_pod(node: &str) -> serde_json::Value {
+pub(crate) fn kube_proxy_pod(node: &str) -> serde_json::Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
@@ -143,7 +143,11 @@ async fn post_node_status(
 }
 
 /// Starts or stops the kubelet service of `name`; a joined node's status follows.
-pub async fn set_kubelet(drill: &mut Drill, name: &str, running: bool) -> Result<(), DrillError> {
+pub(crate) async fn set_kubelet(
+    drill: &mut Drill,
+    name: &str,
+    running: bool,
+) -> Result<(), DrillError> {
     let (joined, control_plane) = {
         let n = drill.node_mut(name)?;
         n.kubelet = running;

@@ -32,13 +32,13 @@ use super::state::{
 };
 
 /// What `up` builds: node names and roles.
-pub struct Layout {
-    pub nodes: Vec<(String, Vec<String>)>,
-    pub version: String,
+pub(crate) struct Layout {
+    pub(crate) nodes: Vec<(String, Vec<String>)>,
+    pub(crate) version: String,
 }
 
 impl Layout {
-    pub fn sized(control_planes: usize, workers: usize, version: &str) -> Layout {
+    pub(crate) fn sized(control_planes: usize, workers: usize, version: &str) -> Layout {
         let mut nodes = Vec::new();
         for i in 1..=control_planes {
             nodes.push((
@@ -56,7 +56,7 @@ impl Layout {
     }
 
     /// The nodes and roles of an existing inventory (addresses are the drill's own).
-    pub fn like(inventory: &crate::inventory::Inventory, version: &str) -> Layout {
+    pub(crate) fn like(inventory: &crate::inventory::Inventory, version: &str) -> Layout {
         Layout {
             nodes: inventory
                 .nodes
@@ -68,14 +68,14 @@ impl Layout {
     }
 }
 
-pub struct UpOptions<'a> {
-    pub layout: Layout,
-    pub dir: &'a Path,
-    pub progress: &'a dyn Fn(&str),
+pub(crate) struct UpOptions<'a> {
+    pub(crate) layout: Layout,
+    pub(crate) dir: &'a Path,
+    pub(crate) progress: &'a dyn Fn(&str),
 }
 
 /// `medic drill up`.
-pub async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
+pub(crate) async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
     let layout = &opts.layout;
     check_layout(layout)?;
     if let Ok(existing) = Drill::load(opts.dir) {
@@ -271,8 +271,8 @@ async fn start_apiserver(drill: &mut Drill) -> Result<(), DrillError> {
         &serde_json::to_string_pretty(&seed(drill)).expect("seed serializes"),
         0o600,
     )?;
-    let log = std::fs::File::create(dir.join("apiserver.log"))
-        .map_err(setup("create apiserver.log"))?;
+    let log =
+        std::fs::File::create(dir.join("apiserver.log")).map_err(setup("create apiserver.log"))?;
     let pid = spawn_detached(
         Command::new(&drill.medic)
             .args(["drill", "apiserver", "--port", "0", "--seed"])
@@ -303,8 +303,7 @@ async fn start_sshd(drill: &mut Drill) -> Result<(), DrillError> {
     let dir = drill.dir.clone();
     std::fs::create_dir_all("/run/sshd").ok();
     write_file(&dir.join("ssh/sshd_config"), &drill.sshd_config(), 0o600)?;
-    let log = std::fs::File::create(dir.join("ssh/sshd.log"))
-        .map_err(setup("create sshd.log"))?;
+    let log = std::fs::File::create(dir.join("ssh/sshd.log")).map_err(setup("create sshd.log"))?;
     let pid = spawn_detached(
         Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
@@ -399,7 +398,7 @@ fn inventory_yaml(drill: &Drill) -> String {
 
 /// `medic drill down`: stops every process the drill started and waits for its ports to be
 /// free. Returns what it stopped.
-pub fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
+pub(crate) fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
     let _lock = DrillLock::acquire(dir)?;
     let mut drill = Drill::load(dir)?;
     let mut stopped = Vec::new();
@@ -443,32 +442,32 @@ pub fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
 
 /// One row of `medic drill status`.
 #[derive(Debug, Serialize)]
-pub struct NodeStatus {
-    pub name: String,
-    pub address: String,
-    pub roles: Vec<String>,
-    pub ssh: bool,
-    pub kubelet: bool,
-    pub joined: bool,
+pub(crate) struct NodeStatus {
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) ssh: bool,
+    pub(crate) kubelet: bool,
+    pub(crate) joined: bool,
     /// Ready / NotReady / absent from the API.
-    pub node: String,
-    pub version: Option<String>,
-    pub unschedulable: bool,
-    pub etcd: Option<String>,
-    pub packages: BTreeMap<String, String>,
+    pub(crate) node: String,
+    pub(crate) version: Option<String>,
+    pub(crate) unschedulable: bool,
+    pub(crate) etcd: Option<String>,
+    pub(crate) packages: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Status {
-    pub dir: PathBuf,
-    pub cluster_version: String,
-    pub processes: Vec<(String, u32, bool)>,
-    pub api: String,
-    pub etcd_members: Vec<String>,
-    pub nodes: Vec<NodeStatus>,
+pub(crate) struct Status {
+    pub(crate) dir: PathBuf,
+    pub(crate) cluster_version: String,
+    pub(crate) processes: Vec<(String, u32, bool)>,
+    pub(crate) api: String,
+    pub(crate) etcd_members: Vec<String>,
+    pub(crate) nodes: Vec<NodeStatus>,
 }
 
-pub async fn status(dir: &Path) -> Result<Status, DrillError> {
+pub(crate) async fn status(dir: &Path) -> Result<Status, DrillError> {
     let drill = {
         let _lock = DrillLock::acquire_async(dir).await?;
         Drill::load(dir)?

@@ -12,24 +12,26 @@
 //! Dependencies run one way: `error` ← `process` ← `state` ← `etcd`, `sshd` ← `kubelet` ←
 //! `node`, `scenarios`, `lifecycle`; the API emulator stands alone.
 
-pub mod apiserver;
+pub(crate) mod apiserver;
 mod error;
 mod etcd;
 mod kubelet;
 mod lifecycle;
-pub mod node;
+pub(crate) mod node;
 mod process;
 mod scenarios;
 mod seed;
 mod sshd;
 mod state;
 
-pub use seed::read_seed;
+pub(crate) use seed::read_seed;
 
-/// The drill's commands and their types under the path the CLI uses.
+/// The drill's commands and their types under the path the CLI uses. `Scenario` stays public:
+/// it is a value of the CLI's public argument types.
 pub mod cluster {
-    pub use super::error::DrillError;
-    pub use super::lifecycle::{down, status, up, Layout, NodeStatus, Status, UpOptions};
-    pub use super::scenarios::{break_node, provision, Scenario};
-    pub use super::state::{Drill, DrillNode, DEFAULT_VERSION};
+    pub(crate) use super::error::DrillError;
+    pub(crate) use super::lifecycle::{down, status, up, Layout, UpOptions};
+    pub use super::scenarios::Scenario;
+    pub(crate) use super::scenarios::{break_node, provision};
+    pub(crate) use super::state::DEFAULT_VERSION;
 }

@@ -14,19 +14,18 @@ use crate::store::process_start_ticks;
 
 /// A process the drill started: its pid and start time (so a reused pid is never mistaken).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Proc {
-    pub pid: u32,
-    pub start_ticks: u64,
+pub(crate) struct Proc {
+    pub(crate) pid: u32,
+    pub(crate) start_ticks: u64,
 }
 
 impl Proc {
     pub(super) fn of(pid: u32) -> Result<Proc, DrillError> {
-        let start_ticks = process_start_ticks(pid)
-            .ok_or(Failure::ExitedAtStart { pid })?;
+        let start_ticks = process_start_ticks(pid).ok_or(Failure::ExitedAtStart { pid })?;
         Ok(Proc { pid, start_ticks })
     }
 
-    pub fn alive(&self) -> bool {
+    pub(crate) fn alive(&self) -> bool {
         process_start_ticks(self.pid) == Some(self.start_ticks)
     }
 
@@ -41,7 +40,7 @@ impl Proc {
 
     /// SIGTERM (or SIGKILL), then SIGKILL after `grace`; waits until the process is gone
     /// (blocking: for the drill's synchronous commands).
-    pub fn stop(&self, grace: Duration) -> bool {
+    pub(crate) fn stop(&self, grace: Duration) -> bool {
         self.signal(libc::SIGTERM);
         let started = Instant::now();
         loop {
@@ -52,7 +51,7 @@ impl Proc {
         }
     }
 
-    pub fn kill(&self) -> bool {
+    pub(crate) fn kill(&self) -> bool {
         self.signal(libc::SIGKILL);
         self.stop(Duration::ZERO)
     }

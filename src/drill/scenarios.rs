@@ -21,7 +21,11 @@ pub enum Scenario {
     UpgradeFails,
 }
 
-pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<String, DrillError> {
+pub(crate) async fn break_node(
+    dir: &Path,
+    scenario: Scenario,
+    name: &str,
+) -> Result<String, DrillError> {
     let _lock = DrillLock::acquire_async(dir).await?;
     let mut drill = Drill::load(dir)?;
     let node = drill.node(name)?.clone();
@@ -110,7 +114,7 @@ pub async fn break_node(dir: &Path, scenario: Scenario, name: &str) -> Result<St
 
 /// `medic drill provision NODE`: a fresh machine at the node's address (reachable, packages at
 /// the cluster's version, not joined, no etcd data), as an operator gets a replacement.
-pub fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
+pub(crate) fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
     let _lock = DrillLock::acquire(dir)?;
     let mut drill = Drill::load(dir)?;
     // Provisioning wipes the machine (its etcd member, kubelet, packages): only for a node

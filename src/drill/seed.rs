@@ -114,7 +114,7 @@ fn yaml_to_json(node: &Node) -> Value {
 }
 
 /// Reads a seed file: a YAML list of Kubernetes objects.
-pub fn read_seed(path: &std::path::Path) -> Result<Vec<Value>, String> {
+pub(crate) fn read_seed(path: &std::path::Path) -> Result<Vec<Value>, String> {
     let text =
         std::fs::read_to_string(path).map_err(|e| format!("read seed {}: {e}", path.display()))?;
     // With coercion "prevented", marked_yaml remembers which scalars were plain (unquoted).

@@ -42,7 +42,7 @@ impl Drill {
     /// Rewrites the sshd configuration and has sshd reload it (it re-executes itself; open
     /// connections stay), then waits until the reachable addresses accept again (blocking:
     /// for the drill's synchronous commands).
-    pub fn reload_sshd(&self) -> Result<(), DrillError> {
+    pub(crate) fn reload_sshd(&self) -> Result<(), DrillError> {
         self.signal_sshd_reload()?;
         std::thread::sleep(Duration::from_millis(100));
         let started = Instant::now();

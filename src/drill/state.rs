@@ -14,76 +14,76 @@ use super::process::Proc;
 
 /// Versions the drill's package repository offers (kubeadm, kubelet, kubectl), as pkgs.k8s.io
 /// names them without the `-1.1` revision.
-pub const AVAILABLE_VERSIONS: &[&str] = &[
+pub(crate) const AVAILABLE_VERSIONS: &[&str] = &[
     "1.29.6", "1.29.8", "1.30.0", "1.30.2", "1.30.4", "1.31.0", "1.31.2",
 ];
-pub const PACKAGE_REVISION: &str = "1.1";
-pub const DEFAULT_VERSION: &str = "1.30.2";
-pub const PACKAGES: &[&str] = &["kubeadm", "kubelet", "kubectl"];
+pub(crate) const PACKAGE_REVISION: &str = "1.1";
+pub(crate) const DEFAULT_VERSION: &str = "1.30.2";
+pub(crate) const PACKAGES: &[&str] = &["kubeadm", "kubelet", "kubectl"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DrillNode {
-    pub name: String,
-    pub address: String,
-    pub roles: Vec<String>,
-    pub control_plane: bool,
+pub(crate) struct DrillNode {
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) roles: Vec<String>,
+    pub(crate) control_plane: bool,
     /// Installed package versions (`1.30.2-1.1`).
-    pub packages: BTreeMap<String, String>,
+    pub(crate) packages: BTreeMap<String, String>,
     /// Packages on hold (`apt-mark hold`).
-    pub held: BTreeSet<String>,
+    pub(crate) held: BTreeSet<String>,
     /// Whether the kubelet service runs, and which version runs (the binary at its last start).
-    pub kubelet: bool,
-    pub kubelet_version: Option<String>,
+    pub(crate) kubelet: bool,
+    pub(crate) kubelet_version: Option<String>,
     /// Joined to the cluster (`/etc/kubernetes/kubelet.conf` exists, in kubeadm's terms).
-    pub joined: bool,
+    pub(crate) joined: bool,
     /// The node's etcd member process (control-plane nodes; kubeadm's static pod).
-    pub etcd: Option<Proc>,
+    pub(crate) etcd: Option<Proc>,
     /// `break node-lost`: powered off, unreachable.
-    pub lost: bool,
+    pub(crate) lost: bool,
     /// `break upgrade-fails`: the next package upgrade fails.
-    pub upgrade_fails: bool,
+    pub(crate) upgrade_fails: bool,
 }
 
 impl DrillNode {
-    pub fn package_version(&self, package: &str) -> Option<&str> {
+    pub(crate) fn package_version(&self, package: &str) -> Option<&str> {
         self.packages.get(package).map(|s| s.as_str())
     }
 
     /// `v1.30.2` for the installed kubelet package.
-    pub fn installed_kubelet(&self) -> String {
+    pub(crate) fn installed_kubelet(&self) -> String {
         kubelet_version_of(self.package_version("kubelet").unwrap_or(DEFAULT_VERSION))
     }
 }
 
 /// `1.30.2-1.1` → `v1.30.2`.
-pub fn kubelet_version_of(package_version: &str) -> String {
+pub(crate) fn kubelet_version_of(package_version: &str) -> String {
     format!(
         "v{}",
         package_version.split('-').next().unwrap_or(package_version)
     )
 }
 
-pub fn package_version(version: &str) -> String {
+pub(crate) fn package_version(version: &str) -> String {
     format!("{version}-{PACKAGE_REVISION}")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Drill {
-    pub dir: PathBuf,
+pub(crate) struct Drill {
+    pub(crate) dir: PathBuf,
     /// The medic binary the node shims run.
-    pub medic: PathBuf,
-    pub ssh_port: u16,
-    pub api_port: u16,
-    pub etcd_client_port: u16,
-    pub etcd_peer_port: u16,
-    pub token: String,
-    pub ca_cert_hash: String,
-    pub certificate_key: String,
+    pub(crate) medic: PathBuf,
+    pub(crate) ssh_port: u16,
+    pub(crate) api_port: u16,
+    pub(crate) etcd_client_port: u16,
+    pub(crate) etcd_peer_port: u16,
+    pub(crate) token: String,
+    pub(crate) ca_cert_hash: String,
+    pub(crate) certificate_key: String,
     /// The control plane's version (`kubeadm upgrade apply`).
-    pub cluster_version: String,
-    pub sshd: Option<Proc>,
-    pub apiserver: Option<Proc>,
-    pub nodes: Vec<DrillNode>,
+    pub(crate) cluster_version: String,
+    pub(crate) sshd: Option<Proc>,
+    pub(crate) apiserver: Option<Proc>,
+    pub(crate) nodes: Vec<DrillNode>,
 }
 
 pub(super) fn is_control_plane(roles: &[String]) -> bool {
@@ -93,12 +93,12 @@ pub(super) fn is_control_plane(roles: &[String]) -> bool {
 }
 
 /// An exclusive lock on the drill directory, held while `drill.json` is read and changed.
-pub struct DrillLock {
+pub(crate) struct DrillLock {
     _file: std::fs::File,
 }
 
 impl DrillLock {
-    pub fn acquire(dir: &Path) -> Result<DrillLock, DrillError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<DrillLock, DrillError> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -149,12 +149,12 @@ pub(super) fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), Drill
 }
 
 impl Drill {
-    pub fn state_path(dir: &Path) -> PathBuf {
+    pub(crate) fn state_path(dir: &Path) -> PathBuf {
         dir.join("drill.json")
     }
 
     /// Reads the drill in `dir` (take the lock first when changing it).
-    pub fn load(dir: &Path) -> Result<Drill, DrillError> {
+    pub(crate) fn load(dir: &Path) -> Result<Drill, DrillError> {
         let path = Self::state_path(dir);
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -170,16 +170,15 @@ impl Drill {
                 .into()
             }
         })?;
-        serde_json::from_str(&text)
-            .map_err(|source| Failure::DamagedState { path, source }.into())
+        serde_json::from_str(&text).map_err(|source| Failure::DamagedState { path, source }.into())
     }
 
-    pub fn save(&self) -> Result<(), DrillError> {
+    pub(crate) fn save(&self) -> Result<(), DrillError> {
         let text = serde_json::to_string_pretty(self).expect("drill state serializes");
         write_file(&Self::state_path(&self.dir), &(text + "\n"), 0o600)
     }
 
-    pub fn node(&self, name: &str) -> Result<&DrillNode, DrillError> {
+    pub(crate) fn node(&self, name: &str) -> Result<&DrillNode, DrillError> {
         self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
             let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
             let hint = crate::source::closest(name, names.iter().copied())
@@ -192,7 +191,7 @@ impl Drill {
         })
     }
 
-    pub fn node_mut(&mut self, name: &str) -> Result<&mut DrillNode, DrillError> {
+    pub(crate) fn node_mut(&mut self, name: &str) -> Result<&mut DrillNode, DrillError> {
         self.node(name)?;
         Ok(self
             .nodes
@@ -201,31 +200,31 @@ impl Drill {
             .expect("checked"))
     }
 
-    pub fn node_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn node_dir(&self, name: &str) -> PathBuf {
         self.dir.join("nodes").join(name)
     }
 
-    pub fn etcd_data_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn etcd_data_dir(&self, name: &str) -> PathBuf {
         self.node_dir(name).join("etcd")
     }
 
-    pub fn peer_url(&self, node: &DrillNode) -> String {
+    pub(crate) fn peer_url(&self, node: &DrillNode) -> String {
         format!("http://{}:{}", node.address, self.etcd_peer_port)
     }
 
-    pub fn client_url(&self, node: &DrillNode) -> String {
+    pub(crate) fn client_url(&self, node: &DrillNode) -> String {
         format!("http://{}:{}", node.address, self.etcd_client_port)
     }
 
-    pub fn api_endpoint(&self) -> String {
+    pub(crate) fn api_endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.api_port)
     }
 
-    pub fn kubeconfig(&self) -> PathBuf {
+    pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
 
-    pub fn join_command(&self) -> String {
+    pub(crate) fn join_command(&self) -> String {
         format!(
             "kubeadm join {} --discovery-token-ca-cert-hash {}",
             self.api_endpoint(),
@@ -234,7 +233,7 @@ impl Drill {
     }
 
     /// Client URLs of the etcd members whose process runs.
-    pub fn live_etcd_endpoints(&self, except: Option<&str>) -> Vec<String> {
+    pub(crate) fn live_etcd_endpoints(&self, except: Option<&str>) -> Vec<String> {
         self.nodes
             .iter()
             .filter(|n| Some(n.name.as_str()) != except)
@@ -246,7 +245,7 @@ impl Drill {
 
 impl Drill {
     /// The processes of this drill that are alive: (what, process).
-    pub fn running(&self) -> impl Iterator<Item = (String, Proc)> + '_ {
+    pub(crate) fn running(&self) -> impl Iterator<Item = (String, Proc)> + '_ {
         let mut all: Vec<(String, Proc)> = Vec::new();
         if let Some(p) = self.sshd {
             all.push(("sshd".into(), p));

@@ -34,7 +34,7 @@ use store::{State, WatchEvent};
 
 /// The emulator's state, shared by every connection.
 #[derive(Clone)]
-pub struct ApiServer {
+pub(crate) struct ApiServer {
     state: Arc<Mutex<State>>,
     /// Evictions check a budget and start the deletion as one step, as the API server does.
     evictions: Arc<Mutex<()>>,
@@ -48,7 +48,7 @@ impl Default for ApiServer {
 }
 
 impl ApiServer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (events, _) = broadcast::channel(4096);
         ApiServer {
             evictions: Arc::new(Mutex::new(())),
@@ -62,7 +62,7 @@ impl ApiServer {
     }
 
     /// Loads seed objects (a YAML list of Kubernetes objects).
-    pub fn seed(&self, objects: Vec<Value>) -> Result<(), String> {
+    pub(crate) fn seed(&self, objects: Vec<Value>) -> Result<(), String> {
         for obj in objects {
             let kind = obj["kind"].as_str().unwrap_or_default().to_string();
             let r = Resource::by_kind(&kind)
@@ -85,7 +85,7 @@ impl ApiServer {
     }
 
     /// Serves on 127.0.0.1:`port` until the process ends.
-    pub async fn serve(self, port: u16, ready: impl FnOnce(u16)) -> std::io::Result<()> {
+    pub(crate) async fn serve(self, port: u16, ready: impl FnOnce(u16)) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let port = listener.local_addr()?.port();
         ready(port);

@@ -95,40 +95,34 @@ struct Target {
 }
 
 impl Target {
-    /// `/api/v1/...` or `/apis/GROUP/VERSION/...`; a 404 for anything else.
-    fn resolve(path: &str) -> Result<Target, Response<Body>> {
+    /// `/api/v1/...` or `/apis/GROUP/VERSION/...`; the `Status` of a 404 for anything else.
+    fn resolve(path: &str) -> Result<Target, Value> {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (group, rest) = match segs.as_slice() {
             ["api", "v1", rest @ ..] => ("", rest),
             ["apis", g, "v1", rest @ ..] => (*g, rest),
             _ => {
-                return Err(respond(
+                return Err(status(
                     404,
-                    &status(
-                        404,
-                        "NotFound",
-                        &format!("the server could not find the requested resource ({path})"),
-                    ),
+                    "NotFound",
+                    &format!("the server could not find the requested resource ({path})"),
                 ))
             }
         };
         let (ns, resource, tail) = match rest {
             ["namespaces", ns, res, tail @ ..] => (Some(ns.to_string()), *res, tail),
             [res, tail @ ..] => (None, *res, tail),
-            [] => return Err(respond(404, &status(404, "NotFound", "no resource"))),
+            [] => return Err(status(404, "NotFound", "no resource")),
         };
         let Some(r) = RESOURCES
             .iter()
             .copied()
             .find(|r| r.name == resource && r.group == group)
         else {
-            return Err(respond(
+            return Err(status(
                 404,
-                &status(
-                    404,
-                    "NotFound",
-                    &format!("the server doesn't have a resource type \"{resource}\""),
-                ),
+                "NotFound",
+                &format!("the server doesn't have a resource type \"{resource}\""),
             ));
         };
         Ok(Target {
@@ -145,15 +139,16 @@ impl Target {
     }
 }
 
-/// The document a merge, strategic merge or JSON patch makes of `current`.
-fn patched(current: &Value, body: &Value, content_type: &str) -> Result<Value, Response<Body>> {
+/// The document a merge, strategic merge or JSON patch makes of `current`; the `Status` of a
+/// 422 for a JSON patch that does not apply.
+fn patched(current: &Value, body: &Value, content_type: &str) -> Result<Value, Value> {
     let mut doc = current.clone();
     if content_type.contains("json-patch") {
         let patch: Result<json_patch::Patch, _> = serde_json::from_value(body.clone());
         patch
             .map_err(|e| e.to_string())
             .and_then(|p| json_patch::patch(&mut doc, &p).map_err(|e| e.to_string()))
-            .map_err(|e| respond(422, &status(422, "Invalid", &format!("json patch: {e}"))))?;
+            .map_err(|e| status(422, "Invalid", &format!("json patch: {e}")))?;
     } else {
         merge_patch(&mut doc, body);
     }
@@ -183,7 +178,7 @@ impl ApiServer {
         }
         match Target::resolve(&call.path) {
             Ok(target) => self.dispatch(call, target),
-            Err(response) => response,
+            Err(s) => respond(404, &s),
         }
     }
 
@@ -235,7 +230,7 @@ impl ApiServer {
                 };
                 match patched(&current, &call.body, &call.content_type) {
                     Ok(doc) => found_or_404(r, n, self.update(r, &obj_ns, n, |o| *o = doc)),
-                    Err(response) => response,
+                    Err(s) => respond(422, &s),
                 }
             }
             (&Method::DELETE, Some(n), _) => {

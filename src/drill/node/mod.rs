@@ -29,13 +29,13 @@ use kubeadm::kubeadm;
 use systemctl::{kubelet, systemctl};
 
 /// The commands the drill's node shell runs through medic.
-pub const SHIMMED: &[&str] = &["systemctl", "kubeadm", "apt-get", "apt-mark", "kubelet"];
+pub(crate) const SHIMMED: &[&str] = &["systemctl", "kubeadm", "apt-get", "apt-mark", "kubelet"];
 
 /// What a node command printed and its exit code.
-pub struct Reply {
-    pub stdout: String,
-    pub stderr: String,
-    pub code: i32,
+pub(crate) struct Reply {
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+    pub(crate) code: i32,
 }
 
 impl Reply {
@@ -57,7 +57,7 @@ impl Reply {
 }
 
 /// Runs `tool args` as node `$MEDIC_DRILL_NODE` of the drill in `$MEDIC_DRILL_DIR`.
-pub async fn run(tool: &str, args: &[String]) -> Reply {
+pub(crate) async fn run(tool: &str, args: &[String]) -> Reply {
     let (Ok(dir), Ok(node)) = (
         std::env::var("MEDIC_DRILL_DIR"),
         std::env::var("MEDIC_DRILL_NODE"),
