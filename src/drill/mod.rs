@@ -9,8 +9,9 @@
 //! - [`apiserver`]: the Kubernetes API emulator (`medic drill apiserver`), which the `kube`
 //!   action and the stock `kubectl` use as a cluster, started with a [`seed`].
 //!
-//! Dependencies run one way: `error` ← `process` ← `state` ← `etcd`, `sshd` ← `kubelet` ←
-//! `node`, `scenarios`, `lifecycle`; the API emulator stands alone.
+//! Dependencies run one way: `error` ← `process` ← `state` ← `etcd` ← `kubelet` ← `seed`,
+//! `node`, `scenarios`, `lifecycle` (which also uses `seed`, `sshd` and `node`); the API
+//! emulator stands alone.
 
 pub(crate) mod apiserver;
 mod error;
@@ -29,9 +30,9 @@ pub(crate) use seed::read_seed;
 /// The drill's commands and their types under the path the CLI uses. `Scenario` stays public:
 /// it is a value of the CLI's public argument types.
 pub mod cluster {
-    pub(crate) use super::error::DrillError;
-    pub(crate) use super::lifecycle::{down, status, up, Layout, UpOptions};
-    pub use super::scenarios::Scenario;
-    pub(crate) use super::scenarios::{break_node, provision};
-    pub(crate) use super::state::DEFAULT_VERSION;
+    pub(crate) use crate::drill::error::DrillError;
+    pub(crate) use crate::drill::lifecycle::{down, status, up, Layout, UpOptions};
+    pub use crate::drill::scenarios::Scenario;
+    pub(crate) use crate::drill::scenarios::{break_node, provision};
+    pub(crate) use crate::drill::state::DEFAULT_VERSION;
 }
