@@ -102,3 +102,47 @@ pub(crate) enum NodeApiError {
     #[error("{source}")]
     Decode { source: serde_json::Error },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_as_the_operator_saw_them_before_they_were_typed() {
+        let io = || io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+        let cases: Vec<(DrillError, &str)> = vec![
+            (
+                Failure::Start { what: "start etcd (install etcd-server)", source: io() }.into(),
+                "start etcd (install etcd-server): No such file or directory",
+            ),
+            (
+                setup("create the node directory")(io()),
+                "create the node directory: No such file or directory",
+            ),
+            (
+                Failure::EtcdUnhealthy {
+                    source: EtcdError::Unhealthy { secs: 60, last: "no leader yet".into() },
+                    log: "/d/nodes/cp-1/etcd.log".into(),
+                }
+                .into(),
+                "etcd did not become healthy within 60s (no leader yet); see /d/nodes/cp-1/etcd.log",
+            ),
+            (
+                Failure::Kubelet {
+                    node: "cp-1".into(),
+                    source: NodeApiError::Client("no kubeconfig".into()),
+                }
+                .into(),
+                "kubelet on cp-1: no kubeconfig",
+            ),
+            (
+                Failure::DidNotStop { what: "sshd".into(), pid: 7 }.into(),
+                "sshd (pid 7) did not stop",
+            ),
+        ];
+        for (e, text) in cases {
+            assert!(matches!(e, DrillError::Failed(_)));
+            assert_eq!(e.to_string(), text);
+        }
+    }
+}

@@ -2,15 +2,18 @@
 //! `drain` and `delete` against it, and that the `kube` crate talks to it as to a cluster.
 //!
 //! 1. Objects (nodes, namespaces, pods, DaemonSets, ReplicaSets, PodDisruptionBudgets) live in
-//!    memory as JSON, keyed by resource, namespace and name, with a resourceVersion counter.
-//! 2. Discovery (`/api`, `/apis`, resource lists) and `/version` are served as kubectl expects.
-//! 3. List with label and field selectors (also as a `Table` for kubectl), get, create, replace,
-//!    merge / strategic-merge / JSON patch, delete with a grace period, and watch.
+//!    memory as JSON, keyed by resource, namespace and name, with a resourceVersion counter
+//!    ([`store`], which also serves watches; [`resources`] lists what is served).
+//! 2. Discovery (`/api`, `/apis`, resource lists) and `/version` are served as kubectl expects
+//!    ([`discovery`]).
+//! 3. List with label and field selectors ([`selectors`]; also as a `Table` for kubectl,
+//!    [`table`]), get, create, replace, merge / strategic-merge / JSON patch, delete with a
+//!    grace period, and watch ([`routes`] maps a request to them, [`response`] answers).
 //! 4. The eviction subresource (policy/v1) answers 201, or 429 with a real `Status` when a
 //!    PodDisruptionBudget allows no disruption; budgets' allowed disruptions are computed from
-//!    the pods as the disruption controller would.
+//!    the pods as the disruption controller would ([`budgets`]).
 //! 5. A ReplicaSet's pod that is deleted comes back on another schedulable node after a short
-//!    delay, so a budget frees up as it would in a cluster.
+//!    delay, so a budget frees up as it would in a cluster ([`controllers`]).
 
 mod budgets;
 mod controllers;

@@ -87,6 +87,7 @@ impl Call {
 
 /// What a resource path names: the resource, the namespace it is scoped to (namespaced
 /// resources only), and an object name and subresource.
+#[derive(Debug)]
 struct Target {
     r: Resource,
     scope_ns: Option<String>,
@@ -269,6 +270,55 @@ impl ApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_resolve_to_a_resource_its_scope_and_an_object() {
+        let t = Target::resolve("/api/v1/namespaces/default/pods/web-1/eviction").unwrap();
+        assert_eq!(t.r.kind, "Pod");
+        assert_eq!(t.scope_ns.as_deref(), Some("default"));
+        assert_eq!(t.name.as_deref(), Some("web-1"));
+        assert_eq!(t.sub.as_deref(), Some("eviction"));
+        // A cluster-scoped resource has no namespace even when the path names one.
+        let t = Target::resolve("/api/v1/namespaces/default/nodes/cp-1").unwrap();
+        assert_eq!(
+            (t.r.kind, t.obj_ns(), t.scope_ns),
+            ("Node", String::new(), None)
+        );
+        let t = Target::resolve("/apis/policy/v1/poddisruptionbudgets").unwrap();
+        assert_eq!((t.r.kind, t.name), ("PodDisruptionBudget", None));
+    }
+
+    #[test]
+    fn unknown_paths_and_resources_are_404_statuses() {
+        let s = Target::resolve("/apis/batch/v1/jobs").unwrap_err();
+        assert_eq!(s["code"], 404);
+        assert_eq!(
+            s["message"],
+            "the server doesn't have a resource type \"jobs\""
+        );
+        let s = Target::resolve("/metrics").unwrap_err();
+        assert_eq!(
+            s["message"],
+            "the server could not find the requested resource (/metrics)"
+        );
+    }
+
+    #[test]
+    fn a_json_patch_that_does_not_apply_is_a_422_status() {
+        let doc = json!({"metadata": {"name": "n"}});
+        let bad = json!([{"op": "remove", "path": "/spec/missing"}]);
+        let s = patched(&doc, &bad, "application/json-patch+json").unwrap_err();
+        assert_eq!(
+            (s["code"].clone(), s["reason"].clone()),
+            (json!(422), json!("Invalid"))
+        );
+        let merged = patched(
+            &doc,
+            &json!({"spec": {"x": 1}}),
+            "application/merge-patch+json",
+        );
+        assert_eq!(merged.unwrap()["spec"]["x"], 1);
+    }
 
     #[test]
     fn merge_patch_removes_nulls_and_merges_maps() {
