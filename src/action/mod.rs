@@ -240,8 +240,16 @@ pub trait Action: Sized {
     fn check_targets(&self, _scope: &RenderScope<'_>) -> Result<(), ActionError> {
         Ok(())
     }
-    /// The dry-run view: the fully rendered action, one line per step.
+    /// The dry-run view: the fully rendered action, one line per step. Pure: no network, no
+    /// process (the plan table shows it too).
     fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError>;
+    /// Whether [`Action::preview`] asks the outside world anything.
+    const PREVIEWS: bool = false;
+    /// What a dry-run shows after `describe`'s lines, asked of the live cluster (a drain lists
+    /// the pods it would move). Only dry-runs call it.
+    fn preview(&self, _scope: &RenderScope<'_>) -> impl Future<Output = Vec<String>> + Send {
+        std::future::ready(Vec::new())
+    }
     fn execute(
         &self,
         ctx: &ActionCtx<'_>,
@@ -300,8 +308,30 @@ macro_rules! actions {
             pub async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
                 match self { $(ActionSpec::$variant(a) => a.execute(ctx).await),* }
             }
+
+            pub async fn preview(&self, scope: &RenderScope<'_>) -> Vec<String> {
+                match self { $(ActionSpec::$variant(a) => a.preview(scope).await),* }
+            }
+
+            fn previews(&self) -> bool {
+                match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::PREVIEWS),* }
+            }
         }
     };
+}
+
+impl ActionSpec {
+    /// [`ActionSpec::preview`] for synchronous code running on a (multi-threaded) runtime
+    /// thread: the engine's dry run is synchronous. Returns at once, without touching the
+    /// runtime, for kinds that preview nothing.
+    pub fn preview_blocking(&self, scope: &RenderScope<'_>) -> Vec<String> {
+        if !self.previews() {
+            return Vec::new();
+        }
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.preview(scope))
+        })
+    }
 }
 
 impl crate::plan::Leaf for ActionSpec {
