@@ -466,7 +466,7 @@ async fn run_on_node(
     let session = match pool.session(node).await {
         Ok(s) => s,
         Err(e) => {
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             result.duration_ms = started.elapsed().as_millis() as u64;
             return result;
         }
@@ -485,7 +485,7 @@ async fn run_on_node(
         let mut child = match spawn(session.clone()).await {
             Ok(child) => child,
             Err(_) => {
-                let fresh = pool.reconnect(node).await?;
+                let fresh = pool.reconnect(node).await.map_err(|e| e.to_string())?;
                 spawn(fresh)
                     .await
                     .map_err(|e| format!("{}: start command: {e}", node.name))?
