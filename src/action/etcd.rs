@@ -81,6 +81,76 @@ fn text_field(f: &Fields<'_>, key: &str, reader: &mut Reader) -> Option<String> 
     Some(reader.template(s, TemplateKind::Text))
 }
 
+fn parse_member_add(f: &Fields<'_>, reader: &mut Reader) -> Option<EtcdOp> {
+    let Some(name) = text_field(f, "name", reader) else {
+        reader.error(f.span(), "etcd member_add needs `name:`");
+        return None;
+    };
+    let peer_urls = match f.get("peer_urls") {
+        Some(Node::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| reader.scalar(i, "peer url"))
+            .map(|s| s.as_str().to_string())
+            .collect(),
+        Some(n) => match reader.scalar(n, "peer_urls") {
+            Some(s) => vec![reader.template(s, TemplateKind::Text)],
+            None => return None,
+        },
+        None => {
+            reader.error(f.span(), "etcd member_add needs `peer_urls:`");
+            return None;
+        }
+    };
+    let learner = f
+        .get("learner")
+        .and_then(|n| reader.bool(n, "learner"))
+        .unwrap_or(false);
+    Some(EtcdOp::MemberAdd {
+        name,
+        peer_urls,
+        learner,
+    })
+}
+
+fn parse_member_promote(f: &Fields<'_>, reader: &mut Reader) -> Option<EtcdOp> {
+    let name = text_field(f, "name", reader);
+    let id = text_field(f, "id", reader);
+    if name.is_none() && id.is_none() {
+        reader.error(f.span(), "etcd member_promote needs name or id");
+        return None;
+    }
+    let timeout_secs = f
+        .get("timeout")
+        .and_then(|n| reader.duration(n, "timeout"))
+        .unwrap_or(120.0);
+    Some(EtcdOp::MemberPromote {
+        name,
+        id,
+        timeout_secs,
+    })
+}
+
+/// `transport:` and `via:`, next to the operation.
+fn parse_transport(fields: &Fields<'_>, reader: &mut Reader) -> (Option<String>, Option<String>) {
+    let transport = fields
+        .get("transport")
+        .and_then(|n| reader.scalar(n, "transport"))
+        .map(|s| s.as_str().to_string());
+    if let Some(t) = &transport {
+        if t != "direct" && t != "ssh" {
+            reader.error(
+                &start_span(fields.get("transport").expect("present")),
+                format!("etcd transport must be direct or ssh, not `{t}`"),
+            );
+        }
+    }
+    let via = fields
+        .get("via")
+        .and_then(|n| reader.scalar(n, "via"))
+        .map(|s| s.as_str().to_string());
+    (transport, via)
+}
+
 impl EtcdSpec {
     fn transport(&self, scope: &RenderScope<'_>) -> Result<Transport, ActionError> {
         let inventory = scope.inventory.ok_or_else(|| ActionError::Failed {
@@ -211,53 +281,8 @@ impl Action for EtcdSpec {
                 }
                 EtcdOp::MemberRemove { name, node: nd, id }
             }
-            ("member_add", Some(f)) => {
-                let Some(name) = text_field(&f, "name", reader) else {
-                    reader.error(f.span(), "etcd member_add needs `name:`");
-                    return None;
-                };
-                let peer_urls = match f.get("peer_urls") {
-                    Some(Node::Sequence(items)) => items
-                        .iter()
-                        .filter_map(|i| reader.scalar(i, "peer url"))
-                        .map(|s| s.as_str().to_string())
-                        .collect(),
-                    Some(n) => match reader.scalar(n, "peer_urls") {
-                        Some(s) => vec![reader.template(s, TemplateKind::Text)],
-                        None => return None,
-                    },
-                    None => {
-                        reader.error(f.span(), "etcd member_add needs `peer_urls:`");
-                        return None;
-                    }
-                };
-                let learner = f
-                    .get("learner")
-                    .and_then(|n| reader.bool(n, "learner"))
-                    .unwrap_or(false);
-                EtcdOp::MemberAdd {
-                    name,
-                    peer_urls,
-                    learner,
-                }
-            }
-            ("member_promote", Some(f)) => {
-                let name = text_field(&f, "name", reader);
-                let id = text_field(&f, "id", reader);
-                if name.is_none() && id.is_none() {
-                    reader.error(f.span(), "etcd member_promote needs name or id");
-                    return None;
-                }
-                let timeout_secs = f
-                    .get("timeout")
-                    .and_then(|n| reader.duration(n, "timeout"))
-                    .unwrap_or(120.0);
-                EtcdOp::MemberPromote {
-                    name,
-                    id,
-                    timeout_secs,
-                }
-            }
+            ("member_add", Some(f)) => parse_member_add(&f, reader)?,
+            ("member_promote", Some(f)) => parse_member_promote(&f, reader)?,
             ("snapshot", Some(f)) => EtcdOp::Snapshot {
                 path: text_field(&f, "path", reader).unwrap_or_default(),
             },
@@ -270,22 +295,7 @@ impl Action for EtcdSpec {
             }
             _ => return None,
         };
-        let transport = fields
-            .get("transport")
-            .and_then(|n| reader.scalar(n, "transport"))
-            .map(|s| s.as_str().to_string());
-        if let Some(t) = &transport {
-            if t != "direct" && t != "ssh" {
-                reader.error(
-                    &start_span(fields.get("transport").expect("present")),
-                    format!("etcd transport must be direct or ssh, not `{t}`"),
-                );
-            }
-        }
-        let via = fields
-            .get("via")
-            .and_then(|n| reader.scalar(n, "via"))
-            .map(|s| s.as_str().to_string());
+        let (transport, via) = parse_transport(&fields, reader);
         Some(EtcdSpec { op, transport, via })
     }
 

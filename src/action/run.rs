@@ -248,12 +248,9 @@ pub fn script_for_stdin(script: &str) -> String {
     format!("{script}\n__medic_eof__")
 }
 
-/// Runs `command` through `sh`; with `stream`, each line also goes to the phase output.
-pub async fn run_shell(
-    command: &str,
-    ctx: &ActionCtx<'_>,
-    stream: bool,
-) -> Result<CommandOutput, ActionError> {
+/// Starts `sh` in its own process group with its watchdog, and sends it the go-ahead and
+/// `command` on stdin.
+fn spawn_watched(command: &str) -> Result<(tokio::process::Child, GroupGuard), ActionError> {
     // The command waits for a go-ahead on stdin, sent only once its watchdog runs, so it can
     // never run unwatched; if medic dies before that, it exits without running.
     // The command itself travels on stdin, never in argv: /proc/PID/cmdline is readable by every
@@ -277,7 +274,7 @@ pub async fn run_shell(
         .spawn()
         .map_err(|source| ActionError::Spawn { source })?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    let mut guard = GroupGuard {
+    let guard = GroupGuard {
         pgid,
         armed: true,
         _watchdog: spawn_watchdog(pgid),
@@ -290,6 +287,16 @@ pub async fn run_shell(
             let _ = go.write_all(script.as_bytes()).await;
         });
     }
+    Ok((child, guard))
+}
+
+/// Runs `command` through `sh`; with `stream`, each line also goes to the phase output.
+pub async fn run_shell(
+    command: &str,
+    ctx: &ActionCtx<'_>,
+    stream: bool,
+) -> Result<CommandOutput, ActionError> {
+    let (mut child, mut guard) = spawn_watched(command)?;
     // Bounded, so a command writing faster than the phase log takes its lines waits on its
     // pipe instead of piling lines up here.
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
