@@ -535,3 +535,82 @@ async fn run_on_node(
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_is_fixed_and_holds_no_value() {
+        let secret = "s3cr3t'; reboot #";
+        let c = RemoteCommand::new("systemctl stop kubelet", false, &env(&[("TOKEN", secret)]));
+        let words = shlex::split(&c.line).expect("a valid shell line");
+        assert_eq!(words, ["sh", "-c", SCRIPT_ON_STDIN]);
+        assert!(!c.line.contains("s3cr3t"), "{}", c.line);
+        assert!(!c.line.contains("systemctl"), "{}", c.line);
+        // The same line whatever runs: nothing of the command or its env reaches argv.
+        assert_eq!(c.line, RemoteCommand::new("true", false, &[]).line);
+    }
+
+    #[test]
+    fn sudo_ends_its_options_with_a_double_dash() {
+        let c = RemoteCommand::new("id -u", true, &[]);
+        let words = shlex::split(&c.line).expect("a valid shell line");
+        assert_eq!(words, ["sudo", "-n", "--", "sh", "-c", SCRIPT_ON_STDIN]);
+        assert_eq!(c.describe(), "sudo -n -- sh, script on stdin: id -u");
+    }
+
+    #[test]
+    fn the_script_on_stdin_exports_each_value_as_one_quoted_word() {
+        let c = RemoteCommand::new(
+            "echo \"$TOKEN\"",
+            false,
+            &env(&[("TOKEN", "a b'c $(x)"), ("MODE", "fast")]),
+        );
+        let lines: Vec<&str> = c.script.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", c.script);
+        assert_eq!(lines[2], "echo \"$TOKEN\"");
+        for (line, (name, value)) in lines
+            .iter()
+            .zip([("TOKEN", "a b'c $(x)"), ("MODE", "fast")])
+        {
+            let words = shlex::split(line).expect("a valid shell line");
+            assert_eq!(words, ["export".to_string(), format!("{name}={value}")]);
+        }
+        assert_eq!(
+            c.describe(),
+            format!("sh, script on stdin: {}", c.script.replace('\n', "; "))
+        );
+        // What is written to stdin ends with the marker the remote shell waits for.
+        assert!(script_for_stdin(&c.script).ends_with("\n__medic_eof__"));
+    }
+
+    #[test]
+    fn a_shell_running_the_line_gets_each_value_back_unchanged() {
+        use std::io::Write;
+        let value = "a b'c \"d\" $(echo no) `echo no` ; exit 3";
+        let c = RemoteCommand::new("printf '%s' \"$V\"", false, &env(&[("V", value)]));
+        let words = shlex::split(&c.line).expect("a valid shell line");
+        let mut child = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(script_for_stdin(&c.script).as_bytes())
+            .expect("script written");
+        drop(stdin);
+        let out = child.wait_with_output().expect("sh exits");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+    }
+}
