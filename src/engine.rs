@@ -1481,7 +1481,6 @@ impl Shared {
                 });
             };
             let ctx = ActionCtx {
-                phase: &id,
                 scope: &scope,
                 output: &output,
                 cancel: self.cancel.clone(),

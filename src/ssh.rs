@@ -33,7 +33,7 @@ type Slot = Arc<OnceCell<Result<Arc<Session>, SshError>>>;
 /// is cached with the node's slot (every phase waiting on it gets the same answer), so its
 /// sources are shared (`Arc`).
 #[derive(Clone, Debug, thiserror::Error)]
-pub enum SshError {
+pub(crate) enum SshError {
     /// The address would read as an option to `ssh` (or is not a host at all).
     #[error("node {node}: address {reason}")]
     Address { node: String, reason: String },
@@ -81,7 +81,7 @@ impl Default for SshPool {
 }
 
 /// The user and destination a node is reached as, for messages and dry-runs.
-pub fn describe_destination(node: &NodeEntry) -> String {
+pub(crate) fn describe_destination(node: &NodeEntry) -> String {
     let user = node
         .ssh
         .user
@@ -94,7 +94,7 @@ pub fn describe_destination(node: &NodeEntry) -> String {
 }
 
 impl SshPool {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // SAFETY: getuid has no preconditions.
         let uid = unsafe { libc::getuid() };
         let base = std::env::temp_dir().join(format!("medic-{uid}"));
@@ -112,13 +112,13 @@ impl SshPool {
 
     /// The master connection to `node`, opened on first use. A master that went away (idle
     /// timeout, killed) shows up when a command fails to start: call [`SshPool::reconnect`].
-    pub async fn session(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
+    pub(crate) async fn session(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
         let slot = self.slot(&node.name);
         slot.get_or_init(|| self.connect(node)).await.clone()
     }
 
     /// Drops the node's master and opens a new one.
-    pub async fn reconnect(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
+    pub(crate) async fn reconnect(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
         self.forget(&node.name);
         self.session(node).await
     }
@@ -192,7 +192,7 @@ impl SshPool {
     }
 
     /// Closes every master connection (on exit, Ctrl-C included).
-    pub async fn close_all(&self) {
+    pub(crate) async fn close_all(&self) {
         let slots: Vec<Slot> = self
             .sessions
             .lock()

@@ -60,7 +60,7 @@ pub struct SshSpec {
 /// The script (the `run:` command, preceded by `export` lines for `env:`) never appears on a
 /// command line, so the node's process list shows no value of it, secret or not.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RemoteCommand {
+pub(crate) struct RemoteCommand {
     pub line: String,
     pub script: String,
     /// The script on one line, for dry-runs.
@@ -69,7 +69,7 @@ pub struct RemoteCommand {
 }
 
 impl RemoteCommand {
-    pub fn new(run: &str, sudo: bool, env: &[(String, String)]) -> Self {
+    pub(crate) fn new(run: &str, sudo: bool, env: &[(String, String)]) -> Self {
         let wrapper = format!("sh -c {}", shell_quote(SCRIPT_ON_STDIN));
         let line = if sudo {
             format!("sudo -n -- {wrapper}")
@@ -85,7 +85,7 @@ impl RemoteCommand {
     }
 
     /// For dry-runs: who runs which script (`export` lines shown on one line with the command).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{}sh, script on stdin: {}",
             if self.sudo { "sudo -n -- " } else { "" },

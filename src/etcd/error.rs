@@ -11,7 +11,7 @@ use crate::ssh::SshError;
 
 /// What the etcd server's refusal means for the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `member not found`: a removal that already happened.
     MemberNotFound,
     /// `unhealthy cluster`: etcd refuses membership changes for a few seconds after a member
@@ -26,7 +26,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Classifies the text of an etcd error (the gRPC status, or etcdctl's last stderr line).
-    pub fn of(text: &str) -> Refusal {
+    pub(crate) fn of(text: &str) -> Refusal {
         if text.contains("member not found") {
             Refusal::MemberNotFound
         } else if text.contains("unhealthy cluster") {
@@ -45,7 +45,7 @@ impl Refusal {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
+pub(crate) enum EtcdError {
     // Choosing the transport from the inventory.
     #[error("the inventory {} lists no etcd endpoints (etcd: {{endpoints: [...]}})", .inventory.display())]
     NoEndpoints { inventory: PathBuf },
@@ -148,7 +148,7 @@ pub enum EtcdError {
 
 impl EtcdError {
     /// The server's refusal, for errors that carry an answer from etcd; `Other` for the rest.
-    pub fn refusal(&self) -> Refusal {
+    pub(crate) fn refusal(&self) -> Refusal {
         match self {
             EtcdError::MemberRemove { kind, .. }
             | EtcdError::MemberAdd { kind, .. }

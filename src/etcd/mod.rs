@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use error::{EtcdError, Refusal};
-pub use quorum::{addition_refusal, removal_refusal, Quorum};
+pub(crate) use error::{EtcdError, Refusal};
+pub(crate) use quorum::{addition_refusal, removal_refusal, Quorum};
 
 use crate::inventory::{EtcdSettings, Inventory, NodeEntry};
 use crate::ssh::SshPool;
@@ -30,7 +30,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MemberInfo {
+pub(crate) struct MemberInfo {
     /// Hex, as etcdctl prints it.
     pub id: String,
     /// Empty while the member was added but never started.
@@ -42,11 +42,11 @@ pub struct MemberInfo {
 }
 
 impl MemberInfo {
-    pub fn id_u64(&self) -> u64 {
+    pub(crate) fn id_u64(&self) -> u64 {
         u64::from_str_radix(&self.id, 16).unwrap_or(0)
     }
 
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         if self.name.is_empty() {
             format!("{} (not started, {})", self.id, self.peer_urls.join(","))
         } else {
@@ -55,12 +55,12 @@ impl MemberInfo {
     }
 }
 
-pub fn hex_id(id: u64) -> String {
+pub(crate) fn hex_id(id: u64) -> String {
     format!("{id:016x}")
 }
 
 /// Parses a member id as written by an operator: hex (etcdctl's table) or decimal (its JSON).
-pub fn parse_id(text: &str) -> Option<u64> {
+pub(crate) fn parse_id(text: &str) -> Option<u64> {
     let t = text.trim().trim_start_matches("0x");
     if t.len() == 16 || t.chars().any(|c| c.is_ascii_alphabetic()) {
         u64::from_str_radix(t, 16).ok()
@@ -72,7 +72,7 @@ pub fn parse_id(text: &str) -> Option<u64> {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct MemberHealth {
+pub(crate) struct MemberHealth {
     pub id: String,
     pub name: String,
     pub endpoint: Option<String>,
@@ -83,7 +83,7 @@ pub struct MemberHealth {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct MemberStatus {
+pub(crate) struct MemberStatus {
     pub endpoint: String,
     pub member_id: String,
     pub leader: String,
@@ -95,7 +95,7 @@ pub struct MemberStatus {
 }
 
 /// How etcd is reached.
-pub enum Transport {
+pub(crate) enum Transport {
     Direct(EtcdSettings),
     Ssh {
         node: NodeEntry,
@@ -105,7 +105,7 @@ pub enum Transport {
 
 impl Transport {
     /// From the inventory, with an optional per-phase override (`transport:`, `via:`).
-    pub fn choose(
+    pub(crate) fn choose(
         inventory: &Inventory,
         transport: Option<&str>,
         via: Option<&str>,
@@ -149,7 +149,7 @@ impl Transport {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Transport::Direct(s) => format!("directly at {}", s.endpoints.join(",")),
             Transport::Ssh { node, .. } => format!("with etcdctl on {} over ssh", node.name),
@@ -163,7 +163,7 @@ impl Transport {
             .map_err(|e| e.to_string())
     }
 
-    pub async fn member_list(&self, pool: &SshPool) -> Result<Vec<MemberInfo>, EtcdError> {
+    pub(crate) async fn member_list(&self, pool: &SshPool) -> Result<Vec<MemberInfo>, EtcdError> {
         match self {
             Transport::Direct(s) => direct::member_list(s).await,
             Transport::Ssh { node, settings } => {
@@ -179,7 +179,7 @@ impl Transport {
     }
 
     /// Probes every member on its own client URLs, with a short timeout each.
-    pub async fn health(&self, pool: &SshPool, members: &[MemberInfo]) -> Vec<MemberHealth> {
+    pub(crate) async fn health(&self, pool: &SshPool, members: &[MemberInfo]) -> Vec<MemberHealth> {
         match self {
             Transport::Direct(s) => direct::health(s, members).await,
             Transport::Ssh { node, settings } => {
@@ -194,7 +194,7 @@ impl Transport {
         }
     }
 
-    pub async fn status(
+    pub(crate) async fn status(
         &self,
         pool: &SshPool,
         members: &[MemberInfo],
@@ -218,7 +218,7 @@ impl Transport {
     /// wait until a member reports a leader, and — when the member being removed is down — one
     /// other than it. Removing is idempotent ("member not found" counts as done), so a call that
     /// timed out is retried.
-    pub async fn member_remove(
+    pub(crate) async fn member_remove(
         &self,
         pool: &SshPool,
         id: u64,
@@ -238,7 +238,7 @@ impl Transport {
         }
     }
 
-    pub async fn member_add(
+    pub(crate) async fn member_add(
         &self,
         pool: &SshPool,
         name: &str,
@@ -259,7 +259,7 @@ impl Transport {
         }
     }
 
-    pub async fn member_promote(&self, pool: &SshPool, id: u64) -> Result<(), EtcdError> {
+    pub(crate) async fn member_promote(&self, pool: &SshPool, id: u64) -> Result<(), EtcdError> {
         match self {
             Transport::Direct(s) => direct::member_promote(s, id).await,
             Transport::Ssh { node, settings } => {
@@ -275,7 +275,11 @@ impl Transport {
     }
 
     /// Saves a snapshot to `path` on this machine (written to a temporary file, then renamed).
-    pub async fn snapshot(&self, pool: &SshPool, path: &std::path::Path) -> Result<u64, EtcdError> {
+    pub(crate) async fn snapshot(
+        &self,
+        pool: &SshPool,
+        path: &std::path::Path,
+    ) -> Result<u64, EtcdError> {
         let partial = path.with_extension("part");
         let data = match self {
             Transport::Direct(s) => direct::snapshot(s).await?,
@@ -303,7 +307,7 @@ impl Transport {
 }
 
 /// gRPC errors are long; keep what an operator needs ("Connection refused", ...).
-pub fn short_error(text: &str) -> String {
+pub(crate) fn short_error(text: &str) -> String {
     for needle in [
         "Connection refused",
         "timed out",

@@ -8,14 +8,14 @@ use super::{MemberHealth, MemberInfo};
 
 /// Size of a voting membership and what it can survive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Quorum {
+pub(crate) struct Quorum {
     pub members: usize,
     pub quorum: usize,
     pub tolerates: usize,
 }
 
 impl Quorum {
-    pub fn of(members: usize) -> Quorum {
+    pub(crate) fn of(members: usize) -> Quorum {
         let quorum = members / 2 + 1;
         Quorum {
             members,
@@ -24,7 +24,7 @@ impl Quorum {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} member{} (quorum {}, tolerates {} failure{})",
             self.members,
@@ -37,7 +37,7 @@ impl Quorum {
 }
 
 /// Why removing `target` would be unsafe, if it would. `health` covers every member.
-pub fn removal_refusal(target: &MemberInfo, health: &[MemberHealth]) -> Option<String> {
+pub(crate) fn removal_refusal(target: &MemberInfo, health: &[MemberHealth]) -> Option<String> {
     if target.is_learner {
         return None;
     }
@@ -90,7 +90,7 @@ pub fn removal_refusal(target: &MemberInfo, health: &[MemberHealth]) -> Option<S
 }
 
 /// Why adding a member would be unsafe, if it would.
-pub fn addition_refusal(
+pub(crate) fn addition_refusal(
     peer_urls: &[String],
     learner: bool,
     health: &[MemberHealth],

@@ -85,7 +85,9 @@ pub(crate) async fn client(scope: &RenderScope<'_>) -> Result<Client, KubeError>
 }
 
 /// [`connect`] with the failure as text, for the drill (which reports text).
-pub async fn client_for(settings: &crate::inventory::KubeSettings) -> Result<Client, String> {
+pub(crate) async fn client_for(
+    settings: &crate::inventory::KubeSettings,
+) -> Result<Client, String> {
     connect(settings).await.map_err(|e| e.to_string())
 }
 

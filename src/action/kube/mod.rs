@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope};
 use crate::source::Reader;
 
-pub use client::client_for;
+pub(crate) use client::client_for;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrainSpec {
