@@ -14,7 +14,7 @@ use crate::plan::{PhaseId, PhaseState};
 /// What the engine reports; renderers turn these into text or JSON.
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         operation: String,
         target: PhaseId,
@@ -76,7 +76,7 @@ pub enum Event {
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Completed,
     AlreadyCompleted,
     Paused {
@@ -103,7 +103,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Outcome::Failed { .. } | Outcome::Interrupted | Outcome::Stuck { .. } => 1,
             Outcome::Refused { .. } => 3,
@@ -114,11 +114,11 @@ impl Outcome {
 
 /// A phase that could not start, and the unfinished phases it waits for.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Waiting {
-    pub phase: PhaseId,
-    pub waits_for: Vec<PhaseId>,
+pub(crate) struct Waiting {
+    pub(crate) phase: PhaseId,
+    pub(crate) waits_for: Vec<PhaseId>,
 }
 
-pub trait EventSink: Send + Sync {
+pub(crate) trait EventSink: Send + Sync {
     fn emit(&self, event: &Event);
 }

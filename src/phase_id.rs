@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 pub struct PhaseId(String);
 
 impl PhaseId {
-    pub fn root() -> Self {
+    pub(crate) fn root() -> Self {
         PhaseId("/".to_string())
     }
 
     /// Normalises a trusted path (stored IDs, paths built from validated segments):
     /// `etcd/remove`, `/etcd/remove/` and `/etcd/remove` are the same, and an empty text is
     /// the root. What an operator or a procedure wrote goes through [`PhaseId::parse_input`].
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let trimmed = text.trim().trim_matches('/');
         if trimmed.is_empty() {
             Self::root()
@@ -34,7 +34,7 @@ impl PhaseId {
     /// exactly one phase: an empty text (an unset shell variable must not mean "everything"),
     /// empty segments (`//`, `/a//b`), a trailing `/`, `.`/`..` and characters no phase ID has.
     /// The root is only `/` spelled out; a missing leading `/` is allowed (`etcd/remove`).
-    pub fn parse_input(text: &str) -> Result<Self, PhaseIdError> {
+    pub(crate) fn parse_input(text: &str) -> Result<Self, PhaseIdError> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(PhaseIdError::Empty);
@@ -69,7 +69,7 @@ impl PhaseId {
         Ok(PhaseId(format!("/{body}")))
     }
 
-    pub fn child(&self, segment: &str) -> Self {
+    pub(crate) fn child(&self, segment: &str) -> Self {
         if self.0 == "/" {
             PhaseId(format!("/{segment}"))
         } else {
@@ -77,20 +77,15 @@ impl PhaseId {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn is_root(&self) -> bool {
+    pub(crate) fn is_root(&self) -> bool {
         self.0 == "/"
     }
 
-    /// The last path segment (`remove` for `/etcd/remove`, empty for the root).
-    pub fn name(&self) -> &str {
-        self.0.rsplit('/').next().unwrap_or("")
-    }
-
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         if self.is_root() {
             0
         } else {
@@ -101,7 +96,7 @@ impl PhaseId {
 
 /// Why a typed phase ID was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PhaseIdError {
+pub(crate) enum PhaseIdError {
     #[error("the phase ID is empty (an unset shell variable?); give one such as /etcd/remove, or / for the whole plan")]
     Empty,
     #[error("`{text}` is not a phase ID: {reason}; write it as /group/phase (see `medic plan`)")]
@@ -110,7 +105,7 @@ pub enum PhaseIdError {
 
 /// One segment of a phase path: lowercase letters, digits, `-`, `_` or `.`, starting and
 /// ending with a letter or digit, at most 63 characters.
-pub fn valid_phase_segment(s: &str) -> bool {
+pub(crate) fn valid_phase_segment(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
@@ -137,7 +132,6 @@ mod tests {
         assert_eq!(PhaseId::parse("/").as_str(), "/");
         assert_eq!(PhaseId::parse("").as_str(), "/");
         assert_eq!(PhaseId::root().child("a").child("b").as_str(), "/a/b");
-        assert_eq!(PhaseId::parse("/a/b").name(), "b");
         assert_eq!(PhaseId::parse("/a/b").depth(), 2);
     }
 

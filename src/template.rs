@@ -20,8 +20,8 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct TemplateError {
-    pub message: String,
-    pub line: Option<usize>,
+    pub(crate) message: String,
+    pub(crate) line: Option<usize>,
 }
 
 impl From<minijinja::Error> for TemplateError {
@@ -49,11 +49,11 @@ const SHELL: &str = "shell";
 
 /// Instructions one render or expression may execute: real procedure templates use hundreds,
 /// a loop over the inventory's nodes a few thousand.
-pub const FUEL: u64 = 1_000_000;
+pub(crate) const FUEL: u64 = 1_000_000;
 /// Nesting (loops, conditions, macro calls) one render may reach.
-pub const RECURSION_LIMIT: usize = 100;
+pub(crate) const RECURSION_LIMIT: usize = 100;
 /// Largest rendered text, or expression value as JSON.
-pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+pub(crate) const MAX_RENDERED_BYTES: usize = 1 << 20;
 
 fn too_large(what: &str) -> TemplateError {
     TemplateError {
@@ -136,7 +136,7 @@ impl Default for Templates {
 }
 
 /// Quotes one word for `sh`: unchanged when it has no special characters.
-pub fn shell_quote(word: &str) -> String {
+pub(crate) fn shell_quote(word: &str) -> String {
     if word.is_empty() {
         return "''".to_string();
     }
@@ -248,7 +248,12 @@ impl Templates {
     }
 
     /// Renders `source` with `ctx`; in shell context every interpolated value is quoted.
-    pub fn render(&self, source: &str, shell: bool, ctx: &Value) -> Result<String, TemplateError> {
+    pub(crate) fn render(
+        &self,
+        source: &str,
+        shell: bool,
+        ctx: &Value,
+    ) -> Result<String, TemplateError> {
         if !source.contains("{{") && !source.contains("{%") {
             return Ok(source.to_string());
         }
@@ -269,7 +274,7 @@ impl Templates {
 
     /// Evaluates an expression such as `members | length >= 2`; `{{ ... }}` around it is
     /// accepted for readability.
-    pub fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
+    pub(crate) fn eval(&self, expr: &str, ctx: &Value) -> Result<Value, TemplateError> {
         let compiled = self.env.compile_expression(strip_braces(expr))?;
         let value = compiled
             .eval(ctx)
@@ -283,7 +288,7 @@ impl Templates {
     }
 
     /// Names a template uses that it does not define itself (checked at load time).
-    pub fn template_names(
+    pub(crate) fn template_names(
         &self,
         source: &str,
         shell: bool,
@@ -295,7 +300,7 @@ impl Templates {
     }
 
     /// Names an expression uses (checked at load time).
-    pub fn expression_names(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
+    pub(crate) fn expression_names(&self, expr: &str) -> Result<BTreeSet<String>, TemplateError> {
         let compiled = self.env.compile_expression(strip_braces(expr))?;
         Ok(compiled.undeclared_variables(false).into_iter().collect())
     }
@@ -304,7 +309,7 @@ impl Templates {
 impl Templates {
     /// Filters (`| name`) and tests (`is name`) a template uses that do not exist. minijinja
     /// only finds these while rendering, so they are checked here by name at load time.
-    pub fn unknown_filters_and_tests(&self, source: &str, expression: bool) -> Vec<String> {
+    pub(crate) fn unknown_filters_and_tests(&self, source: &str, expression: bool) -> Vec<String> {
         // In a template only the `{{ }}` and `{% %}` blocks are Jinja; the rest is plain text
         // (often a shell command with its own `|`).
         static BLOCK: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
@@ -382,8 +387,66 @@ fn name_undefined(
     err
 }
 
+/// Names whose value is captured at run time and not known yet (a dry-run, a plan preview). A
+/// template sees [`Pending::placeholder`] for each; code asks this set, never the text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pending(BTreeSet<String>);
+
+impl Pending {
+    /// What a template shows for the pending `name`.
+    pub(crate) fn placeholder(name: &str) -> String {
+        format!("<{name}: captured at run time>")
+    }
+
+    pub(crate) fn insert(&mut self, name: &str) {
+        self.0.insert(name.to_string());
+    }
+
+    /// `name` is bound to a known value after all.
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+
+    /// Each pending name with its placeholder, to put in a template context.
+    pub(crate) fn placeholders(&self) -> impl Iterator<Item = (String, serde_json::Value)> + '_ {
+        self.0
+            .iter()
+            .map(|n| (n.clone(), serde_json::Value::String(Self::placeholder(n))))
+    }
+}
+
+/// What a phase's templates render against: the values (dereferences to them), and which
+/// names among them are [`Pending`].
+#[derive(Clone, Debug)]
+pub struct TemplateContext {
+    values: Value,
+    pending: Pending,
+}
+
+impl TemplateContext {
+    pub(crate) fn new(values: Value, pending: Pending) -> Self {
+        TemplateContext { values, pending }
+    }
+
+    pub(crate) fn pending(&self) -> &Pending {
+        &self.pending
+    }
+}
+
+impl std::ops::Deref for TemplateContext {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.values
+    }
+}
+
 /// `{{ a >= 2 }}` → `a >= 2`; anything else is returned trimmed.
-pub fn strip_braces(expr: &str) -> &str {
+pub(crate) fn strip_braces(expr: &str) -> &str {
     let t = expr.trim();
     if let Some(inner) = t.strip_prefix("{{").and_then(|s| s.strip_suffix("}}")) {
         if !inner.contains("{{") && !inner.contains("}}") {
@@ -523,6 +586,30 @@ mod tests {
         assert_eq!(out, "echo '\"$(touch /tmp/x)\"'");
         let out = t.render("{{ {'a': v} | tojson(2) }}", false, &ctx).unwrap();
         assert_eq!(out, "{\n  \"a\": \"$(touch /tmp/x)\"\n}");
+    }
+
+    #[test]
+    fn pending_names_are_typed_and_shown_as_a_placeholder() {
+        let mut pending = Pending::default();
+        pending.insert("member");
+        pending.insert("gone");
+        pending.remove("gone");
+        assert!(pending.contains("member") && !pending.contains("gone"));
+        let values: serde_json::Map<_, _> = pending.placeholders().collect();
+        assert_eq!(
+            serde_json::Value::Object(values),
+            serde_json::json!({"member": "<member: captured at run time>"})
+        );
+        // A value that merely reads like a placeholder is not pending.
+        let ctx = TemplateContext::new(
+            Value::from_serialize(serde_json::json!({"x": "<x: captured at run time>"})),
+            Pending::default(),
+        );
+        assert!(!ctx.pending().contains("x"));
+        assert_eq!(
+            Templates::new().render("{{ x }}", false, &ctx).unwrap(),
+            "<x: captured at run time>"
+        );
     }
 
     #[test]

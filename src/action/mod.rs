@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::inventory::Inventory;
 use crate::source::Reader;
 use crate::ssh::SshPool;
-use crate::template::{TemplateError, Templates};
+use crate::template::{TemplateContext, TemplateError, Templates};
 
 /// Which output stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ pub enum Stream {
 /// Templates rendered against one phase's variables, and the inventory to resolve nodes.
 pub(crate) struct RenderScope<'a> {
     pub templates: &'a Templates,
-    pub ctx: Value,
+    pub ctx: TemplateContext,
     pub inventory: Option<&'a Inventory>,
 }
 
@@ -64,13 +64,7 @@ impl RenderScope<'_> {
             .templates
             .template_names(source, false)
             .unwrap_or_default();
-        names.iter().any(|n| {
-            self.ctx
-                .get_attr(n)
-                .ok()
-                .and_then(|v| v.as_str().map(|s| s.ends_with(": captured at run time>")))
-                .unwrap_or(false)
-        })
+        names.iter().any(|n| self.ctx.pending().contains(n))
     }
 
     pub fn eval(&self, field: &'static str, expr: &str) -> Result<Value, ActionError> {
@@ -168,6 +162,12 @@ pub(crate) enum ActionError {
     CheckFailed { message: String },
     #[error("{message}")]
     Failed { message: String },
+    #[error("{failed} of {total} nodes failed: {details}")]
+    NodesFailed {
+        failed: usize,
+        total: usize,
+        details: String,
+    },
     /// A safety guard refused the action (exit 3 unless `--force`).
     #[error("refused: {message}")]
     Refused { message: String },
@@ -207,6 +207,10 @@ impl ActionError {
             | ActionError::CommandKilled { .. } => FailureKind::Command,
             ActionError::CheckFailed { .. } => FailureKind::Check,
             ActionError::Failed { .. } => FailureKind::Other,
+            ActionError::NodesFailed { failed, total, .. } => FailureKind::NodesFailed {
+                failed: *failed,
+                total: *total,
+            },
             ActionError::Refused { .. } => FailureKind::Refused,
             ActionError::WaitTimedOut { .. } | ActionError::TimedOut { .. } => {
                 FailureKind::TimedOut

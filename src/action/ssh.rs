@@ -256,9 +256,13 @@ impl Action for SshSpec {
     }
 
     fn check_targets(&self, scope: &RenderScope<'_>) -> Result<(), ActionError> {
+        let on: Vec<&String> = match &self.on {
+            OnSpec::Role(r) => vec![r],
+            OnSpec::Nodes(items) => items.iter().collect(),
+        };
         match self.selector(scope) {
             // A value captured at run time cannot be checked yet.
-            Ok(selector) if selector.describe().contains("captured at run time") => Ok(()),
+            Ok(_) if on.iter().any(|t| scope.uses_pending(t)) => Ok(()),
             Ok(_) => self.nodes(scope).map(|_| ()),
             Err(_) => Ok(()),
         }
@@ -362,13 +366,10 @@ impl Action for SshSpec {
             });
         }
         let details: Vec<String> = failed.iter().map(|r| r.failure()).collect();
-        Err(ActionError::Failed {
-            message: format!(
-                "{} of {} nodes failed: {}",
-                failed.len(),
-                results.len(),
-                details.join("; ")
-            ),
+        Err(ActionError::NodesFailed {
+            failed: failed.len(),
+            total: results.len(),
+            details: details.join("; "),
         })
     }
 }

@@ -1,0 +1,219 @@
+//! Clap definitions of every command and option: what `medic --help` shows.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "medic",
+    version,
+    about = "Plan-based remediation runner for Kubernetes clusters",
+    long_about = "Runs recovery procedures (plans/*.yaml) as plans of phases that can be executed, resumed, \
+                  rolled back and reviewed as a dry-run, with every step recorded in ./state."
+)]
+pub(crate) struct Cli {
+    /// Directory of the state database.
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_STATE_DIR",
+        default_value = "./state"
+    )]
+    pub(crate) state_dir: PathBuf,
+    /// Cluster inventory (nodes, SSH, kubeconfig, etcd).
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_INVENTORY",
+        default_value = "./cluster.yaml"
+    )]
+    pub(crate) inventory: PathBuf,
+    /// Extra procedures; files here add to or override the built-in ones by name.
+    #[arg(long, global = true, env = "MEDIC_PLANS_DIR")]
+    pub(crate) plans_dir: Option<PathBuf>,
+    /// Most phases a plan may have (includes and foreach expanded); a larger one is refused.
+    #[arg(long, global = true, env = "MEDIC_MAX_PHASES", value_name = "N",
+          default_value_t = crate::procedure::DEFAULT_MAX_PHASES,
+          value_parser = clap::value_parser!(usize))]
+    pub(crate) max_phases: usize,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
+    pub(crate) output: Format,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// List the procedures, or show one.
+    Procedures {
+        #[command(subcommand)]
+        show: Option<ProceduresCommand>,
+    },
+    /// Create an operation from a procedure and (unless --manual) run it.
+    Start(StartArgs),
+    /// List operations.
+    Operations,
+    /// Show the plan of an operation, or act on it.
+    Plan(PlanArgs),
+    /// The local rehearsal cluster: real etcd members, one sshd serving every node address, and
+    /// the Kubernetes API emulator; break it on purpose and rehearse a procedure on it.
+    Drill {
+        /// The drill's directory (inventory, kubeconfig, keys, logs).
+        #[arg(long, global = true, env = "MEDIC_DRILL_DIR")]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DrillCommand {
+    /// Start a drill cluster in the background and write its inventory.
+    Up {
+        /// Control-plane nodes (each runs an etcd member).
+        #[arg(long, default_value_t = 3, conflicts_with = "like")]
+        control_planes: usize,
+        /// Worker nodes.
+        #[arg(long, default_value_t = 2, conflicts_with = "like")]
+        workers: usize,
+        /// Mirror the nodes and roles of an inventory (control-plane/master/etcd roles get etcd).
+        #[arg(long, value_name = "CLUSTER_YAML")]
+        like: Option<PathBuf>,
+        /// Kubernetes version the nodes start at.
+        #[arg(long, default_value = crate::drill::cluster::DEFAULT_VERSION)]
+        version: String,
+    },
+    /// What runs, and the cluster's health.
+    Status,
+    /// Simulate a failure on a node.
+    Break {
+        #[arg(value_enum)]
+        scenario: crate::drill::cluster::Scenario,
+        node: String,
+    },
+    /// Give a node a fresh machine (reachable again, not joined, no etcd data), as an
+    /// operator gets a replacement for a lost node.
+    Provision { node: String },
+    /// Stop everything the drill started.
+    Down,
+    /// Run a command as a drill node does (what the node's shims call).
+    #[command(hide = true)]
+    Node {
+        tool: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the Kubernetes API emulator in the foreground (Ctrl-C stops it).
+    Apiserver {
+        /// Port on 127.0.0.1 (0 picks a free one; the address is printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// A YAML list of objects to start with (nodes, pods, DaemonSets, ReplicaSets, budgets).
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ProceduresCommand {
+    /// Show a procedure's parameters and phases.
+    Show { name: String },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StartArgs {
+    /// Procedure name (see `medic procedures`).
+    pub(crate) name: String,
+    /// A parameter value, key=value; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+    /// A parameter value read from a file (one trailing newline dropped), key=PATH; keeps
+    /// secrets such as join tokens out of the command line and shell history.
+    #[arg(long = "set-file", value_name = "KEY=PATH")]
+    pub(crate) set_file: Vec<String>,
+    /// Create the operation but run nothing; run it later with `medic plan resume`.
+    #[arg(long)]
+    pub(crate) manual: bool,
+    /// Print what would run, with every action rendered; create nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Why this operation is being run (recorded in history).
+    #[arg(long)]
+    pub(crate) reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PlanArgs {
+    /// Operation ID (or a unique prefix); defaults to the single active operation.
+    #[arg(long, global = true)]
+    pub(crate) operation: Option<String>,
+    /// Top-level phases only.
+    #[arg(long)]
+    pub(crate) short: bool,
+    /// Follow changes until the run ends (exit 0 when done, 1 on failure).
+    #[arg(long)]
+    pub(crate) tail: bool,
+    /// Why (recorded in history).
+    #[arg(long, global = true)]
+    pub(crate) reason: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Option<PlanCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PlanCommand {
+    /// Execute one phase (a group runs its unfinished children).
+    Execute(PhaseArgs),
+    /// Roll back one phase (a group rolls back its started children in reverse order).
+    Rollback(PhaseArgs),
+    /// Execute everything not yet completed; stops at a pause.
+    Resume(RunArgs),
+    /// Close the operation: completed if every phase completed, else failed.
+    Complete,
+    /// Export the plan for a change review.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Markdown)]
+        format: ExportFormat,
+    },
+    /// Show phase output.
+    Logs {
+        #[arg(long)]
+        phase: Option<String>,
+    },
+    /// Show every recorded state change.
+    History,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExportFormat {
+    Markdown,
+    Json,
+    Dot,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PhaseArgs {
+    /// Phase ID such as /etcd/remove.
+    #[arg(long)]
+    pub(crate) phase: String,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Override a safety refusal (recorded in history).
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Show what would run; change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}

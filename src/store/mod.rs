@@ -1,0 +1,412 @@
+//! The state database (sled): operations, their immutable plans, phase records, the append-only
+//! history, captured variables, phase logs, secrets and the executor lease.
+//!
+//! sled allows one process at a time (an exclusive file lock), so no process holds the database
+//! open across slow work:
+//! 1. Every access goes through [`Store::db`], which opens lazily and retries while another
+//!    process holds the lock, announcing itself in a `wanted` file.
+//! 2. The executor keeps the database open across quick in-process phases (a transition costs an
+//!    insert and a flush, ~0.1 ms) and calls [`Store::release`] before slow actions.
+//! 3. While it holds the database, it checks the `wanted` file every few milliseconds and steps
+//!    aside for a waiting reader, so `medic plan` in another terminal is never stuck.
+//! 4. Each change is one atomic batch, flushed before the call returns.
+//!
+//! A marker file beside the database records the format version; a database that is missing its
+//! version while the marker exists is reported as damaged, never silently recreated.
+//!
+//! Files by concern: [`error`] (failures and exit codes), [`records`] (operations, history,
+//! lease, commits), [`logs`] (chunked phase output, head and tail cap), [`lock`] (the holder
+//! lock and the `wanted` handoff), [`identity`] (deleted or replaced state), [`open`] (sled's
+//! open and the read copy), [`host`] (clock, names, processes).
+
+mod error;
+mod host;
+mod identity;
+mod lock;
+mod logs;
+mod open;
+mod records;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::Plan;
+use crate::plan::{FailureKind, PhaseId, PhaseRecord};
+
+pub use error::StoreError;
+use error::{classify_io, classify_sled};
+use host::process_command;
+pub(crate) use host::{
+    format_time, hostname, now_ms, process_is_stopped, process_start_ticks, username,
+};
+use identity::{identity_of, Identity, Lost};
+pub(crate) use logs::LOG_HEAD_BYTES;
+pub use logs::{LogLine, OutputCap};
+use logs::{StoredLog, LOG_CHUNK_LINES};
+/// Unit tests elsewhere (the engine's) fake stale leases with it.
+#[cfg(test)]
+pub(crate) use records::LEASE_STALE_MS;
+pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
+
+pub(crate) const FORMAT_VERSION: u32 = 1;
+const VERSION_KEY: &[u8] = b"format_version";
+
+pub struct Store {
+    dir: PathBuf,
+    access: Access,
+    db: Option<sled::Db>,
+    last_wanted_check: Instant,
+    next_seq: HashMap<(String, &'static str), u64>,
+    /// A deferred commit is written but not yet flushed.
+    /// The state directory and data file as first opened; checked on every reopen and commit.
+    identity: Option<Identity>,
+    lost: Option<Lost>,
+    /// A write failed: sled is unusable for this process (it can hang flushing after an
+    /// I/O error), so every later access reports the same failure at once.
+    poisoned: Option<StoreError>,
+    /// A private copy being read because the state directory itself is not writable.
+    read_copy: Option<PathBuf>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.db = None;
+        if let Some(copy) = self.read_copy.take() {
+            let _ = std::fs::remove_dir_all(copy);
+        }
+    }
+}
+
+fn key(kind: &str, op: &str) -> Vec<u8> {
+    format!("{kind}/{op}").into_bytes()
+}
+
+fn seq_key(kind: &str, op: &str, seq: u64) -> Vec<u8> {
+    format!("{kind}/{op}/{seq:016x}").into_bytes()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(k).into_owned(),
+        source,
+    })
+}
+
+/// Fills in the typed fields of a record written before they existed, from its message text:
+/// the skip reason (once only in the summary, "skipped: <reason>") and the failure on some
+/// nodes ("N of M nodes failed: ..."). Done once, here, so that nothing else reads text.
+fn upgrade_legacy_record(r: &mut PhaseRecord) {
+    if r.skipped && r.skip_reason.is_none() {
+        r.skip_reason = r
+            .summary
+            .as_deref()
+            .map(|s| s.strip_prefix("skipped: ").unwrap_or(s).to_string());
+    }
+    if matches!(r.failure, None | Some(FailureKind::Other)) {
+        let counts = r.error.as_deref().and_then(|e| {
+            let (counts, _) = e.split_once(" nodes failed")?;
+            let (failed, total) = counts.split_once(" of ")?;
+            Some((failed.parse().ok()?, total.parse().ok()?))
+        });
+        if let Some((failed, total)) = counts {
+            r.failure = Some(FailureKind::NodesFailed { failed, total });
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data always serializes")
+}
+
+impl Store {
+    /// Opens the state database in `dir` for `access` and checks its format version. Only
+    /// `medic start` (which creates an operation) uses [`Access::Create`].
+    pub(crate) fn open_with(dir: &Path, access: Access) -> Result<Store, StoreError> {
+        if access == Access::Create {
+            create_state_dir(dir)?;
+        }
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            access,
+            db: None,
+            last_wanted_check: Instant::now(),
+            next_seq: HashMap::new(),
+            identity: None,
+            lost: None,
+            poisoned: None,
+            read_copy: None,
+        };
+        store.db()?;
+        if access != Access::Read {
+            // The database holds secret parameter values (for resumes): owner only, even when
+            // the state directory itself is shared (e.g. ./state in a checkout).
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(store.db_path(), std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(store)
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("medic.db")
+    }
+
+    fn marker_path(&self) -> PathBuf {
+        self.dir.join("medic.db.version")
+    }
+
+    fn wanted_path(&self) -> PathBuf {
+        self.dir.join("medic.db.wanted")
+    }
+
+    /// sled's data file (the one it locks and writes).
+    fn data_path(&self) -> PathBuf {
+        self.db_path().join("db")
+    }
+
+    /// Closes the database so other processes can open it; the next access reopens it.
+    pub(crate) fn release(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = db.flush();
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.db.is_some()
+    }
+
+    fn check_version(&self, db: &sled::Db) -> Result<(), StoreError> {
+        let marker = std::fs::read_to_string(self.marker_path()).ok();
+        match db.get(VERSION_KEY)? {
+            Some(v) => {
+                let found = String::from_utf8_lossy(&v).into_owned();
+                if found != FORMAT_VERSION.to_string() {
+                    return Err(StoreError::UnknownVersion {
+                        path: self.db_path(),
+                        found,
+                    });
+                }
+                if marker.is_none() {
+                    let _ = std::fs::write(self.marker_path(), FORMAT_VERSION.to_string());
+                }
+                Ok(())
+            }
+            None if marker.is_some() || !db.is_empty() => Err(StoreError::Damaged {
+                path: self.db_path(),
+                detail: "its format version record is missing".to_string(),
+            }),
+            // An empty database this store did not create: nothing to read, nothing to write.
+            None if self.access == Access::Read => Ok(()),
+            None => {
+                db.insert(VERSION_KEY, FORMAT_VERSION.to_string().as_bytes())?;
+                db.flush()?;
+                let _ = std::fs::write(self.marker_path(), FORMAT_VERSION.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn operations(&mut self) -> Result<Vec<Operation>, StoreError> {
+        let db = self.db()?;
+        let mut out = Vec::new();
+        for item in db.scan_prefix(b"op/") {
+            let (k, v) = item?;
+            out.push(decode::<Operation>(&k, &v)?);
+        }
+        out.sort_by_key(|o| o.created_at);
+        Ok(out)
+    }
+
+    pub(crate) fn operation(&mut self, id: &str) -> Result<Operation, StoreError> {
+        let k = key("op", id);
+        match self.db()?.get(&k)? {
+            Some(v) => decode(&k, &v),
+            None => Err(StoreError::NoOperation(id.to_string())),
+        }
+    }
+
+    pub(crate) fn plan(&mut self, id: &str) -> Result<Plan, StoreError> {
+        let k = key("plan", id);
+        match self.db()?.get(&k)? {
+            Some(v) => Plan::from_json(&v).map_err(|source| StoreError::Decode {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                source,
+            }),
+            None => Err(StoreError::NoOperation(id.to_string())),
+        }
+    }
+
+    pub(crate) fn records(
+        &mut self,
+        id: &str,
+    ) -> Result<HashMap<PhaseId, PhaseRecord>, StoreError> {
+        let prefix = format!("ph/{id}/");
+        let db = self.db()?;
+        let mut out = HashMap::new();
+        for item in db.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            let phase = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let mut record = decode(&k, &v)?;
+            upgrade_legacy_record(&mut record);
+            out.insert(PhaseId::parse(&phase), record);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn vars(
+        &mut self,
+        id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        let k = key("vars", id);
+        match self.db()?.get(&k)? {
+            Some(v) => decode(&k, &v),
+            None => Ok(serde_json::Map::new()),
+        }
+    }
+
+    pub(crate) fn secrets(&mut self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let k = key("secret", id);
+        match self.db()?.get(&k)? {
+            Some(v) => decode(&k, &v),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    pub(crate) fn lease(&mut self, id: &str) -> Result<Option<Lease>, StoreError> {
+        let k = key("lease", id);
+        match self.db()?.get(&k)? {
+            Some(v) => decode(&k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn history(&mut self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let prefix = format!("hist/{id}/");
+        let db = self.db()?;
+        let mut out = Vec::new();
+        for item in db.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn next_seq(&mut self, kind: &'static str, op: &str) -> Result<u64, StoreError> {
+        let cache_key = (op.to_string(), kind);
+        if let Some(n) = self.next_seq.get(&cache_key) {
+            return Ok(*n);
+        }
+        let prefix = format!("{kind}/{op}/");
+        let last = self
+            .db()?
+            .scan_prefix(prefix.as_bytes())
+            .next_back()
+            .transpose()?;
+        let next = match last {
+            Some((k, _)) => {
+                let hex = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                u64::from_str_radix(&hex, 16).unwrap_or(0) + 1
+            }
+            None => 0,
+        };
+        Ok(next)
+    }
+
+    /// Writes `commit` for operation `op` as one atomic batch and flushes it to disk.
+    pub(crate) fn commit(&mut self, op: &str, mut commit: Commit) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let mut hist_seq = self.next_seq("hist", op)?;
+        let mut log_seq = self.next_seq("log", op)?;
+        let mut batch = sled::Batch::default();
+        if let Some(o) = &commit.operation {
+            batch.insert(key("op", op), encode(o));
+        }
+        if let Some(p) = &commit.plan {
+            batch.insert(key("plan", op), p.clone());
+        }
+        if let Some(s) = &commit.secrets {
+            batch.insert(key("secret", op), encode(s));
+        }
+        for (phase, record) in &commit.records {
+            batch.insert(format!("ph/{op}/{phase}").into_bytes(), encode(record));
+        }
+        for entry in &mut commit.history {
+            entry.seq = hist_seq;
+            batch.insert(seq_key("hist", op, hist_seq), encode(entry));
+            hist_seq += 1;
+        }
+        if let Some(v) = &commit.vars {
+            batch.insert(key("vars", op), encode(v));
+        }
+        for chunk in commit
+            .logs
+            .chunk_by(|a, b| a.phase == b.phase)
+            .flat_map(|same_phase| same_phase.chunks(LOG_CHUNK_LINES))
+        {
+            let stored = StoredLog::Chunk {
+                phase: chunk[0].phase.clone(),
+                lines: chunk
+                    .iter()
+                    .map(|l| (l.time, l.stream, l.text.clone()))
+                    .collect(),
+            };
+            batch.insert(seq_key("log", op, log_seq), encode(&stored));
+            log_seq += 1;
+        }
+        match &commit.lease {
+            Some(Some(lease)) => batch.insert(key("lease", op), encode(lease)),
+            Some(None) => batch.remove(key("lease", op)),
+            None => {}
+        }
+        if self.read_copy.is_some() {
+            return Err(StoreError::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
+        let db = self.db()?;
+        let written = db.apply_batch(batch).and_then(|()| {
+            if commit.defer_flush {
+                Ok(())
+            } else {
+                db.flush().map(|_| ())
+            }
+        });
+        if let Err(e) = written {
+            return Err(self.write_failure(e));
+        }
+        // Written into the files this store opened: make sure they are still the state
+        // directory's (a deleted directory's open files accept writes that nobody will read).
+        self.verify_identity()?;
+        self.next_seq.insert((op.to_string(), "hist"), hist_seq);
+        self.next_seq.insert((op.to_string(), "log"), log_seq);
+        Ok(())
+    }
+}
+
+/// Creates the state directory, owner only (the database holds secret parameter values);
+/// missing parents get the usual mode.
+fn create_state_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| StoreError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
