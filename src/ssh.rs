@@ -27,7 +27,46 @@ use crate::inventory::{HostKeyChecking, NodeEntry};
 const MASTER_IDLE_SECS: usize = 15;
 const DEFAULT_CONNECT_TIMEOUT_SECS: f64 = 10.0;
 
-type Slot = Arc<OnceCell<Result<Arc<Session>, String>>>;
+type Slot = Arc<OnceCell<Result<Arc<Session>, SshError>>>;
+
+/// Why a node's master connection could not be made, named after the failed step. The error
+/// is cached with the node's slot (every phase waiting on it gets the same answer), so its
+/// sources are shared (`Arc`).
+#[derive(Clone, Debug, thiserror::Error)]
+pub(crate) enum SshError {
+    /// The address would read as an option to `ssh` (or is not a host at all).
+    #[error("node {node}: address {reason}")]
+    Address { node: String, reason: String },
+    #[error("create ssh control directory {}: {source}", .dir.display())]
+    ControlDir {
+        dir: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    #[error("connect to {destination}: no answer within {secs:.0}s")]
+    ConnectTimeout { destination: String, secs: f64 },
+    #[error("the host key of node {node} ({destination}) has CHANGED since it was recorded in {known_hosts}; this happens when a host is reinstalled, or when someone intercepts the connection. Verify the new key out of band, then replace the old entry (ssh-keygen -R) and retry")]
+    HostKeyChanged {
+        node: String,
+        destination: String,
+        known_hosts: String,
+        source: Arc<openssh::Error>,
+    },
+    #[error("node {node} ({destination}) is not in {known_hosts} and host key checking is strict; verify its key and add it (ssh-keyscan), or set `ssh: {{host_key_checking: accept-new}}` in the inventory to trust it on first contact")]
+    HostKeyUnknown {
+        node: String,
+        destination: String,
+        known_hosts: String,
+        source: Arc<openssh::Error>,
+    },
+    /// Any other failure of the handshake; `last` is the last line ssh printed.
+    #[error("connect to node {node} ({destination}): {last}")]
+    Connect {
+        node: String,
+        destination: String,
+        last: String,
+        source: Arc<openssh::Error>,
+    },
+}
 
 /// Master connections, one per node, for the life of one medic process.
 pub struct SshPool {
@@ -42,7 +81,7 @@ impl Default for SshPool {
 }
 
 /// The user and destination a node is reached as, for messages and dry-runs.
-pub fn describe_destination(node: &NodeEntry) -> String {
+pub(crate) fn describe_destination(node: &NodeEntry) -> String {
     let user = node
         .ssh
         .user
@@ -55,7 +94,7 @@ pub fn describe_destination(node: &NodeEntry) -> String {
 }
 
 impl SshPool {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // SAFETY: getuid has no preconditions.
         let uid = unsafe { libc::getuid() };
         let base = std::env::temp_dir().join(format!("medic-{uid}"));
@@ -73,13 +112,13 @@ impl SshPool {
 
     /// The master connection to `node`, opened on first use. A master that went away (idle
     /// timeout, killed) shows up when a command fails to start: call [`SshPool::reconnect`].
-    pub async fn session(&self, node: &NodeEntry) -> Result<Arc<Session>, String> {
+    pub(crate) async fn session(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
         let slot = self.slot(&node.name);
         slot.get_or_init(|| self.connect(node)).await.clone()
     }
 
     /// Drops the node's master and opens a new one.
-    pub async fn reconnect(&self, node: &NodeEntry) -> Result<Arc<Session>, String> {
+    pub(crate) async fn reconnect(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
         self.forget(&node.name);
         self.session(node).await
     }
@@ -88,13 +127,15 @@ impl SshPool {
         self.sessions.lock().expect("ssh pool lock").remove(node);
     }
 
-    async fn connect(&self, node: &NodeEntry) -> Result<Arc<Session>, String> {
+    async fn connect(&self, node: &NodeEntry) -> Result<Arc<Session>, SshError> {
         use std::os::unix::fs::PermissionsExt;
         // The openssh crate puts the destination after its options without `--`, so an address
         // must never look like an option. The inventory refuses such addresses at load; this
         // holds for any other way a node entry is made.
-        crate::inventory::check_host(&node.address)
-            .map_err(|e| format!("node {}: address {e}", node.name))?;
+        crate::inventory::check_host(&node.address).map_err(|reason| SshError::Address {
+            node: node.name.clone(),
+            reason,
+        })?;
         let base = self
             .control_dir
             .parent()
@@ -104,11 +145,9 @@ impl SshPool {
             .and_then(|_| {
                 std::fs::set_permissions(&self.control_dir, std::fs::Permissions::from_mode(0o700))
             })
-            .map_err(|e| {
-                format!(
-                    "create ssh control directory {}: {e}",
-                    self.control_dir.display()
-                )
+            .map_err(|e| SshError::ControlDir {
+                dir: self.control_dir.clone(),
+                source: Arc::new(e),
             })?;
         let mut b = SessionBuilder::default();
         b.control_directory(&self.control_dir)
@@ -144,18 +183,16 @@ impl SshPool {
         let connect = b.connect_mux(&node.address);
         let session = tokio::time::timeout(Duration::from_secs_f64(timeout + 5.0), connect)
             .await
-            .map_err(|_| {
-                format!(
-                    "connect to {}: no answer within {timeout:.0}s",
-                    describe_destination(node)
-                )
+            .map_err(|_| SshError::ConnectTimeout {
+                destination: describe_destination(node),
+                secs: timeout,
             })?
-            .map_err(|e| explain_connect_error(node, &e))?;
+            .map_err(|e| explain_connect_error(node, e))?;
         Ok(Arc::new(session))
     }
 
     /// Closes every master connection (on exit, Ctrl-C included).
-    pub async fn close_all(&self) {
+    pub(crate) async fn close_all(&self) {
         let slots: Vec<Slot> = self
             .sessions
             .lock()
@@ -215,35 +252,42 @@ fn close_orphaned_masters(base: &std::path::Path) {
 }
 
 /// Turns ssh's connection failure into an operator message; host key problems say so plainly.
-fn explain_connect_error(node: &NodeEntry, e: &openssh::Error) -> String {
+fn explain_connect_error(node: &NodeEntry, e: openssh::Error) -> SshError {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    let dest = describe_destination(node);
+    let destination = describe_destination(node);
     let known_hosts = node
         .ssh
         .known_hosts
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "~/.ssh/known_hosts".to_string());
+    let node = node.name.clone();
+    let source = Arc::new(e);
+    // ssh reports these only as text on its stderr: this is where the text becomes a kind.
     if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-        return format!(
-            "the host key of node {} ({dest}) has CHANGED since it was recorded in {known_hosts}; this happens when a host is reinstalled, or when someone intercepts the connection. Verify the new key out of band, then replace the old entry (ssh-keygen -R) and retry",
-            node.name
-        );
+        return SshError::HostKeyChanged {
+            node,
+            destination,
+            known_hosts,
+            source,
+        };
     }
     if text.contains("Host key verification failed")
         || text.contains("No ED25519 host key is known")
         || text.contains("host key is known")
     {
-        return format!(
-            "node {} ({dest}) is not in {known_hosts} and host key checking is strict; verify its key and add it (ssh-keyscan), or set `ssh: {{host_key_checking: accept-new}}` in the inventory to trust it on first contact",
-            node.name
-        );
+        return SshError::HostKeyUnknown {
+            node,
+            destination,
+            known_hosts,
+            source,
+        };
     }
     let last = text
         .lines()
@@ -251,5 +295,10 @@ fn explain_connect_error(node: &NodeEntry, e: &openssh::Error) -> String {
         .unwrap_or(&text)
         .trim()
         .to_string();
-    format!("connect to node {} ({dest}): {last}", node.name)
+    SshError::Connect {
+        node,
+        destination,
+        last,
+        source,
+    }
 }

@@ -23,7 +23,9 @@ use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
-use crate::etcd::{addition_refusal, parse_id, removal_refusal, MemberInfo, Quorum, Transport};
+use crate::etcd::{
+    addition_refusal, parse_id, removal_refusal, EtcdError, MemberInfo, Quorum, Refusal, Transport,
+};
 use crate::source::{start_span, Fields, Reader, TemplateKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,13 +81,83 @@ fn text_field(f: &Fields<'_>, key: &str, reader: &mut Reader) -> Option<String> 
     Some(reader.template(s, TemplateKind::Text))
 }
 
+fn parse_member_add(f: &Fields<'_>, reader: &mut Reader) -> Option<EtcdOp> {
+    let Some(name) = text_field(f, "name", reader) else {
+        reader.error(f.span(), "etcd member_add needs `name:`");
+        return None;
+    };
+    let peer_urls = match f.get("peer_urls") {
+        Some(Node::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| reader.scalar(i, "peer url"))
+            .map(|s| s.as_str().to_string())
+            .collect(),
+        Some(n) => match reader.scalar(n, "peer_urls") {
+            Some(s) => vec![reader.template(s, TemplateKind::Text)],
+            None => return None,
+        },
+        None => {
+            reader.error(f.span(), "etcd member_add needs `peer_urls:`");
+            return None;
+        }
+    };
+    let learner = f
+        .get("learner")
+        .and_then(|n| reader.bool(n, "learner"))
+        .unwrap_or(false);
+    Some(EtcdOp::MemberAdd {
+        name,
+        peer_urls,
+        learner,
+    })
+}
+
+fn parse_member_promote(f: &Fields<'_>, reader: &mut Reader) -> Option<EtcdOp> {
+    let name = text_field(f, "name", reader);
+    let id = text_field(f, "id", reader);
+    if name.is_none() && id.is_none() {
+        reader.error(f.span(), "etcd member_promote needs name or id");
+        return None;
+    }
+    let timeout_secs = f
+        .get("timeout")
+        .and_then(|n| reader.duration(n, "timeout"))
+        .unwrap_or(120.0);
+    Some(EtcdOp::MemberPromote {
+        name,
+        id,
+        timeout_secs,
+    })
+}
+
+/// `transport:` and `via:`, next to the operation.
+fn parse_transport(fields: &Fields<'_>, reader: &mut Reader) -> (Option<String>, Option<String>) {
+    let transport = fields
+        .get("transport")
+        .and_then(|n| reader.scalar(n, "transport"))
+        .map(|s| s.as_str().to_string());
+    if let Some(t) = &transport {
+        if t != "direct" && t != "ssh" {
+            reader.error(
+                &start_span(fields.get("transport").expect("present")),
+                format!("etcd transport must be direct or ssh, not `{t}`"),
+            );
+        }
+    }
+    let via = fields
+        .get("via")
+        .and_then(|n| reader.scalar(n, "via"))
+        .map(|s| s.as_str().to_string());
+    (transport, via)
+}
+
 impl EtcdSpec {
     fn transport(&self, scope: &RenderScope<'_>) -> Result<Transport, ActionError> {
         let inventory = scope.inventory.ok_or_else(|| ActionError::Failed {
             message: "etcd needs an inventory with etcd endpoints; pass --inventory FILE (or set MEDIC_INVENTORY)".into(),
         })?;
         Transport::choose(inventory, self.transport.as_deref(), self.via.as_deref())
-            .map_err(|message| ActionError::Failed { message })
+            .map_err(ActionError::from)
     }
 
     fn render(
@@ -114,7 +186,7 @@ impl EtcdSpec {
         .filter(|n| *n > 0)
     }
 
-    async fn find(
+    fn find(
         &self,
         ctx: &ActionCtx<'_>,
         members: &[MemberInfo],
@@ -209,53 +281,8 @@ impl Action for EtcdSpec {
                 }
                 EtcdOp::MemberRemove { name, node: nd, id }
             }
-            ("member_add", Some(f)) => {
-                let Some(name) = text_field(&f, "name", reader) else {
-                    reader.error(f.span(), "etcd member_add needs `name:`");
-                    return None;
-                };
-                let peer_urls = match f.get("peer_urls") {
-                    Some(Node::Sequence(items)) => items
-                        .iter()
-                        .filter_map(|i| reader.scalar(i, "peer url"))
-                        .map(|s| s.as_str().to_string())
-                        .collect(),
-                    Some(n) => match reader.scalar(n, "peer_urls") {
-                        Some(s) => vec![reader.template(s, TemplateKind::Text)],
-                        None => return None,
-                    },
-                    None => {
-                        reader.error(f.span(), "etcd member_add needs `peer_urls:`");
-                        return None;
-                    }
-                };
-                let learner = f
-                    .get("learner")
-                    .and_then(|n| reader.bool(n, "learner"))
-                    .unwrap_or(false);
-                EtcdOp::MemberAdd {
-                    name,
-                    peer_urls,
-                    learner,
-                }
-            }
-            ("member_promote", Some(f)) => {
-                let name = text_field(&f, "name", reader);
-                let id = text_field(&f, "id", reader);
-                if name.is_none() && id.is_none() {
-                    reader.error(f.span(), "etcd member_promote needs name or id");
-                    return None;
-                }
-                let timeout_secs = f
-                    .get("timeout")
-                    .and_then(|n| reader.duration(n, "timeout"))
-                    .unwrap_or(120.0);
-                EtcdOp::MemberPromote {
-                    name,
-                    id,
-                    timeout_secs,
-                }
-            }
+            ("member_add", Some(f)) => parse_member_add(&f, reader)?,
+            ("member_promote", Some(f)) => parse_member_promote(&f, reader)?,
             ("snapshot", Some(f)) => EtcdOp::Snapshot {
                 path: text_field(&f, "path", reader).unwrap_or_default(),
             },
@@ -268,22 +295,7 @@ impl Action for EtcdSpec {
             }
             _ => return None,
         };
-        let transport = fields
-            .get("transport")
-            .and_then(|n| reader.scalar(n, "transport"))
-            .map(|s| s.as_str().to_string());
-        if let Some(t) = &transport {
-            if t != "direct" && t != "ssh" {
-                reader.error(
-                    &start_span(fields.get("transport").expect("present")),
-                    format!("etcd transport must be direct or ssh, not `{t}`"),
-                );
-            }
-        }
-        let via = fields
-            .get("via")
-            .and_then(|n| reader.scalar(n, "via"))
-            .map(|s| s.as_str().to_string());
+        let (transport, via) = parse_transport(&fields, reader);
         Some(EtcdSpec { op, transport, via })
     }
 
@@ -391,242 +403,307 @@ impl Action for EtcdSpec {
     }
 
     async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
-        let scope = ctx.scope;
-        let transport = self.transport(scope)?;
-        let pool = &ctx.ssh;
-        let fail = |message: String| ActionError::Failed { message };
+        let transport = self.transport(ctx.scope)?;
         if let EtcdOp::Snapshot { path } = &self.op {
-            let p = scope.render("etcd.snapshot.path", path, false)?;
-            if p.is_empty() {
-                return Ok(ActionOutput {
-                    result: serde_json::json!({"skipped": true}),
-                    summary: Some("skipped: no snapshot path given".into()),
-                });
-            }
-            let size = transport
-                .snapshot(pool, std::path::Path::new(&p))
-                .await
-                .map_err(fail)?;
-            return Ok(ActionOutput {
-                result: serde_json::json!({"path": p, "size": size}),
-                summary: Some(format!("saved {size} bytes to {p}")),
-            });
+            return snapshot(ctx, &transport, path).await;
         }
-        let members = transport.member_list(pool).await.map_err(fail)?;
-        let voting = members.iter().filter(|m| !m.is_learner).count();
+        let members = transport.member_list(&ctx.ssh).await?;
+        let run = Run {
+            spec: self,
+            ctx,
+            transport: &transport,
+            voting: members.iter().filter(|m| !m.is_learner).count(),
+            members,
+        };
         match &self.op {
-            EtcdOp::MemberList { name } => {
-                let name = self.render(scope, name)?;
-                let found = name
-                    .as_ref()
-                    .and_then(|n| members.iter().find(|m| &m.name == n));
-                Ok(ActionOutput {
-                    result: serde_json::json!({
-                        "members": members,
-                        "count": members.len(),
-                        "voting": voting,
-                        "names": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
-                        "member": found,
-                        "quorum": Quorum::of(voting),
-                    }),
-                    summary: Some(format!(
-                        "{} members{}",
-                        members.len(),
-                        name.map(|n| if found.is_some() {
-                            format!(", {n} found")
-                        } else {
-                            format!(", {n} not a member")
-                        })
-                        .unwrap_or_default()
-                    )),
-                })
-            }
-            EtcdOp::Health => {
-                let health = transport.health(pool, &members).await;
-                let healthy = health.iter().filter(|h| h.healthy).count();
-                for h in &health {
-                    ctx.emit(
-                        Stream::Medic,
-                        &format!(
-                            "{} {}{}",
-                            if h.healthy { "healthy  " } else { "UNHEALTHY" },
-                            if h.name.is_empty() { &h.id } else { &h.name },
-                            h.error
-                                .as_ref()
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default()
-                        ),
-                    );
-                }
-                Ok(ActionOutput {
-                    result: serde_json::json!({"members": health, "healthy": healthy, "total": health.len(), "quorum": Quorum::of(voting)}),
-                    summary: Some(format!("{healthy} of {} members healthy", health.len())),
-                })
-            }
-            EtcdOp::Status => {
-                let status = transport.status(pool, &members).await;
-                let ok: Vec<_> = status.iter().filter_map(|s| s.as_ref().ok()).collect();
-                let leader = ok.iter().find(|s| s.is_leader).map(|s| s.endpoint.clone());
-                Ok(ActionOutput {
-                    result: serde_json::json!({"members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
-                    summary: Some(format!(
-                        "{} of {} members answered; leader {}",
-                        ok.len(),
-                        members.len(),
-                        leader.unwrap_or_else(|| "unknown".into())
-                    )),
-                })
-            }
-            EtcdOp::MemberRemove { name, node, id } => {
-                let target = self
-                    .find(
-                        ctx,
-                        &members,
-                        self.render(scope, name)?,
-                        self.render(scope, node)?,
-                        self.render(scope, id)?,
-                    )
-                    .await?;
-                let Some(target) = target else {
-                    return Ok(ActionOutput {
-                        result: serde_json::json!({"removed": false, "already_gone": true, "members": members}),
-                        summary: Some("already gone: no such member, nothing to remove".into()),
-                    });
-                };
-                let health = transport.health(pool, &members).await;
-                ctx.guard(removal_refusal(&target, &health))?;
-                let target_healthy = health.iter().any(|h| h.id == target.id && h.healthy);
-                let before = Quorum::of(voting);
-                retry_unhealthy(ctx, || {
-                    transport.member_remove(pool, target.id_u64(), target_healthy)
-                })
-                .await
-                .map_err(fail)?;
-                let after = Quorum::of(if target.is_learner {
-                    voting
-                } else {
-                    voting - 1
-                });
-                Ok(ActionOutput {
-                    result: serde_json::json!({"removed": true, "already_gone": false, "member": target, "before": before, "after": after}),
-                    summary: Some(format!(
-                        "removed {} ({}); now {}",
-                        target.label(),
-                        target.id,
-                        after.describe()
-                    )),
-                })
-            }
+            EtcdOp::MemberList { name } => run.member_list(name),
+            EtcdOp::Health => Ok(run.health().await),
+            EtcdOp::Status => Ok(run.status().await),
+            EtcdOp::MemberRemove { name, node, id } => run.member_remove(name, node, id).await,
             EtcdOp::MemberAdd {
                 name,
                 peer_urls,
                 learner,
-            } => {
-                let name = scope.render("etcd.member_add.name", name, false)?;
-                let urls: Vec<String> = peer_urls
-                    .iter()
-                    .map(|u| scope.render("etcd.member_add.peer_urls", u, false))
-                    .collect::<Result<_, _>>()?;
-                if let Some(existing) = members
-                    .iter()
-                    .find(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
-                {
-                    return Ok(ActionOutput {
-                        result: serde_json::json!({"added": false, "already_member": true, "member": existing, "initial_cluster": initial_cluster(&members, None)}),
-                        summary: Some(format!(
-                            "already a member with peer URL {}: {}",
-                            urls.join(","),
-                            existing.id
-                        )),
-                    });
-                }
-                let health = transport.health(pool, &members).await;
-                ctx.guard(addition_refusal(&urls, *learner, &health, &members))?;
-                let added =
-                    retry_unhealthy(ctx, || transport.member_add(pool, &name, &urls, *learner))
-                        .await
-                        .map_err(fail)?;
-                let cluster = initial_cluster(&members, Some((&name, &urls)));
-                ctx.emit(Stream::Medic, &format!("start the new member with --initial-cluster={cluster} --initial-cluster-state=existing"));
-                Ok(ActionOutput {
-                    result: serde_json::json!({"added": true, "already_member": false, "member": added, "initial_cluster": cluster}),
-                    summary: Some(format!(
-                        "added {name} ({}){}",
-                        added.id,
-                        if *learner { " as a learner" } else { "" }
-                    )),
-                })
-            }
+            } => run.member_add(name, peer_urls, *learner).await,
             EtcdOp::MemberPromote {
                 name,
                 id,
                 timeout_secs,
-            } => {
-                let target = self
-                    .find(
-                        ctx,
-                        &members,
-                        self.render(scope, name)?,
-                        None,
-                        self.render(scope, id)?,
-                    )
-                    .await?;
-                let Some(target) = target else {
-                    return Err(fail(format!(
-                        "no etcd member {} to promote",
-                        self.render(scope, name)?
-                            .or(self.render(scope, id)?)
-                            .unwrap_or_default()
-                    )));
-                };
-                if !target.is_learner {
-                    return Ok(ActionOutput {
-                        result: serde_json::json!({"promoted": false, "already_voting": true, "member": target}),
-                        summary: Some(format!("{} is already a voting member", target.label())),
-                    });
-                }
-                let deadline = Instant::now() + Duration::from_secs_f64(*timeout_secs);
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    match transport.member_promote(pool, target.id_u64()).await {
-                        Ok(()) => break,
-                        Err(e)
-                            if (e.contains("in sync")
-                                || e.contains("not started")
-                                || e.contains("learner"))
-                                && Instant::now() < deadline =>
-                        {
-                            ctx.emit(Stream::Medic, &format!("attempt {attempts}: {e}; retrying"));
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                        Err(e) => return Err(fail(format!("promote {}: {e}", target.label()))),
-                    }
-                }
-                Ok(ActionOutput {
-                    result: serde_json::json!({"promoted": true, "member": target, "attempts": attempts}),
-                    summary: Some(format!(
-                        "promoted {} after {attempts} attempt(s)",
-                        target.label()
-                    )),
-                })
-            }
+            } => run.member_promote(name, id, *timeout_secs).await,
             EtcdOp::Snapshot { .. } => unreachable!("handled above"),
         }
     }
 }
 
+impl From<EtcdError> for ActionError {
+    fn from(e: EtcdError) -> Self {
+        ActionError::Failed {
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn snapshot(
+    ctx: &ActionCtx<'_>,
+    transport: &Transport,
+    path: &str,
+) -> Result<ActionOutput, ActionError> {
+    let p = ctx.scope.render("etcd.snapshot.path", path, false)?;
+    if p.is_empty() {
+        return Ok(ActionOutput {
+            result: serde_json::json!({"skipped": true}),
+            summary: Some("skipped: no snapshot path given".into()),
+        });
+    }
+    let size = transport
+        .snapshot(&ctx.ssh, std::path::Path::new(&p))
+        .await?;
+    Ok(ActionOutput {
+        result: serde_json::json!({"path": p, "size": size}),
+        summary: Some(format!("saved {size} bytes to {p}")),
+    })
+}
+
+/// One execution of a membership operation: the members as listed when it started.
+struct Run<'a> {
+    spec: &'a EtcdSpec,
+    ctx: &'a ActionCtx<'a>,
+    transport: &'a Transport,
+    members: Vec<MemberInfo>,
+    voting: usize,
+}
+
+impl Run<'_> {
+    fn render(&self, v: &Option<String>) -> Result<Option<String>, ActionError> {
+        self.spec.render(self.ctx.scope, v)
+    }
+
+    fn member_list(&self, name: &Option<String>) -> Result<ActionOutput, ActionError> {
+        let members = &self.members;
+        let name = self.render(name)?;
+        let found = name
+            .as_ref()
+            .and_then(|n| members.iter().find(|m| &m.name == n));
+        Ok(ActionOutput {
+            result: serde_json::json!({
+                "members": members,
+                "count": members.len(),
+                "voting": self.voting,
+                "names": members.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+                "member": found,
+                "quorum": Quorum::of(self.voting),
+            }),
+            summary: Some(format!(
+                "{} members{}",
+                members.len(),
+                name.map(|n| if found.is_some() {
+                    format!(", {n} found")
+                } else {
+                    format!(", {n} not a member")
+                })
+                .unwrap_or_default()
+            )),
+        })
+    }
+
+    async fn health(&self) -> ActionOutput {
+        let health = self.transport.health(&self.ctx.ssh, &self.members).await;
+        let healthy = health.iter().filter(|h| h.healthy).count();
+        for h in &health {
+            self.ctx.emit(
+                Stream::Medic,
+                &format!(
+                    "{} {}{}",
+                    if h.healthy { "healthy  " } else { "UNHEALTHY" },
+                    if h.name.is_empty() { &h.id } else { &h.name },
+                    h.error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        ActionOutput {
+            result: serde_json::json!({"members": health, "healthy": healthy, "total": health.len(), "quorum": Quorum::of(self.voting)}),
+            summary: Some(format!("{healthy} of {} members healthy", health.len())),
+        }
+    }
+
+    async fn status(&self) -> ActionOutput {
+        let status = self.transport.status(&self.ctx.ssh, &self.members).await;
+        let ok: Vec<_> = status.iter().filter_map(|s| s.as_ref().ok()).collect();
+        let leader = ok.iter().find(|s| s.is_leader).map(|s| s.endpoint.clone());
+        ActionOutput {
+            result: serde_json::json!({"members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
+            summary: Some(format!(
+                "{} of {} members answered; leader {}",
+                ok.len(),
+                self.members.len(),
+                leader.unwrap_or_else(|| "unknown".into())
+            )),
+        }
+    }
+
+    async fn member_remove(
+        &self,
+        name: &Option<String>,
+        node: &Option<String>,
+        id: &Option<String>,
+    ) -> Result<ActionOutput, ActionError> {
+        let (ctx, members, pool) = (self.ctx, &self.members, &self.ctx.ssh);
+        let target = self.spec.find(
+            ctx,
+            members,
+            self.render(name)?,
+            self.render(node)?,
+            self.render(id)?,
+        )?;
+        let Some(target) = target else {
+            return Ok(ActionOutput {
+                result: serde_json::json!({"removed": false, "already_gone": true, "members": members}),
+                summary: Some("already gone: no such member, nothing to remove".into()),
+            });
+        };
+        let health = self.transport.health(pool, members).await;
+        ctx.guard(removal_refusal(&target, &health))?;
+        let target_healthy = health.iter().any(|h| h.id == target.id && h.healthy);
+        let before = Quorum::of(self.voting);
+        retry_unhealthy(ctx, || {
+            self.transport
+                .member_remove(pool, target.id_u64(), target_healthy)
+        })
+        .await?;
+        let after = Quorum::of(if target.is_learner {
+            self.voting
+        } else {
+            self.voting - 1
+        });
+        Ok(ActionOutput {
+            result: serde_json::json!({"removed": true, "already_gone": false, "member": target, "before": before, "after": after}),
+            summary: Some(format!(
+                "removed {} ({}); now {}",
+                target.label(),
+                target.id,
+                after.describe()
+            )),
+        })
+    }
+
+    async fn member_add(
+        &self,
+        name: &str,
+        peer_urls: &[String],
+        learner: bool,
+    ) -> Result<ActionOutput, ActionError> {
+        let (ctx, members, pool) = (self.ctx, &self.members, &self.ctx.ssh);
+        let scope = ctx.scope;
+        let name = scope.render("etcd.member_add.name", name, false)?;
+        let urls: Vec<String> = peer_urls
+            .iter()
+            .map(|u| scope.render("etcd.member_add.peer_urls", u, false))
+            .collect::<Result<_, _>>()?;
+        if let Some(existing) = members
+            .iter()
+            .find(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
+        {
+            return Ok(ActionOutput {
+                result: serde_json::json!({"added": false, "already_member": true, "member": existing, "initial_cluster": initial_cluster(members, None)}),
+                summary: Some(format!(
+                    "already a member with peer URL {}: {}",
+                    urls.join(","),
+                    existing.id
+                )),
+            });
+        }
+        let health = self.transport.health(pool, members).await;
+        ctx.guard(addition_refusal(&urls, learner, &health, members))?;
+        let added = retry_unhealthy(ctx, || {
+            self.transport.member_add(pool, &name, &urls, learner)
+        })
+        .await?;
+        let cluster = initial_cluster(members, Some((&name, &urls)));
+        ctx.emit(Stream::Medic, &format!("start the new member with --initial-cluster={cluster} --initial-cluster-state=existing"));
+        Ok(ActionOutput {
+            result: serde_json::json!({"added": true, "already_member": false, "member": added, "initial_cluster": cluster}),
+            summary: Some(format!(
+                "added {name} ({}){}",
+                added.id,
+                if learner { " as a learner" } else { "" }
+            )),
+        })
+    }
+
+    async fn member_promote(
+        &self,
+        name: &Option<String>,
+        id: &Option<String>,
+        timeout_secs: f64,
+    ) -> Result<ActionOutput, ActionError> {
+        let ctx = self.ctx;
+        let target = self.spec.find(
+            ctx,
+            &self.members,
+            self.render(name)?,
+            None,
+            self.render(id)?,
+        )?;
+        let Some(target) = target else {
+            return Err(ActionError::Failed {
+                message: format!(
+                    "no etcd member {} to promote",
+                    self.render(name)?.or(self.render(id)?).unwrap_or_default()
+                ),
+            });
+        };
+        if !target.is_learner {
+            return Ok(ActionOutput {
+                result: serde_json::json!({"promoted": false, "already_voting": true, "member": target}),
+                summary: Some(format!("{} is already a voting member", target.label())),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self
+                .transport
+                .member_promote(&ctx.ssh, target.id_u64())
+                .await
+            {
+                Ok(()) => break,
+                // A learner is promoted once it has caught up with the leader.
+                Err(e) if e.refusal() == Refusal::LearnerNotReady && Instant::now() < deadline => {
+                    ctx.emit(Stream::Medic, &format!("attempt {attempts}: {e}; retrying"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(ActionError::Failed {
+                        message: format!("promote {}: {e}", target.label()),
+                    })
+                }
+            }
+        }
+        Ok(ActionOutput {
+            result: serde_json::json!({"promoted": true, "member": target, "attempts": attempts}),
+            summary: Some(format!(
+                "promoted {} after {attempts} attempt(s)",
+                target.label()
+            )),
+        })
+    }
+}
+
 /// etcd refuses membership changes for a few seconds after a member (re)connects ("unhealthy
 /// cluster"); that passes, so retry for a while before giving up.
-async fn retry_unhealthy<T, F, Fut>(ctx: &ActionCtx<'_>, mut call: F) -> Result<T, String>
+async fn retry_unhealthy<T, F, Fut>(ctx: &ActionCtx<'_>, mut call: F) -> Result<T, EtcdError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, EtcdError>>,
 {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match call().await {
-            Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => {
+            Err(e) if e.refusal() == Refusal::UnhealthyCluster && Instant::now() < deadline => {
                 ctx.emit(
                     Stream::Medic,
                     "etcd reports an unhealthy cluster (members still connecting); retrying",

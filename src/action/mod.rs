@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::inventory::Inventory;
-use crate::phase_id::PhaseId;
 use crate::source::Reader;
 use crate::ssh::SshPool;
 use crate::template::{TemplateContext, TemplateError, Templates};
@@ -40,7 +39,7 @@ pub enum Stream {
 }
 
 /// Templates rendered against one phase's variables, and the inventory to resolve nodes.
-pub struct RenderScope<'a> {
+pub(crate) struct RenderScope<'a> {
     pub templates: &'a Templates,
     pub ctx: TemplateContext,
     pub inventory: Option<&'a Inventory>,
@@ -76,10 +75,10 @@ impl RenderScope<'_> {
 }
 
 /// Why an action was asked to stop.
-pub type Cancel = watch::Receiver<Option<String>>;
+pub(crate) type Cancel = watch::Receiver<Option<String>>;
 
 /// Resolves once cancellation is requested, with its reason.
-pub async fn cancelled(cancel: &Cancel) -> String {
+pub(crate) async fn cancelled(cancel: &Cancel) -> String {
     let mut rx = cancel.clone();
     loop {
         if let Some(reason) = rx.borrow().clone() {
@@ -93,7 +92,7 @@ pub async fn cancelled(cancel: &Cancel) -> String {
 }
 
 /// Waits `pause` between polls, or returns `Cancelled` as soon as cancellation is requested.
-pub async fn sleep_unless_cancelled(
+pub(crate) async fn sleep_unless_cancelled(
     cancel: &Cancel,
     pause: std::time::Duration,
 ) -> Result<(), ActionError> {
@@ -104,8 +103,7 @@ pub async fn sleep_unless_cancelled(
 }
 
 /// Everything an action may use while it runs.
-pub struct ActionCtx<'a> {
-    pub phase: &'a PhaseId,
+pub(crate) struct ActionCtx<'a> {
     pub scope: &'a RenderScope<'a>,
     pub output: &'a (dyn Fn(Stream, &str) + Send + Sync),
     pub cancel: Cancel,
@@ -118,13 +116,13 @@ pub struct ActionCtx<'a> {
 }
 
 impl ActionCtx<'_> {
-    pub fn emit(&self, stream: Stream, line: &str) {
+    pub(crate) fn emit(&self, stream: Stream, line: &str) {
         (self.output)(stream, line)
     }
 
     /// A guard would refuse: with `--force`, records the override and returns Ok; else the
     /// refusal.
-    pub fn guard(&self, refusal: Option<String>) -> Result<(), ActionError> {
+    pub(crate) fn guard(&self, refusal: Option<String>) -> Result<(), ActionError> {
         match refusal {
             None => Ok(()),
             Some(message) if self.force => {
@@ -139,7 +137,7 @@ impl ActionCtx<'_> {
 
 /// What a successful action produced.
 #[derive(Debug, Clone, Default)]
-pub struct ActionOutput {
+pub(crate) struct ActionOutput {
     /// Structured result, read by `capture:` expressions and shown by `-o json`.
     pub result: serde_json::Value,
     /// One line for the operator, when there is something worth saying.
@@ -147,7 +145,7 @@ pub struct ActionOutput {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ActionError {
+pub(crate) enum ActionError {
     #[error("render `{field}`: {source}")]
     Render {
         field: &'static str,
@@ -195,12 +193,12 @@ fn tail_suffix(tail: &str) -> String {
 }
 
 impl ActionError {
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         matches!(self, ActionError::Cancelled(_))
     }
 
     /// The kind recorded with the failed phase.
-    pub fn kind(&self) -> crate::plan::FailureKind {
+    pub(crate) fn kind(&self) -> crate::plan::FailureKind {
         use crate::plan::FailureKind;
         match self {
             ActionError::Render { .. } => FailureKind::Render,
@@ -223,7 +221,7 @@ impl ActionError {
 }
 
 /// The interface every action kind implements.
-pub trait Action: Sized {
+pub(crate) trait Action: Sized {
     /// The key that selects this action in a procedure (`run:`, `check:`, ...).
     const KIND: &'static str;
     /// Whether running it twice is harmless (the default for `idempotent:`).
@@ -244,8 +242,16 @@ pub trait Action: Sized {
     fn check_targets(&self, _scope: &RenderScope<'_>) -> Result<(), ActionError> {
         Ok(())
     }
-    /// The dry-run view: the fully rendered action, one line per step.
+    /// The dry-run view: the fully rendered action, one line per step. Pure: no network, no
+    /// process (the plan table shows it too).
     fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError>;
+    /// Whether [`Action::preview`] asks the outside world anything.
+    const PREVIEWS: bool = false;
+    /// What a dry-run shows after `describe`'s lines, asked of the live cluster (a drain lists
+    /// the pods it would move). Only dry-runs call it.
+    fn preview(&self, _scope: &RenderScope<'_>) -> impl Future<Output = Vec<String>> + Send {
+        std::future::ready(Vec::new())
+    }
     fn execute(
         &self,
         ctx: &ActionCtx<'_>,
@@ -262,50 +268,72 @@ macro_rules! actions {
         }
 
         /// The keys that select an action kind.
-        pub const ACTION_KINDS: &[&str] = &[$(<$module::$spec as Action>::KIND),*];
+        pub(crate) const ACTION_KINDS: &[&str] = &[$(<$module::$spec as Action>::KIND),*];
 
         impl ActionSpec {
             /// Parses the action selected by `kind`; `None` when the kind is unknown.
-            pub fn parse(kind: &str, node: &Node, reader: &mut Reader) -> Option<Option<ActionSpec>> {
+            pub(crate) fn parse(kind: &str, node: &Node, reader: &mut Reader) -> Option<Option<ActionSpec>> {
                 $(if kind == <$module::$spec as Action>::KIND {
                     return Some($module::$spec::parse(node, reader).map(ActionSpec::$variant));
                 })*
                 None
             }
 
-            pub fn kind(&self) -> &'static str {
+            pub(crate) fn kind(&self) -> &'static str {
                 match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::KIND),* }
             }
 
-            pub fn default_idempotent(&self) -> bool {
+            pub(crate) fn default_idempotent(&self) -> bool {
                 match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::IDEMPOTENT),* }
             }
 
-            pub fn needs_inventory(&self) -> bool {
+            pub(crate) fn needs_inventory(&self) -> bool {
                 match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::NEEDS_INVENTORY),* }
             }
 
-            pub fn inline(&self) -> bool {
+            pub(crate) fn inline(&self) -> bool {
                 match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::INLINE),* }
             }
 
-            pub fn check_targets(&self, scope: &RenderScope<'_>) -> Result<(), ActionError> {
+            pub(crate) fn check_targets(&self, scope: &RenderScope<'_>) -> Result<(), ActionError> {
                 match self { $(ActionSpec::$variant(a) => a.check_targets(scope)),* }
             }
 
-            pub fn target(&self) -> Option<String> {
+            pub(crate) fn target(&self) -> Option<String> {
                 match self { $(ActionSpec::$variant(a) => a.target()),* }
             }
 
-            pub fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {
+            pub(crate) fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {
                 match self { $(ActionSpec::$variant(a) => a.describe(scope)),* }
             }
 
-            pub async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
+            pub(crate) async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
                 match self { $(ActionSpec::$variant(a) => a.execute(ctx).await),* }
+            }
+
+            pub(crate) async fn preview(&self, scope: &RenderScope<'_>) -> Vec<String> {
+                match self { $(ActionSpec::$variant(a) => a.preview(scope).await),* }
+            }
+
+            fn previews(&self) -> bool {
+                match self { $(ActionSpec::$variant(_) => <$module::$spec as Action>::PREVIEWS),* }
             }
         }
     };
+}
+
+impl ActionSpec {
+    /// [`ActionSpec::preview`] for synchronous code running on a (multi-threaded) runtime
+    /// thread: the engine's dry run is synchronous. Returns at once, without touching the
+    /// runtime, for kinds that preview nothing.
+    pub(crate) fn preview_blocking(&self, scope: &RenderScope<'_>) -> Vec<String> {
+        if !self.previews() {
+            return Vec::new();
+        }
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.preview(scope))
+        })
+    }
 }
 
 impl crate::plan::Leaf for ActionSpec {
@@ -315,9 +343,9 @@ impl crate::plan::Leaf for ActionSpec {
 }
 
 /// The plan of an operation: a plan whose leaves carry actions.
-pub type Plan = crate::plan::Plan<ActionSpec>;
+pub(crate) type Plan = crate::plan::Plan<ActionSpec>;
 /// One node of an operation's plan.
-pub type PlanNode = crate::plan::PlanNode<ActionSpec>;
+pub(crate) type PlanNode = crate::plan::PlanNode<ActionSpec>;
 
 actions! {
     Run(run::RunSpec),

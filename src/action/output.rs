@@ -11,17 +11,17 @@ use std::collections::VecDeque;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
 /// Longest line kept; the rest of a longer line is dropped (and counted).
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 /// What follows the kept part of a cut line (then how much was dropped).
-pub const CUT_MARKER: &str = " … [line cut: ";
+pub(crate) const CUT_MARKER: &str = " … [line cut: ";
 /// Output kept in memory per stream for an action's result.
-pub const MAX_CAPTURED: usize = 1024 * 1024;
+pub(crate) const MAX_CAPTURED: usize = 1024 * 1024;
 /// Non-empty last lines kept for error messages.
 const TAIL_LINES: usize = 3;
 
 /// The next line of `reader` (without its `\n` or `\r\n`), at most [`MAX_LINE`] bytes of it,
 /// as text (invalid UTF-8 replaced); `None` at the end. `buf` is scratch space, reused.
-pub async fn read_line<R: AsyncBufRead + Unpin>(
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Option<String>> {
@@ -63,7 +63,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 
 /// One stream's text for the result: its head up to [`MAX_CAPTURED`], and its last lines.
 #[derive(Debug, Clone, Default)]
-pub struct Captured {
+pub(crate) struct Captured {
     pub text: String,
     /// Lines were dropped after the head was full.
     pub truncated: bool,
@@ -71,7 +71,7 @@ pub struct Captured {
 }
 
 impl Captured {
-    pub fn push_line(&mut self, line: &str) {
+    pub(crate) fn push_line(&mut self, line: &str) {
         if !self.truncated && self.text.len() + line.len() < MAX_CAPTURED {
             self.text.push_str(line);
             self.text.push('\n');
@@ -87,12 +87,12 @@ impl Captured {
     }
 
     /// The last non-empty lines, joined for an error message.
-    pub fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         self.last.iter().cloned().collect::<Vec<_>>().join(" | ")
     }
 
     /// The stream parsed as JSON, only when it was kept whole (a cut document is not parsed).
-    pub fn json(&self) -> Option<serde_json::Value> {
+    pub(crate) fn json(&self) -> Option<serde_json::Value> {
         if self.truncated {
             None
         } else {

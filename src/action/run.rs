@@ -39,7 +39,7 @@ pub struct RunSpec {
 }
 
 /// Reads `env:` (variable names to text templates), for `run` and `ssh`.
-pub fn read_env(node: &Node, reader: &mut Reader, what: &str) -> BTreeMap<String, String> {
+pub(crate) fn read_env(node: &Node, reader: &mut Reader, what: &str) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let Node::Mapping(map) = node else {
         reader.error(
@@ -67,7 +67,7 @@ pub fn read_env(node: &Node, reader: &mut Reader, what: &str) -> BTreeMap<String
 }
 
 /// `export K='V'` lines (each value quoted as one word) followed by `command`.
-pub fn with_exports(env: &[(String, String)], command: &str, separator: &str) -> String {
+pub(crate) fn with_exports(env: &[(String, String)], command: &str, separator: &str) -> String {
     let mut out = String::new();
     for (k, v) in env {
         out.push_str(&format!(
@@ -148,7 +148,7 @@ impl Action for RunSpec {
 
 /// What a finished shell command left behind.
 #[derive(Debug, Clone)]
-pub struct CommandOutput {
+pub(crate) struct CommandOutput {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub stdout: Captured,
@@ -156,19 +156,19 @@ pub struct CommandOutput {
 }
 
 impl CommandOutput {
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.exit_code == Some(0)
     }
 
     /// The last few lines of stderr (or stdout when stderr is empty), for error messages.
-    pub fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         match self.stderr.tail() {
             t if t.is_empty() => self.stdout.tail(),
             t => t,
         }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "exit_code": self.exit_code,
             "stdout": self.stdout.text,
@@ -178,7 +178,7 @@ impl CommandOutput {
         })
     }
 
-    pub fn into_result(self) -> Result<ActionOutput, ActionError> {
+    pub(crate) fn into_result(self) -> Result<ActionOutput, ActionError> {
         match (self.exit_code, self.signal) {
             (Some(0), _) => Ok(ActionOutput {
                 result: self.to_json(),
@@ -241,19 +241,16 @@ impl Drop for GroupGuard {
 /// A shell program that reads a script from stdin and runs it with stdin from `/dev/null`, so
 /// a command (and any secret in it) is never on a command line, locally or on a node. A script
 /// that did not arrive whole (no end marker) does not run at all: exit 125.
-pub const SCRIPT_ON_STDIN: &str = "_medic_s=$(cat) && [ \"${_medic_s%__medic_eof__}\" != \"$_medic_s\" ] || exit 125; exec </dev/null; eval \"${_medic_s%__medic_eof__}\"";
+pub(crate) const SCRIPT_ON_STDIN: &str = "_medic_s=$(cat) && [ \"${_medic_s%__medic_eof__}\" != \"$_medic_s\" ] || exit 125; exec </dev/null; eval \"${_medic_s%__medic_eof__}\"";
 
 /// What to write to the stdin of [`SCRIPT_ON_STDIN`] to run `script`.
-pub fn script_for_stdin(script: &str) -> String {
+pub(crate) fn script_for_stdin(script: &str) -> String {
     format!("{script}\n__medic_eof__")
 }
 
-/// Runs `command` through `sh`; with `stream`, each line also goes to the phase output.
-pub async fn run_shell(
-    command: &str,
-    ctx: &ActionCtx<'_>,
-    stream: bool,
-) -> Result<CommandOutput, ActionError> {
+/// Starts `sh` in its own process group with its watchdog, and sends it the go-ahead and
+/// `command` on stdin.
+fn spawn_watched(command: &str) -> Result<(tokio::process::Child, GroupGuard), ActionError> {
     // The command waits for a go-ahead on stdin, sent only once its watchdog runs, so it can
     // never run unwatched; if medic dies before that, it exits without running.
     // The command itself travels on stdin, never in argv: /proc/PID/cmdline is readable by every
@@ -277,7 +274,7 @@ pub async fn run_shell(
         .spawn()
         .map_err(|source| ActionError::Spawn { source })?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    let mut guard = GroupGuard {
+    let guard = GroupGuard {
         pgid,
         armed: true,
         _watchdog: spawn_watchdog(pgid),
@@ -290,6 +287,16 @@ pub async fn run_shell(
             let _ = go.write_all(script.as_bytes()).await;
         });
     }
+    Ok((child, guard))
+}
+
+/// Runs `command` through `sh`; with `stream`, each line also goes to the phase output.
+pub(crate) async fn run_shell(
+    command: &str,
+    ctx: &ActionCtx<'_>,
+    stream: bool,
+) -> Result<CommandOutput, ActionError> {
+    let (mut child, mut guard) = spawn_watched(command)?;
     // Bounded, so a command writing faster than the phase log takes its lines waits on its
     // pipe instead of piling lines up here.
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);

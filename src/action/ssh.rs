@@ -60,7 +60,7 @@ pub struct SshSpec {
 /// The script (the `run:` command, preceded by `export` lines for `env:`) never appears on a
 /// command line, so the node's process list shows no value of it, secret or not.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RemoteCommand {
+pub(crate) struct RemoteCommand {
     pub line: String,
     pub script: String,
     /// The script on one line, for dry-runs.
@@ -69,7 +69,7 @@ pub struct RemoteCommand {
 }
 
 impl RemoteCommand {
-    pub fn new(run: &str, sudo: bool, env: &[(String, String)]) -> Self {
+    pub(crate) fn new(run: &str, sudo: bool, env: &[(String, String)]) -> Self {
         let wrapper = format!("sh -c {}", shell_quote(SCRIPT_ON_STDIN));
         let line = if sudo {
             format!("sudo -n -- {wrapper}")
@@ -85,7 +85,7 @@ impl RemoteCommand {
     }
 
     /// For dry-runs: who runs which script (`export` lines shown on one line with the command).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{}sh, script on stdin: {}",
             if self.sudo { "sudo -n -- " } else { "" },
@@ -467,7 +467,7 @@ async fn run_on_node(
     let session = match pool.session(node).await {
         Ok(s) => s,
         Err(e) => {
-            result.error = Some(e);
+            result.error = Some(e.to_string());
             result.duration_ms = started.elapsed().as_millis() as u64;
             return result;
         }
@@ -486,7 +486,7 @@ async fn run_on_node(
         let mut child = match spawn(session.clone()).await {
             Ok(child) => child,
             Err(_) => {
-                let fresh = pool.reconnect(node).await?;
+                let fresh = pool.reconnect(node).await.map_err(|e| e.to_string())?;
                 spawn(fresh)
                     .await
                     .map_err(|e| format!("{}: start command: {e}", node.name))?
@@ -535,4 +535,83 @@ async fn run_on_node(
     }
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_is_fixed_and_holds_no_value() {
+        let secret = "s3cr3t'; reboot #";
+        let c = RemoteCommand::new("systemctl stop kubelet", false, &env(&[("TOKEN", secret)]));
+        let words = shlex::split(&c.line).expect("a valid shell line");
+        assert_eq!(words, ["sh", "-c", SCRIPT_ON_STDIN]);
+        assert!(!c.line.contains("s3cr3t"), "{}", c.line);
+        assert!(!c.line.contains("systemctl"), "{}", c.line);
+        // The same line whatever runs: nothing of the command or its env reaches argv.
+        assert_eq!(c.line, RemoteCommand::new("true", false, &[]).line);
+    }
+
+    #[test]
+    fn sudo_ends_its_options_with_a_double_dash() {
+        let c = RemoteCommand::new("id -u", true, &[]);
+        let words = shlex::split(&c.line).expect("a valid shell line");
+        assert_eq!(words, ["sudo", "-n", "--", "sh", "-c", SCRIPT_ON_STDIN]);
+        assert_eq!(c.describe(), "sudo -n -- sh, script on stdin: id -u");
+    }
+
+    #[test]
+    fn the_script_on_stdin_exports_each_value_as_one_quoted_word() {
+        let c = RemoteCommand::new(
+            "echo \"$TOKEN\"",
+            false,
+            &env(&[("TOKEN", "a b'c $(x)"), ("MODE", "fast")]),
+        );
+        let lines: Vec<&str> = c.script.lines().collect();
+        assert_eq!(lines.len(), 3, "{}", c.script);
+        assert_eq!(lines[2], "echo \"$TOKEN\"");
+        for (line, (name, value)) in lines
+            .iter()
+            .zip([("TOKEN", "a b'c $(x)"), ("MODE", "fast")])
+        {
+            let words = shlex::split(line).expect("a valid shell line");
+            assert_eq!(words, ["export".to_string(), format!("{name}={value}")]);
+        }
+        assert_eq!(
+            c.describe(),
+            format!("sh, script on stdin: {}", c.script.replace('\n', "; "))
+        );
+        // What is written to stdin ends with the marker the remote shell waits for.
+        assert!(script_for_stdin(&c.script).ends_with("\n__medic_eof__"));
+    }
+
+    #[test]
+    fn a_shell_running_the_line_gets_each_value_back_unchanged() {
+        use std::io::Write;
+        let value = "a b'c \"d\" $(echo no) `echo no` ; exit 3";
+        let c = RemoteCommand::new("printf '%s' \"$V\"", false, &env(&[("V", value)]));
+        let words = shlex::split(&c.line).expect("a valid shell line");
+        let mut child = std::process::Command::new(&words[0])
+            .args(&words[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(script_for_stdin(&c.script).as_bytes())
+            .expect("script written");
+        drop(stdin);
+        let out = child.wait_with_output().expect("sh exits");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), value);
+    }
 }

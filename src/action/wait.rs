@@ -115,7 +115,7 @@ impl Action for WaitSpec {
     }
 }
 
-pub fn human_secs(secs: f64) -> String {
+pub(crate) fn human_secs(secs: f64) -> String {
     if secs < 1.0 {
         format!("{}ms", (secs * 1000.0).round())
     } else {

@@ -31,7 +31,7 @@ impl Engine {
                     templates: &self.shared.templates,
                     ctx,
                 };
-                let action = describe(node.action.as_ref(), &scope);
+                let action = dry_run_describe(node.action.as_ref(), &scope);
                 let mut notes = Vec::new();
                 if node.is_pause() && leaf != t {
                     notes.push(
@@ -47,7 +47,10 @@ impl Engine {
                     notes.push(self.shared.describe_condition(cond, &scope));
                 }
                 if let Some(rb) = &node.rollback {
-                    notes.push(format!("undo: {}", describe(Some(rb), &scope).join("; ")));
+                    notes.push(format!(
+                        "undo: {}",
+                        dry_run_describe(Some(rb), &scope).join("; ")
+                    ));
                 }
                 if node.retries > 0 {
                     notes.push(format!("up to {} retries", node.retries));
@@ -100,7 +103,7 @@ impl Engine {
                 .is_some_and(|r| r.skipped);
             let (action, note) = match &node.rollback {
                 _ if skipped => (Vec::new(), Some(SKIPPED_ROLLBACK.to_string())),
-                Some(rb) => (describe(Some(rb), &scope), None),
+                Some(rb) => (dry_run_describe(Some(rb), &scope), None),
                 None => (
                     Vec::new(),
                     Some("no rollback action; recorded as rolled back".to_string()),
@@ -147,6 +150,17 @@ impl Engine {
             self.finish(outcome.clone());
         }
     }
+}
+
+/// A dry-run's lines for an action: `describe`, then its live preview (a drain's pods).
+fn dry_run_describe(action: Option<&ActionSpec>, scope: &RenderScope<'_>) -> Vec<String> {
+    let mut lines = describe(action, scope);
+    lines.extend(
+        action
+            .map(|a| a.preview_blocking(scope))
+            .unwrap_or_default(),
+    );
+    lines
 }
 
 pub(super) fn describe(action: Option<&ActionSpec>, scope: &RenderScope<'_>) -> Vec<String> {

@@ -306,7 +306,6 @@ impl Shared {
             });
         };
         let ctx = ActionCtx {
-            phase: &id,
             scope: &scope,
             output: &output,
             cancel: self.cancel.clone(),
