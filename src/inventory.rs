@@ -410,137 +410,28 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         Some(n) => read_ssh(n, r, base, "ssh"),
         None => SshSettings::default(),
     };
-    let mut nodes: Vec<NodeEntry> = Vec::new();
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    match f.get("nodes") {
-        Some(YamlNode::Sequence(items)) => {
-            for item in items.iter() {
-                let Some(nf) = Fields::new(item, "a node", &["name", "address", "roles", "ssh"], r)
-                else {
-                    continue;
-                };
-                let Some(name_node) = nf.get("name") else {
-                    r.error(nf.span(), "every node needs a `name:`");
-                    continue;
-                };
-                let Some(name) = scalar_string(r, name_node, "node name") else {
-                    continue;
-                };
-                if let Err(e) = check_node_name(&name) {
-                    r.error(name_node.span(), format!("node name: {e}"));
-                }
-                let line = r.location(name_node.span()).line;
-                if let Some(first) = seen.insert(name.clone(), line) {
-                    r.error(
-                        name_node.span(),
-                        format!("duplicate node name `{name}` (first at line {first})"),
-                    );
-                }
-                let address = match nf.get("address") {
-                    Some(n) => {
-                        let address = scalar_string(r, n, "address").unwrap_or_default();
-                        if let Err(e) = check_host(&address) {
-                            r.error(n.span(), format!("address of node `{name}`: {e}"));
-                        }
-                        address
-                    }
-                    None => name.clone(),
-                };
-                let roles = match nf.get("roles") {
-                    Some(YamlNode::Sequence(rs)) => rs
-                        .iter()
-                        .filter_map(|x| scalar_string(r, x, "role"))
-                        .collect(),
-                    Some(n) => scalar_string(r, n, "roles")
-                        .map(|s| vec![s])
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                let own = match nf.get("ssh") {
-                    Some(n) => read_ssh(n, r, base, &format!("ssh of node `{name}`")),
-                    None => SshSettings::default(),
-                };
-                nodes.push(NodeEntry {
-                    name,
-                    address,
-                    roles,
-                    ssh: defaults.merged(&own),
-                });
-            }
+    let nodes = match f.get("nodes") {
+        Some(YamlNode::Sequence(items)) => read_nodes(items, r, base, &defaults),
+        Some(other) => {
+            r.error(
+                &start_span(other),
+                "nodes must be a list of nodes (`- name: cp-1`)",
+            );
+            Vec::new()
         }
-        Some(other) => r.error(
-            &start_span(other),
-            "nodes must be a list of nodes (`- name: cp-1`)",
-        ),
-        None => r.error(f.span(), "the inventory needs `nodes:`"),
-    }
-    let mut kubernetes = KubeSettings::default();
-    let mut kubeconfig_location = None;
-    if let Some(n) = f.get("kubernetes") {
-        if let Some(kf) = Fields::new(n, "kubernetes", &["kubeconfig", "context"], r) {
-            if let Some(k) = kf.get("kubeconfig") {
-                kubernetes.kubeconfig = path_value(r, k, "kubernetes.kubeconfig", base);
-                kubeconfig_location = Some(r.location(k.span()));
-            }
-            if let Some(c) = kf.get("context") {
-                kubernetes.context = scalar_string(r, c, "kubernetes.context");
-            }
+        None => {
+            r.error(f.span(), "the inventory needs `nodes:`");
+            Vec::new()
         }
-    }
-    let mut etcd = EtcdSettings::default();
-    if let Some(n) = f.get("etcd") {
-        if let Some(ef) = Fields::new(
-            n,
-            "etcd",
-            &["endpoints", "ca", "cert", "key", "transport", "via"],
-            r,
-        ) {
-            if let Some(e) = ef.get("endpoints") {
-                etcd.endpoints = match e {
-                    YamlNode::Sequence(items) => items
-                        .iter()
-                        .filter_map(|x| scalar_string(r, x, "endpoint"))
-                        .collect(),
-                    other => scalar_string(r, other, "endpoints")
-                        .map(|s| vec![s])
-                        .unwrap_or_default(),
-                };
-            }
-            for (key, slot) in [
-                ("ca", &mut etcd.ca),
-                ("cert", &mut etcd.cert),
-                ("key", &mut etcd.key),
-            ] {
-                if let Some(p) = ef.get(key) {
-                    *slot = path_value(r, p, &format!("etcd.{key}"), base);
-                }
-            }
-            if let Some(t) = ef.get("transport") {
-                if let Some(s) = scalar_string(r, t, "etcd.transport") {
-                    if s != "direct" && s != "ssh" {
-                        r.error(
-                            t.span(),
-                            format!("etcd.transport must be `direct` or `ssh`, not `{s}`"),
-                        );
-                    }
-                    etcd.transport = Some(s);
-                }
-            }
-            if let Some(v) = ef.get("via") {
-                etcd.via = scalar_string(r, v, "etcd.via");
-                if let Some(via) = &etcd.via {
-                    if !nodes.iter().any(|x| &x.name == via) {
-                        r.error(
-                            v.span(),
-                            format!(
-                                "etcd.via names `{via}`, which is not a node of this inventory"
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-    }
+    };
+    let (kubernetes, kubeconfig_location) = match f.get("kubernetes") {
+        Some(n) => read_kubernetes(n, r, base),
+        None => (KubeSettings::default(), None),
+    };
+    let etcd = match f.get("etcd") {
+        Some(n) => read_etcd(n, r, base, &nodes),
+        None => EtcdSettings::default(),
+    };
     Some(Inventory {
         name,
         path: path.to_path_buf(),
@@ -549,6 +440,147 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         etcd,
         kubeconfig_location,
     })
+}
+
+/// The `nodes:` list: each node with the inventory's SSH defaults merged under its own.
+fn read_nodes(
+    items: &[YamlNode],
+    r: &mut Reader,
+    base: &Path,
+    defaults: &SshSettings,
+) -> Vec<NodeEntry> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    items
+        .iter()
+        .filter_map(|item| read_node(item, r, base, defaults, &mut seen))
+        .collect()
+}
+
+/// One node of `nodes:`; `seen` maps the names read so far to their lines.
+fn read_node(
+    item: &YamlNode,
+    r: &mut Reader,
+    base: &Path,
+    defaults: &SshSettings,
+    seen: &mut BTreeMap<String, usize>,
+) -> Option<NodeEntry> {
+    let nf = Fields::new(item, "a node", &["name", "address", "roles", "ssh"], r)?;
+    let Some(name_node) = nf.get("name") else {
+        r.error(nf.span(), "every node needs a `name:`");
+        return None;
+    };
+    let name = scalar_string(r, name_node, "node name")?;
+    if let Err(e) = check_node_name(&name) {
+        r.error(name_node.span(), format!("node name: {e}"));
+    }
+    let line = r.location(name_node.span()).line;
+    if let Some(first) = seen.insert(name.clone(), line) {
+        r.error(
+            name_node.span(),
+            format!("duplicate node name `{name}` (first at line {first})"),
+        );
+    }
+    let address = match nf.get("address") {
+        Some(n) => {
+            let address = scalar_string(r, n, "address").unwrap_or_default();
+            if let Err(e) = check_host(&address) {
+                r.error(n.span(), format!("address of node `{name}`: {e}"));
+            }
+            address
+        }
+        None => name.clone(),
+    };
+    let roles = match nf.get("roles") {
+        Some(YamlNode::Sequence(rs)) => rs
+            .iter()
+            .filter_map(|x| scalar_string(r, x, "role"))
+            .collect(),
+        Some(n) => scalar_string(r, n, "roles")
+            .map(|s| vec![s])
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let own = match nf.get("ssh") {
+        Some(n) => read_ssh(n, r, base, &format!("ssh of node `{name}`")),
+        None => SshSettings::default(),
+    };
+    Some(NodeEntry {
+        name,
+        address,
+        roles,
+        ssh: defaults.merged(&own),
+    })
+}
+
+/// `kubernetes:` and where its kubeconfig was named (for errors about a missing file).
+fn read_kubernetes(n: &YamlNode, r: &mut Reader, base: &Path) -> (KubeSettings, Option<Location>) {
+    let mut kubernetes = KubeSettings::default();
+    let mut kubeconfig_location = None;
+    if let Some(kf) = Fields::new(n, "kubernetes", &["kubeconfig", "context"], r) {
+        if let Some(k) = kf.get("kubeconfig") {
+            kubernetes.kubeconfig = path_value(r, k, "kubernetes.kubeconfig", base);
+            kubeconfig_location = Some(r.location(k.span()));
+        }
+        if let Some(c) = kf.get("context") {
+            kubernetes.context = scalar_string(r, c, "kubernetes.context");
+        }
+    }
+    (kubernetes, kubeconfig_location)
+}
+
+/// `etcd:`; `via` must name one of `nodes`.
+fn read_etcd(n: &YamlNode, r: &mut Reader, base: &Path, nodes: &[NodeEntry]) -> EtcdSettings {
+    let mut etcd = EtcdSettings::default();
+    if let Some(ef) = Fields::new(
+        n,
+        "etcd",
+        &["endpoints", "ca", "cert", "key", "transport", "via"],
+        r,
+    ) {
+        if let Some(e) = ef.get("endpoints") {
+            etcd.endpoints = match e {
+                YamlNode::Sequence(items) => items
+                    .iter()
+                    .filter_map(|x| scalar_string(r, x, "endpoint"))
+                    .collect(),
+                other => scalar_string(r, other, "endpoints")
+                    .map(|s| vec![s])
+                    .unwrap_or_default(),
+            };
+        }
+        for (key, slot) in [
+            ("ca", &mut etcd.ca),
+            ("cert", &mut etcd.cert),
+            ("key", &mut etcd.key),
+        ] {
+            if let Some(p) = ef.get(key) {
+                *slot = path_value(r, p, &format!("etcd.{key}"), base);
+            }
+        }
+        if let Some(t) = ef.get("transport") {
+            if let Some(s) = scalar_string(r, t, "etcd.transport") {
+                if s != "direct" && s != "ssh" {
+                    r.error(
+                        t.span(),
+                        format!("etcd.transport must be `direct` or `ssh`, not `{s}`"),
+                    );
+                }
+                etcd.transport = Some(s);
+            }
+        }
+        if let Some(v) = ef.get("via") {
+            etcd.via = scalar_string(r, v, "etcd.via");
+            if let Some(via) = &etcd.via {
+                if !nodes.iter().any(|x| &x.name == via) {
+                    r.error(
+                        v.span(),
+                        format!("etcd.via names `{via}`, which is not a node of this inventory"),
+                    );
+                }
+            }
+        }
+    }
+    etcd
 }
 
 /// Why the kubeconfig that kube phases would use is missing, if it is: the inventory's

@@ -138,21 +138,15 @@ fn lease_of_this_process_is_alive_and_of_a_dead_pid_is_not() {
 fn commit_is_durable_and_sequenced() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open_with(dir.path(), Access::Create).unwrap();
-    let entry = |event: &str| HistoryEntry {
-        seq: 0,
-        time: 1,
+    let actor = Actor {
         user: "u".into(),
         host: "h".into(),
         pid: 1,
         command: "c".into(),
-        reason: None,
-        event: event.into(),
-        phase: None,
-        from: None,
-        to: None,
-        error: None,
-        forced: false,
-        detail: None,
+    };
+    let entry = |event: &str| HistoryEntry {
+        time: 1,
+        ..HistoryEntry::new(event, &actor, None)
     };
     store
         .commit(

@@ -199,13 +199,7 @@ pub(crate) async fn drain(
     spec: &Drain,
 ) -> Result<ActionOutput, ActionError> {
     let nodes: Api<K8sNode> = Api::all(client.clone());
-    nodes
-        .cordon(node)
-        .await
-        .map_err(|source| KubeError::Cordon {
-            node: node.to_string(),
-            source,
-        })?;
+    super::node::mark_unschedulable(&nodes, node).await?;
     let plan = drain_plan(client, node, spec).await?;
     let blocked: Vec<&PodPlan> = plan
         .iter()

@@ -24,14 +24,20 @@ fn done(summary: String, result: serde_json::Value) -> Result<ActionOutput, Acti
     })
 }
 
-pub(crate) async fn cordon(nodes: &Api<K8sNode>, node: &str) -> Result<ActionOutput, ActionError> {
+/// Marks `node` unschedulable (the first step of a cordon and of a drain).
+pub(crate) async fn mark_unschedulable(nodes: &Api<K8sNode>, node: &str) -> Result<(), KubeError> {
     nodes
         .cordon(node)
         .await
+        .map(drop)
         .map_err(|source| KubeError::Cordon {
             node: node.to_string(),
             source,
-        })?;
+        })
+}
+
+pub(crate) async fn cordon(nodes: &Api<K8sNode>, node: &str) -> Result<ActionOutput, ActionError> {
+    mark_unschedulable(nodes, node).await?;
     done(
         format!("{node} cordoned"),
         json!({"node": node, "unschedulable": true}),
