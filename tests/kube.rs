@@ -198,6 +198,22 @@ fn sigkill_mid_drain_then_resume_completes() {
 }
 
 #[test]
+fn the_export_reviewed_in_a_change_meeting_previews_the_drain_and_the_plan_table_does_not() {
+    let api = ApiServer::start(&seed(5, 4, &unmanaged_pod("n2")));
+    let env = env_for(&api);
+    env.medic(&["start", "node-maintenance", "--set", "node=n1", "--manual"])
+        .run()
+        .code(0);
+    env.medic(&["plan", "export", "--format", "markdown"])
+        .run()
+        .code(0)
+        .stdout_contains("preview: evict   default/web-0 — managed by ReplicaSet web");
+    // The plan table is drawn from the store alone: no network I/O, so no live preview.
+    env.medic(&["plan"]).run().code(0).stdout_lacks("preview:");
+    assert!(!unschedulable(&api, "n1"), "an export changed the cluster");
+}
+
+#[test]
 fn node_maintenance_end_to_end_with_preview_pause_and_rollback() {
     let api = ApiServer::start(&seed(5, 4, &unmanaged_pod("n2")));
     let env = env_for(&api);

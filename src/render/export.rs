@@ -37,10 +37,16 @@ impl Export<'_> {
             templates: &templates,
             ctx,
         };
+        // A change review reads the export: like the dry-run, it shows the live preview (which
+        // pods a drain would move) after what the action does.
         let render = |a: Option<&crate::action::ActionSpec>| match a {
-            Some(a) => a
-                .describe(&scope)
-                .unwrap_or_else(|e| vec![format!("{}: cannot render yet ({e})", a.kind())]),
+            Some(a) => {
+                let mut lines = a
+                    .describe(&scope)
+                    .unwrap_or_else(|e| vec![format!("{}: cannot render yet ({e})", a.kind())]);
+                lines.extend(a.preview_blocking(&scope));
+                lines
+            }
             None => Vec::new(),
         };
         (render(node.action.as_ref()), render(node.rollback.as_ref()))
