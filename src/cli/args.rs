@@ -126,6 +126,18 @@ pub(crate) enum DrillCommand {
 pub(crate) enum ProceduresCommand {
     /// Show a procedure's parameters and phases.
     Show { name: String },
+    /// Check procedure files without an operation or a cluster: every load error, and
+    /// warnings (destructive-without-check, missing-description, irreversible, unused-param,
+    /// secret-in-description). Exit 0 clean or warnings only, 1 warnings with --strict, 2 errors.
+    Lint {
+        /// Procedure files or directories of them; none lints the catalog (built-in
+        /// procedures and --plans-dir).
+        #[arg(value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+        /// Exit 1 when there are warnings.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Args, Debug)]

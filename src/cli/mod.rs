@@ -247,6 +247,9 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Procedures {
             show: Some(ProceduresCommand::Show { name }),
         } => procedures::show(&ctx, name),
+        Command::Procedures {
+            show: Some(ProceduresCommand::Lint { paths, strict }),
+        } => procedures::lint(&ctx, paths, *strict),
         Command::Start(start) => start::start_operation(&ctx, start).await,
         Command::Operations => operations::list(&ctx),
         Command::Plan(plan) => plan::plan_command(&ctx, plan).await,

@@ -142,3 +142,48 @@ fn print_phase_tree(list: &[PhaseSpec], prefix: &str) {
         print_phase_tree(&p.children, &path);
     }
 }
+
+/// `medic procedures lint [FILE|DIR]...`: every diagnostic, then a summary line.
+pub(super) fn lint(ctx: &Ctx, paths: &[std::path::PathBuf], strict: bool) -> Result<i32, CliError> {
+    use crate::procedure::lint::{lint_catalog, lint_paths, Severity};
+    let report = if paths.is_empty() {
+        lint_catalog(&ctx.catalog()?)
+    } else {
+        lint_paths(paths, ctx.cli.max_phases)
+    };
+    let errors = report.count(Severity::Error);
+    let warnings = report.count(Severity::Warning);
+    if ctx.json() {
+        print_json(&json!({ "diagnostics": report.diagnostics }));
+    } else {
+        for d in &report.diagnostics {
+            let place = match (d.line, d.column) {
+                (Some(line), Some(column)) => format!("{}:{line}:{column}", d.file),
+                _ => d.file.clone(),
+            };
+            match d.severity {
+                // As the loader prints them.
+                Severity::Error => println!("{place}: {}", d.message),
+                Severity::Warning => println!(
+                    "{place}: {}: {}",
+                    console::style(format!("warning[{}]", d.code)).yellow(),
+                    d.message
+                ),
+            }
+        }
+        let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+        println!(
+            "linted {}: {}, {}",
+            plural(report.files, "procedure"),
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        );
+    }
+    Ok(if errors > 0 {
+        2
+    } else if warnings > 0 && strict {
+        1
+    } else {
+        0
+    })
+}

@@ -61,6 +61,10 @@ struct Loading {
     stack: Vec<String>,
 }
 
+fn builtin_label(name: &str) -> String {
+    format!("plans/{name}.yaml (built in)")
+}
+
 enum CatalogSource {
     Builtin(&'static str),
     File(PathBuf),
@@ -109,6 +113,22 @@ impl Catalog {
 
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(|s| s.as_str())
+    }
+
+    /// The procedures defined by files of the plans directory (not the built-in ones).
+    pub(crate) fn file_names(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|(_, sources)| sources.iter().any(|s| matches!(s, CatalogSource::File(_))))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The file a procedure comes from, as messages name it.
+    pub(crate) fn label(&self, name: &str) -> String {
+        match self.entries.get(name).map(|s| s.as_slice()) {
+            Some([CatalogSource::File(path)]) => path.display().to_string(),
+            _ => builtin_label(name),
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Procedure, ProcedureError> {
@@ -164,9 +184,7 @@ impl Catalog {
             });
         };
         let (file, text) = match sources.as_slice() {
-            [CatalogSource::Builtin(text)] => {
-                (format!("plans/{name}.yaml (built in)"), text.to_string())
-            }
+            [CatalogSource::Builtin(text)] => (builtin_label(name), text.to_string()),
             [CatalogSource::File(path)] => {
                 let bytes = source::read_source(path).map_err(|source| ProcedureError::Read {
                     path: path.clone(),

@@ -12,10 +12,12 @@
 //! 4. [`Procedure::build_plan`] (`build.rs`) expands `foreach`, binds included procedures'
 //!    parameters (as the subtree's locals), resolves `requires` to phase IDs and renders
 //!    descriptions, giving the immutable [`Plan`] an operation runs.
+//! 5. [`lint`] finds what loads fine but a reviewer would question (`medic procedures lint`).
 
 mod build;
 mod catalog;
 mod include;
+pub(crate) mod lint;
 mod params;
 mod read;
 #[cfg(test)]
@@ -133,6 +135,9 @@ pub struct Procedure {
     pub(crate) file: String,
     pub(crate) params: Vec<ParamSpec>,
     pub(crate) phases: Vec<PhaseSpec>,
+    /// Every name this file's templates use (not those of the procedures it includes);
+    /// capture expressions are kept in [`PhaseSpec::capture`].
+    pub(crate) template_names: BTreeSet<String>,
 }
 
 impl Procedure {

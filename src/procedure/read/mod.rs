@@ -87,7 +87,7 @@ impl Procedure {
                 validate_capture_order(p, &graph, &mut reader);
             }
             validate_renderable(&mut reader);
-            validate_templates(p, &mut reader);
+            p.template_names = validate_templates(p, &mut reader);
         }
         if !reader.diagnostics.is_empty() || procedure.is_none() {
             let mut diags = reader.diagnostics;
@@ -232,6 +232,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
         file: r.file.clone(),
         params,
         phases,
+        template_names: Default::default(),
     })
 }
 

@@ -153,8 +153,13 @@ pub(in crate::procedure) fn recursive_macro(source: &str) -> Option<(Vec<String>
     None
 }
 
-/// Every template compiles and uses only names the procedure defines.
-pub(in crate::procedure) fn validate_templates(procedure: &Procedure, r: &mut Reader) {
+/// Every template compiles and uses only names the procedure defines. Returns every name the
+/// file's templates use (what `medic procedures lint` checks parameters against).
+pub(in crate::procedure) fn validate_templates(
+    procedure: &Procedure,
+    r: &mut Reader,
+) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
     let templates = Templates::new();
     let mut known: BTreeSet<String> = procedure.params.iter().map(|p| p.name.clone()).collect();
     let captures = procedure.capture_names();
@@ -221,6 +226,7 @@ pub(in crate::procedure) fn validate_templates(procedure: &Procedure, r: &mut Re
                 }
             }
             Ok(names) => {
+                used.extend(names.iter().cloned());
                 for name in names {
                     if known.contains(&name) || use_.locals.contains(&name) {
                         continue;
@@ -243,4 +249,5 @@ pub(in crate::procedure) fn validate_templates(procedure: &Procedure, r: &mut Re
             }
         }
     }
+    used
 }
