@@ -48,6 +48,7 @@ pub(crate) struct Cli {
 pub(crate) enum Format {
     Text,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,6 +72,25 @@ pub(crate) enum Command {
         dir: Option<PathBuf>,
         #[command(subcommand)]
         command: DrillCommand,
+    },
+    /// Print a shell completion script: `source <(medic completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::cli::complete::Shell,
+    },
+    /// Write man pages for medic and each subcommand into DIR.
+    Man {
+        #[arg(default_value = ".", value_hint = clap::ValueHint::DirPath)]
+        dir: PathBuf,
+    },
+    /// Completion candidates, one per line (what the completion scripts call).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(value_enum)]
+        what: crate::cli::complete::Candidates,
+        /// Operation whose phases to list (ID or unique prefix); defaults as `medic plan` does.
+        #[arg(long)]
+        operation: Option<String>,
     },
 }
 

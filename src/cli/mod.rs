@@ -3,13 +3,14 @@
 //! 1. [`main_with_args`] parses (`args`), starts the runtime and maps a [`CliError`] to its
 //!    exit code.
 //! 2. `run` dispatches to one file per command group: `procedures`, `start`, `operations`,
-//!    `plan`, `drill`.
+//!    `plan`, `drill`, `complete` (completion scripts, man pages).
 //! 3. Creating, selecting and completing an operation is library code (`crate::operation`).
 //!
 //! Exit codes: 0 success, 1 a phase or check failed, 2 usage or input error, 3 refused for
 //! safety (unmet requirement, lease held, guard).
 
 mod args;
+mod complete;
 mod drill;
 mod operations;
 mod plan;
@@ -17,6 +18,7 @@ mod procedures;
 mod start;
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -100,7 +102,8 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     let colors = console::Term::stdout().is_term() && std::env::var_os("NO_COLOR").is_none();
     console::set_colors_enabled(colors);
     console::set_colors_enabled_stderr(colors);
-    let json = cli.output == Format::Json;
+    let json = cli.output != Format::Text;
+    YAML_OUTPUT.store(cli.output == Format::Yaml, Ordering::Relaxed);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -109,8 +112,11 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
     match runtime.block_on(run(cli, args)) {
         Ok(code) => code,
         Err(e) => {
-            if json {
-                println!("{}", json!({"error": e.message, "exit_code": e.code}));
+            let error = json!({"error": e.message, "exit_code": e.code});
+            if yaml_output() {
+                print_json(&error);
+            } else if json {
+                println!("{error}");
             } else {
                 eprintln!("{} {}", console::style("error:").red().bold(), e.message);
             }
@@ -151,8 +157,9 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Machine output: `-o json` or `-o yaml` (the same data; see [`print_json`]).
     fn json(&self) -> bool {
-        self.cli.output == Format::Json
+        self.cli.output != Format::Text
     }
 
     fn actor(&self, redact: impl Fn(&str) -> String) -> Actor {
@@ -260,11 +267,49 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Drill { dir, command } => {
             drill::drill_command(&ctx, dir.as_deref(), command).await
         }
+        Command::Completions { shell } => complete::completions(*shell),
+        Command::Man { dir } => complete::man_pages(dir),
+        Command::Complete { what, operation } => {
+            complete::candidates(&ctx, *what, operation.as_deref())
+        }
     }
 }
 
+/// Whether machine output is YAML (`-o yaml`) rather than JSON; set once per process by
+/// [`main_with_args`]. A process-wide flag rather than a `Ctx` field because the error path
+/// has no `Ctx`, and so every printer of machine output (`print_json` and its callers in each
+/// command group) follows `-o` without being handed it.
+static YAML_OUTPUT: AtomicBool = AtomicBool::new(false);
+
+fn yaml_output() -> bool {
+    YAML_OUTPUT.load(Ordering::Relaxed)
+}
+
+/// Prints machine output: pretty JSON, or the same data as YAML under `-o yaml`.
 fn print_json(value: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
-    let _ = serde_json::to_writer_pretty(&mut out, value);
-    let _ = writeln!(out);
+    if yaml_output() {
+        let _ = out.write_all(to_yaml(value).as_bytes());
+    } else {
+        let _ = serde_json::to_writer_pretty(&mut out, value);
+        let _ = writeln!(out);
+    }
+}
+
+/// A JSON document rendered elsewhere (`render::PlanView`, `render::Export`) in the chosen
+/// format: unchanged for `-o json`, the same data as YAML (ending in a newline) for `-o yaml`.
+fn json_text_as_output(json: String) -> String {
+    if !yaml_output() {
+        return json;
+    }
+    let value: serde_json::Value = serde_json::from_str(&json).expect("rendered JSON parses");
+    to_yaml(&value)
+}
+
+/// One line per value, as in the JSON (no `>` folding of long strings), so `grep` finds a
+/// message whole.
+fn to_yaml(value: &impl serde::Serialize) -> String {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.prefer_block_scalars = false;
+    serde_saphyr::to_string_with_options(value, options).expect("JSON values serialize as YAML")
 }

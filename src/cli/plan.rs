@@ -11,7 +11,10 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::args::{ExportFormat, PlanArgs, PlanCommand, RunArgs};
-use super::{inventory_for, missing_inventory, needs_inventory, print_json, CliError, Ctx};
+use super::{
+    inventory_for, json_text_as_output, missing_inventory, needs_inventory, print_json, to_yaml,
+    yaml_output, CliError, Ctx,
+};
 use crate::engine::{acquire_lease, interrupted_phases, Engine, EngineSetup};
 use crate::events::EventSink;
 use crate::operation::{self, Completion};
@@ -208,7 +211,8 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
     };
     if ctx.json() {
         let mut out = std::io::stdout().lock();
-        let _ = out.write_all(view.json_string().as_bytes());
+        let text = json_text_as_output(view.json_string());
+        let _ = out.write_all(text.trim_end().as_bytes());
         let _ = writeln!(out);
     } else {
         print!("{}", view.to_text(short));
@@ -233,8 +237,12 @@ async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
             lease: lease.as_ref(),
             interrupted: &interrupted,
         };
+        // One line of JSON per change, or one YAML document (`---`) per change.
         let rendered = if ctx.json() {
-            view.json_string()
+            match json_text_as_output(view.json_string()) {
+                yaml if yaml_output() => format!("---\n{}", yaml.trim_end()),
+                json => json,
+            }
         } else {
             view.to_text(false)
         };
@@ -344,7 +352,9 @@ fn export(
         vars: &vars,
     };
     match (format, ctx.json()) {
-        (ExportFormat::Json, _) | (_, true) => println!("{}", export.json_string()),
+        (ExportFormat::Json, _) | (_, true) => {
+            println!("{}", json_text_as_output(export.json_string()).trim_end())
+        }
         (ExportFormat::Markdown, false) => print!("{}", export.to_markdown()),
         (ExportFormat::Dot, false) => print!("{}", export.to_dot()),
     }
@@ -378,7 +388,10 @@ fn logs(
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut first = true;
-    if ctx.json() {
+    let yaml = yaml_output();
+    if yaml {
+        let _ = write!(out, "lines:");
+    } else if ctx.json() {
         let _ = write!(out, "{{\n  \"lines\": [");
     }
     let mut after: Option<Vec<u8>> = None;
@@ -388,7 +401,14 @@ fn logs(
         let mut selected = lines
             .iter()
             .filter(|l| filter.as_ref().is_none_or(|ids| ids.contains(&l.phase)));
-        let written = if ctx.json() {
+        let written = if yaml {
+            // Each line as a one-item block sequence: together, the list under `lines:`.
+            selected.try_for_each(|l| {
+                first = false;
+                let item = to_yaml(&[l]);
+                write!(out, "\n{}", item.trim_end())
+            })
+        } else if ctx.json() {
             selected.try_for_each(|l| {
                 let sep = if std::mem::take(&mut first) { "" } else { "," };
                 let line = serde_json::to_string(l).expect("log lines serialize");
@@ -406,7 +426,9 @@ fn logs(
             None => break,
         }
     }
-    if ctx.json() {
+    if yaml {
+        let _ = writeln!(out, "{}", if first { " []" } else { "" });
+    } else if ctx.json() {
         let _ = writeln!(out, "{}]\n}}", if first { "" } else { "\n  " });
     }
     let _ = out.flush();
