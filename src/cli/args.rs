@@ -72,6 +72,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: DrillCommand,
     },
+    /// Print the JSON Schema of procedure files or of the inventory, for editors and CI.
+    Schema {
+        #[arg(value_enum)]
+        document: super::schema::Document,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,7 @@ mod drill;
 mod operations;
 mod plan;
 mod procedures;
+mod schema;
 mod start;
 
 use std::io::Write as _;
@@ -257,6 +258,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Drill { dir, command } => {
             drill::drill_command(&ctx, dir.as_deref(), command).await
         }
+        Command::Schema { document } => schema::print(*document),
     }
 }
 
