@@ -66,7 +66,7 @@ pub enum ParamKind {
 /// One phase: an action (exactly one of the action keys), a group (`phases:`), or an
 /// `include:` of another procedure.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, transform = phase_rules)]
 pub struct Phase {
     /// The phase's id: lowercase letters, digits, `-`, `_` or `.`; its path is `/group/id`.
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"))]
@@ -118,6 +118,34 @@ pub struct Phase {
     pub pause: Option<String>,
     /// Runs a command until it succeeds.
     pub wait: Option<Wait>,
+}
+
+/// The keys a phase with `include:` may have besides it (the loader refuses the others).
+const INCLUDE_PHASE_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "requires",
+    "include",
+    "foreach",
+    "as",
+    "parallel",
+    "max_parallel",
+];
+
+/// What a phase does is exactly one of: an action, `phases:` or `include:`; and a phase with
+/// `include:` has only the keys that apply to it.
+fn phase_rules(schema: &mut schemars::Schema) {
+    let one_of: Vec<serde_json::Value> = crate::action::ACTION_KINDS
+        .iter()
+        .chain(&["phases", "include"])
+        .map(|key| serde_json::json!({"required": [key]}))
+        .collect();
+    schema.insert("oneOf".into(), one_of.into());
+    schema.insert("if".into(), serde_json::json!({"required": ["include"]}));
+    schema.insert(
+        "then".into(),
+        serde_json::json!({"propertyNames": {"enum": INCLUDE_PHASE_KEYS}}),
+    );
 }
 
 /// One action that undoes the phase.

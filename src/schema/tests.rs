@@ -185,6 +185,28 @@ fn every_procedure_mapping_has_the_loaders_keys() {
 }
 
 #[test]
+fn an_include_phase_has_the_loaders_keys() {
+    let yaml = with_phase("{id: a, include: {procedure: q}, PROBE: 1}");
+    let diags = procedure_diagnostics(&yaml);
+    let message = diags
+        .iter()
+        .map(|d| d.message.as_str())
+        .find(|m| m.contains("does not apply to a phase with `include:`"))
+        .unwrap_or_else(|| panic!("no include diagnostic: {diags:?}"));
+    let (_, list) = message.split_once("it may only have ").expect("a key list");
+    let loader: BTreeSet<&str> = list.split(", ").collect();
+    let schema = super::procedure();
+    let allowed = &schema["$defs"]["Phase"]["then"]["propertyNames"]["enum"];
+    let allowed: BTreeSet<&str> = allowed
+        .as_array()
+        .expect("the include rule")
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(allowed, loader);
+}
+
+#[test]
 fn every_inventory_mapping_has_the_loaders_keys() {
     let schema = super::inventory();
     let cases = [
