@@ -224,6 +224,32 @@ fn malformed_procedures_fail_validation() {
             phase("rollback: {run: x, pause: y}"),
             "/phases/0/rollback",
         ),
+        ("two actions", phase("pause: y"), "/phases/0"),
+        (
+            "no action",
+            "name: p\nphases: [{id: a}]\n".to_string(),
+            "/phases/0",
+        ),
+        (
+            "an include with retries",
+            "name: p\nphases: [{id: a, include: {procedure: q}, retries: 2}]\n".to_string(),
+            "retries",
+        ),
+        (
+            "two etcd operations",
+            "name: p\nphases: [{id: a, etcd: {health: , status: }}]\n".to_string(),
+            "/phases/0/etcd",
+        ),
+        (
+            "no etcd operation",
+            "name: p\nphases: [{id: a, etcd: {via: cp-1}}]\n".to_string(),
+            "/phases/0/etcd",
+        ),
+        (
+            "member_remove by name and id",
+            "name: p\nphases: [{id: a, etcd: {member_remove: {name: x, id: y}}}]\n".to_string(),
+            "member_remove",
+        ),
         (
             "unknown kube operation",
             "name: p\nphases: [{id: a, kube: {evict: x}}]\n".to_string(),

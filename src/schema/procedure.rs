@@ -148,6 +148,31 @@ fn phase_rules(schema: &mut schemars::Schema) {
     );
 }
 
+/// Exactly one of the properties, except `keep`, must be given (`oneOf` of `required`).
+fn exactly_one_of(schema: &mut schemars::Schema, keep: &[&str]) {
+    let one_of: Vec<serde_json::Value> = schema
+        .get("properties")
+        .and_then(serde_json::Value::as_object)
+        .expect("an object schema")
+        .keys()
+        .filter(|k| !keep.contains(&k.as_str()))
+        .map(|key| serde_json::json!({"required": [key]}))
+        .collect();
+    schema.insert("oneOf".into(), one_of.into());
+}
+
+fn exactly_one_operation(schema: &mut schemars::Schema) {
+    exactly_one_of(schema, &["transport", "via"]);
+}
+
+fn exactly_one_property(schema: &mut schemars::Schema) {
+    exactly_one_of(schema, &[]);
+}
+
+fn exactly_one_member(schema: &mut schemars::Schema) {
+    exactly_one_of(schema, &["timeout"]);
+}
+
 /// One action that undoes the phase.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields, extend("minProperties" = 1, "maxProperties" = 1))]
@@ -285,7 +310,7 @@ pub struct Wait {
 
 /// `etcd:` exactly one operation, and how to reach etcd.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, transform = exactly_one_operation)]
 pub struct Etcd {
     /// Lists the members (and finds one by name).
     pub member_list: Option<EtcdMemberListBody>,
@@ -329,7 +354,7 @@ pub struct EtcdMemberList {
 
 /// Exactly one of `name`, `node` or `id`.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, transform = exactly_one_property)]
 pub struct EtcdMemberRemove {
     pub name: Option<String>,
     pub node: Option<String>,
@@ -346,8 +371,9 @@ pub struct EtcdMemberAdd {
     pub learner: Option<Flag>,
 }
 
+/// Exactly one of `name` or `id`, and how long to try.
 #[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, transform = exactly_one_member)]
 pub struct EtcdMemberPromote {
     pub name: Option<String>,
     pub id: Option<String>,
