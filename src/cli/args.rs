@@ -92,6 +92,11 @@ pub(crate) enum Command {
         #[arg(long)]
         operation: Option<String>,
     },
+    /// Print the JSON Schema of procedure files or of the inventory, for editors and CI.
+    Schema {
+        #[arg(value_enum)]
+        document: super::schema::Document,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,6 +15,7 @@ mod drill;
 mod operations;
 mod plan;
 mod procedures;
+mod schema;
 mod start;
 
 use std::io::Write as _;
@@ -272,6 +273,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Complete { what, operation } => {
             complete::candidates(&ctx, *what, operation.as_deref())
         }
+        Command::Schema { document } => schema::print(*document),
     }
 }
 
