@@ -76,7 +76,7 @@ pub(crate) enum Command {
     /// Print a shell completion script: `source <(medic completions bash)`.
     Completions {
         #[arg(value_enum)]
-        shell: crate::cli::complete::Shell,
+        shell: Shell,
     },
     /// Write man pages for medic and each subcommand into DIR.
     Man {
@@ -87,7 +87,7 @@ pub(crate) enum Command {
     #[command(name = "__complete", hide = true)]
     Complete {
         #[arg(value_enum)]
-        what: crate::cli::complete::Candidates,
+        what: Candidates,
         /// Operation whose phases to list (ID or unique prefix); defaults as `medic plan` does.
         #[arg(long)]
         operation: Option<String>,
@@ -95,7 +95,7 @@ pub(crate) enum Command {
     /// Print the JSON Schema of procedure files or of the inventory, for editors and CI.
     Schema {
         #[arg(value_enum)]
-        document: super::schema::Document,
+        document: Document,
     },
 }
 
@@ -253,4 +253,32 @@ pub(crate) struct RunArgs {
     /// Show what would run; change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+}
+
+/// The shells `medic completions` writes a script for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// What `medic __complete` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Candidates {
+    /// Procedure names (built-in and `--plans-dir`).
+    Procedures,
+    /// Every stored operation's ID, oldest first.
+    Operations,
+    /// The phase IDs of the operation `medic plan` would show (root excluded).
+    Phases,
+}
+
+/// Which document's schema to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Document {
+    /// A procedure file (plans/NAME.yaml).
+    Procedure,
+    /// The inventory (cluster.yaml).
+    Inventory,
 }

@@ -14,29 +14,11 @@
 
 use std::path::Path;
 
-use clap::{CommandFactory, ValueEnum};
+use clap::CommandFactory;
 
-use super::args::Cli;
+use super::args::{Candidates, Cli, Shell};
 use super::{CliError, Ctx};
 use crate::store::{Access, Store};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Shell {
-    Bash,
-    Zsh,
-    Fish,
-}
-
-/// What `medic __complete` lists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Candidates {
-    /// Procedure names (built-in and `--plans-dir`).
-    Procedures,
-    /// Every stored operation's ID, oldest first.
-    Operations,
-    /// The phase IDs of the operation `medic plan` would show (root excluded).
-    Phases,
-}
 
 /// `medic completions SHELL`: the generated script plus the dynamic part.
 pub(super) fn completions(shell: Shell) -> Result<i32, CliError> {
