@@ -275,6 +275,18 @@ fn phase_completion_lists_exactly_the_active_plans_phase_ids() {
 }
 
 #[test]
+fn a_candidate_is_offered_as_it_is_never_expanded_by_the_shell() {
+    let env = Env::new();
+    // A procedure file's name is whatever the plans directory holds: bash must offer it as
+    // text, never run or glob it.
+    let hostile = "x$(touch pwned)*";
+    env.procedure(hostile, TINY);
+    assert!(bash_complete(&env, &["start", ""]).contains(&hostile.to_string()));
+    assert_eq!(bash_complete(&env, &["start", "x$"]), [hostile]);
+    assert!(!env.path().join("pwned").exists(), "bash ran a candidate");
+}
+
+#[test]
 fn man_writes_a_page_per_subcommand_and_refuses_a_file() {
     let env = Env::new();
     let dir = env.file("man");

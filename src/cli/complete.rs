@@ -142,8 +142,13 @@ _medic_dynamic() {
                 ((i++)) ;;
         esac
     done
-    local IFS=$'\n'
-    COMPREPLY=($(compgen -W "$("${COMP_WORDS[0]}" __complete "$what" "${args[@]}" 2>/dev/null)" -- "$cur"))
+    # Each candidate is taken as text and matched as a literal prefix: `compgen -W` would expand
+    # (run, glob) what a candidate holds, and a procedure's name is a file name.
+    local line
+    COMPREPLY=()
+    while IFS= read -r line; do
+        [[ -n "$line" && "$line" == "$cur"* ]] && COMPREPLY+=("$line")
+    done < <("${COMP_WORDS[0]}" __complete "$what" "${args[@]}" 2>/dev/null)
 }
 complete -F _medic_dynamic -o bashdefault -o default medic
 "#;
