@@ -115,6 +115,19 @@ pub(crate) struct PhaseSpec {
     pub(crate) include: Option<Include>,
 }
 
+/// The keys a phase with `include:` may have besides it; the loader refuses the others and
+/// the JSON Schema (`crate::schema`) allows exactly these.
+pub(crate) const INCLUDE_PHASE_KEYS: &[&str] = &[
+    "id",
+    "description",
+    "requires",
+    "include",
+    "foreach",
+    "as",
+    "parallel",
+    "max_parallel",
+];
+
 /// `include: {procedure: NAME, with: {param: "template"}}`.
 #[derive(Clone, Debug)]
 pub(crate) struct Include {

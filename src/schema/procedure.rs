@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 
 use super::scalars::{Duration, DurationOrTemplate, Flag, FlagOrTemplate, Nothing, Scalar};
+use crate::procedure::INCLUDE_PHASE_KEYS;
 
 /// A medic procedure: parameters and a tree of phases.
 #[derive(JsonSchema)]
@@ -119,18 +120,6 @@ pub struct Phase {
     /// Runs a command until it succeeds.
     pub wait: Option<Wait>,
 }
-
-/// The keys a phase with `include:` may have besides it (the loader refuses the others).
-const INCLUDE_PHASE_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "requires",
-    "include",
-    "foreach",
-    "as",
-    "parallel",
-    "max_parallel",
-];
 
 /// What a phase does is exactly one of: an action, `phases:` or `include:`; and a phase with
 /// `include:` has only the keys that apply to it.

@@ -3,20 +3,8 @@
 use marked_yaml::Node;
 
 use super::common::{read_description, read_parallel, read_requires};
-use crate::procedure::{Include, PhaseSpec};
+use crate::procedure::{Include, PhaseSpec, INCLUDE_PHASE_KEYS};
 use crate::source::{start_span, Fields, Reader, TemplateKind};
-
-/// The keys a phase with `include:` may have besides it.
-const INCLUDE_PHASE_KEYS: &[&str] = &[
-    "id",
-    "description",
-    "requires",
-    "include",
-    "foreach",
-    "as",
-    "parallel",
-    "max_parallel",
-];
 
 /// `include: {procedure: NAME, with: {param: "{{ value }}"}}`; resolved later.
 /// A phase with `include:` (node `n`): only the keys that apply to it, then the include.
