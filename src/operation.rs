@@ -7,6 +7,14 @@
 //! 3. [`select`] finds an operation by ID or unique prefix, else the single active one.
 //! 4. [`complete`] closes an active operation: completed if every leaf completed, else failed.
 //! 5. [`summaries`] lists every operation with its progress.
+//! 6. [`manual::set_phase`] records a phase's state by hand (`medic plan set`).
+//! 7. [`targets`] and [`collide`]: what an operation acts on, and the active operations a new
+//!    one would collide with; [`hints`]: what an interrupted phase may have done.
+
+pub(crate) mod collide;
+pub(crate) mod hints;
+pub(crate) mod manual;
+pub(crate) mod targets;
 
 use std::collections::BTreeMap;
 
@@ -47,6 +55,35 @@ pub(crate) enum OperationError {
     /// [`EngineError::LeaseHeld`], whose wording it keeps).
     #[error(transparent)]
     LeaseHeld(EngineError),
+    #[error("plan set --state {state}: a phase can be set to completed, failed or unstarted")]
+    SetState { state: crate::plan::PhaseState },
+    #[error(
+        "plan set --phase={phase} needs --reason TEXT: history records why a phase was set by hand"
+    )]
+    SetWithoutReason { phase: crate::plan::PhaseId },
+    #[error("operation {operation} is {state}; plan set changes only active operations")]
+    SetClosed {
+        operation: String,
+        state: &'static str,
+    },
+    #[error(
+        "no phase {phase} in operation {operation}{hint}; run `medic plan` to see the phase IDs"
+    )]
+    SetUnknownPhase {
+        phase: crate::plan::PhaseId,
+        operation: String,
+        hint: String,
+    },
+    #[error("{phase} is a group (its state is derived from its phases); set its leaves one by one: {}", .leaves.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "))]
+    SetGroup {
+        phase: crate::plan::PhaseId,
+        leaves: Vec<crate::plan::PhaseId>,
+    },
+    #[error("internal error, please report it: {0}")]
+    SetIllegal(crate::plan::IllegalTransition),
+    /// Starting would act on what another active operation acts on (overridable with --force).
+    #[error("{}", collide::collides_message(.0))]
+    Collides(Vec<collide::Collision>),
 }
 
 impl OperationError {
@@ -62,6 +99,12 @@ impl OperationError {
             | OperationError::NoActiveOperation
             | OperationError::SeveralActive { .. } => 2,
             OperationError::LeaseHeld(e) => e.exit_code(),
+            OperationError::SetState { .. }
+            | OperationError::SetWithoutReason { .. }
+            | OperationError::SetUnknownPhase { .. }
+            | OperationError::SetGroup { .. } => 2,
+            OperationError::SetClosed { .. } | OperationError::Collides(_) => 3,
+            OperationError::SetIllegal(_) => 1,
         }
     }
 }
@@ -87,6 +130,8 @@ pub(crate) struct NewOperation {
     secrets: BTreeMap<String, String>,
     /// The parameters as history shows them (secret values as placeholders).
     shown_params: serde_json::Map<String, serde_json::Value>,
+    /// Entries written with `operation_created` (a `--force` over a collision).
+    pub(crate) more_history: Vec<HistoryEntry>,
 }
 
 /// The operation that running `procedure` with `params` as `plan` becomes, done by `actor`.
@@ -116,6 +161,7 @@ pub(crate) fn draft(
         plan_json,
         secrets: params.secrets.clone(),
         shown_params: params.template_values(false).into_iter().collect(),
+        more_history: Vec::new(),
     }
 }
 
@@ -145,7 +191,7 @@ pub(crate) fn create(store: &mut Store, new: NewOperation) -> Result<Operation, 
                 operation: Some(operation.clone()),
                 plan: Some(new.plan_json),
                 secrets: Some(new.secrets),
-                history: vec![entry],
+                history: std::iter::once(entry).chain(new.more_history).collect(),
                 ..Default::default()
             },
         )

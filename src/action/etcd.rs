@@ -299,6 +299,17 @@ impl Action for EtcdSpec {
         Some(EtcdSpec { op, transport, via })
     }
 
+    fn touches(&self, _scope: &RenderScope<'_>) -> Vec<super::Touch> {
+        match self.op {
+            EtcdOp::MemberRemove { .. }
+            | EtcdOp::MemberAdd { .. }
+            | EtcdOp::MemberPromote { .. } => {
+                vec![super::Touch::EtcdMembership]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn target(&self) -> Option<String> {
         Some(format!(
             "etcd{}",

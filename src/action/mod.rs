@@ -220,6 +220,16 @@ impl ActionError {
     }
 }
 
+/// What an action changes that another operation must not change at the same time (see
+/// `crate::operation::targets`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Touch {
+    /// A cluster node, by its inventory (or Kubernetes) name.
+    Node(String),
+    /// The etcd cluster's membership (members added, removed or promoted).
+    EtcdMembership,
+}
+
 /// The interface every action kind implements.
 pub(crate) trait Action: Sized {
     /// The key that selects this action in a procedure (`run:`, `check:`, ...).
@@ -236,6 +246,11 @@ pub(crate) trait Action: Sized {
     /// Where it acts, for the plan table (`local`, a node, the cluster); `None` for nowhere.
     fn target(&self) -> Option<String> {
         None
+    }
+    /// The nodes and shared state it changes, rendered in `scope`; values not known yet
+    /// (captured later) are left out.
+    fn touches(&self, _scope: &RenderScope<'_>) -> Vec<Touch> {
+        Vec::new()
     }
     /// Checks, before anything runs, that the nodes or objects it names exist (e.g. nodes in
     /// the inventory). Values not known yet (captured later) are not checked.
@@ -301,6 +316,10 @@ macro_rules! actions {
 
             pub(crate) fn target(&self) -> Option<String> {
                 match self { $(ActionSpec::$variant(a) => a.target()),* }
+            }
+
+            pub(crate) fn touches(&self, scope: &RenderScope<'_>) -> Vec<Touch> {
+                match self { $(ActionSpec::$variant(a) => a.touches(scope)),* }
             }
 
             pub(crate) fn describe(&self, scope: &RenderScope<'_>) -> Result<Vec<String>, ActionError> {

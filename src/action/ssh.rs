@@ -268,6 +268,23 @@ impl Action for SshSpec {
         }
     }
 
+    fn touches(&self, scope: &RenderScope<'_>) -> Vec<super::Touch> {
+        let pending = match &self.on {
+            OnSpec::Role(r) => scope.uses_pending(r),
+            OnSpec::Nodes(items) => items.iter().any(|t| scope.uses_pending(t)),
+        };
+        if pending {
+            return Vec::new();
+        }
+        let names = match (self.nodes(scope), self.selector(scope)) {
+            (Ok((_, nodes)), _) => nodes.into_iter().map(|n| n.name).collect(),
+            // No inventory at hand: the names as written still say which nodes.
+            (Err(_), Ok(Selector::Nodes(names))) => names,
+            _ => Vec::new(),
+        };
+        names.into_iter().map(super::Touch::Node).collect()
+    }
+
     fn target(&self) -> Option<String> {
         Some(match &self.on {
             OnSpec::Nodes(n) => n.join(","),

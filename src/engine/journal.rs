@@ -232,6 +232,9 @@ impl Shared {
             Transition::BeginRollback => "rollback_start",
             Transition::FinishRollback => "rollback_complete",
             Transition::FailRollback => "rollback_fail",
+            Transition::SetCompleted | Transition::SetFailed | Transition::SetUnstarted => {
+                "manual_set"
+            }
         };
         let entry = self.history(
             event,

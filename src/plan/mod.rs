@@ -89,11 +89,17 @@ pub(crate) enum Transition {
     BeginRollback,
     FinishRollback,
     FailRollback,
+    /// The operator records by hand (`medic plan set`) that the phase is completed, failed or
+    /// unstarted: from any state but the one it names. The caller refuses while an executor
+    /// holds the lease.
+    SetCompleted,
+    SetFailed,
+    SetUnstarted,
 }
 
 impl Transition {
     #[cfg(test)]
-    pub(crate) const ALL: [Transition; 8] = [
+    pub(crate) const ALL: [Transition; 11] = [
         Transition::Start,
         Transition::Restart,
         Transition::Complete,
@@ -102,6 +108,9 @@ impl Transition {
         Transition::BeginRollback,
         Transition::FinishRollback,
         Transition::FailRollback,
+        Transition::SetCompleted,
+        Transition::SetFailed,
+        Transition::SetUnstarted,
     ];
 }
 
@@ -129,6 +138,9 @@ pub(crate) fn transition(
         (Completed | Failed | InProgress, BeginRollback) => Some(InProgress),
         (InProgress, FinishRollback) if rolling_back => Some(RolledBack),
         (InProgress, FailRollback) if rolling_back => Some(Failed),
+        (from, SetCompleted) if from != Completed => Some(Completed),
+        (from, SetFailed) if from != Failed => Some(Failed),
+        (from, SetUnstarted) if from != Unstarted => Some(Unstarted),
         _ => None,
     };
     to.ok_or(IllegalTransition {
@@ -250,6 +262,23 @@ impl PhaseRecord {
             }
             Transition::Fail | Transition::FailRollback => {
                 next.finished_at = Some(now_ms);
+            }
+            // Set by hand: nothing of the last run's outcome stays; the caller records why.
+            Transition::SetCompleted | Transition::SetFailed => {
+                next = PhaseRecord {
+                    state,
+                    attempts: self.attempts,
+                    started_at: self.started_at,
+                    finished_at: Some(now_ms),
+                    failure: (t == Transition::SetFailed).then_some(FailureKind::Other),
+                    ..PhaseRecord::default()
+                };
+            }
+            Transition::SetUnstarted => {
+                next = PhaseRecord {
+                    attempts: self.attempts,
+                    ..PhaseRecord::default()
+                };
             }
         }
         Ok(next)

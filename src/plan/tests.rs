@@ -82,6 +82,18 @@ fn transition_table_matches_the_design() {
         (InProgress, None, BeginRollback, InProgress),
         (InProgress, Some(true), FinishRollback, RolledBack),
         (InProgress, Some(true), FailRollback, Failed),
+        (Unstarted, None, SetCompleted, Completed),
+        (InProgress, None, SetCompleted, Completed),
+        (Failed, None, SetCompleted, Completed),
+        (RolledBack, None, SetCompleted, Completed),
+        (Unstarted, None, SetFailed, Failed),
+        (InProgress, None, SetFailed, Failed),
+        (Completed, None, SetFailed, Failed),
+        (RolledBack, None, SetFailed, Failed),
+        (InProgress, None, SetUnstarted, Unstarted),
+        (Completed, None, SetUnstarted, Unstarted),
+        (Failed, None, SetUnstarted, Unstarted),
+        (RolledBack, None, SetUnstarted, Unstarted),
     ];
     for from in PhaseState::ALL {
         for rolling_back in [false, true] {
@@ -128,6 +140,22 @@ fn record_apply_counts_attempts_and_clears_errors() {
     assert!(r.apply(Transition::Complete, 6).is_err());
     let r = r.apply(Transition::FinishRollback, 6).unwrap();
     assert_eq!(r.state, PhaseState::RolledBack);
+}
+
+#[test]
+fn a_phase_set_by_hand_keeps_its_attempts_and_forgets_its_last_outcome() {
+    let r = PhaseRecord::default().apply(Transition::Start, 1).unwrap();
+    let r = r.apply(Transition::BeginRollback, 2).unwrap();
+    let done = r.apply(Transition::SetCompleted, 3).unwrap();
+    assert_eq!(done.state, PhaseState::Completed);
+    assert!(!done.rolling_back);
+    assert_eq!((done.attempts, done.finished_at), (1, Some(3)));
+    let failed = done.apply(Transition::SetFailed, 4).unwrap();
+    assert_eq!(failed.failure, Some(FailureKind::Other));
+    let again = failed.apply(Transition::SetUnstarted, 5).unwrap();
+    assert_eq!(again.state, PhaseState::Unstarted);
+    assert_eq!((again.attempts, again.started_at), (1, None));
+    assert!(again.apply(Transition::SetUnstarted, 6).is_err());
 }
 
 #[test]

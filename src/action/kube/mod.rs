@@ -180,6 +180,17 @@ impl Action for KubeSpec {
         parse::parse(node, reader)
     }
 
+    fn touches(&self, scope: &RenderScope<'_>) -> Vec<super::Touch> {
+        let template = self.node_template();
+        if template.is_empty() || scope.uses_pending(template) {
+            return Vec::new();
+        }
+        match scope.render("kube.node", template, false) {
+            Ok(node) => vec![super::Touch::Node(node)],
+            Err(_) => Vec::new(),
+        }
+    }
+
     fn target(&self) -> Option<String> {
         if matches!(self, KubeSpec::Nodes) {
             return Some("every node".into());
