@@ -185,6 +185,10 @@ pub(crate) struct StartArgs {
     /// Why this operation is being run (recorded in history).
     #[arg(long)]
     pub(crate) reason: Option<String>,
+    /// Start even though another active operation acts on the same nodes or the etcd
+    /// membership (recorded in the new operation's history).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +231,27 @@ pub(crate) enum PlanCommand {
     },
     /// Show every recorded state change.
     History,
+    /// Record a leaf phase's state by hand: a step the operator did by hand (completed), or
+    /// one that must run again (unstarted). Needs --reason; refused while an executor runs.
+    Set(SetArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SetArgs {
+    /// Leaf phase ID such as /etcd/remove (a group's state follows from its leaves).
+    #[arg(long)]
+    pub(crate) phase: String,
+    /// The state to record.
+    #[arg(long, value_enum)]
+    pub(crate) state: SetState,
+}
+
+/// The states `medic plan set` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SetState {
+    Completed,
+    Failed,
+    Unstarted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

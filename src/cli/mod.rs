@@ -16,6 +16,7 @@ mod operations;
 mod plan;
 mod procedures;
 mod schema;
+mod set;
 mod start;
 
 use std::io::Write as _;

@@ -134,6 +134,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         Some(PlanCommand::Logs { phase: Some(p) }) => {
             phase_arg(p)?;
         }
+        Some(PlanCommand::Set(s)) => super::set::check_args(s, args.reason.as_deref())?,
         _ => {}
     }
     let dry_run = match &args.command {
@@ -171,11 +172,12 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         Some(PlanCommand::Export { format }) => export(ctx, &mut store, &op, *format),
         Some(PlanCommand::Logs { phase }) => logs(ctx, &mut store, &op, phase.as_deref()),
         Some(PlanCommand::History) => history(ctx, &mut store, &op),
+        Some(PlanCommand::Set(s)) => super::set::plan_set(ctx, &mut store, &op, s, args),
     }
 }
 
 /// A `--phase` value: exactly one phase ID (see [`PhaseId::parse_input`]).
-fn phase_arg(text: &str) -> Result<PhaseId, CliError> {
+pub(super) fn phase_arg(text: &str) -> Result<PhaseId, CliError> {
     PhaseId::parse_input(text).map_err(|e| CliError::usage(format!("--phase: {e}")))
 }
 
@@ -200,14 +202,16 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
     let plan = store.plan(&op.id)?;
     let records = store.records(&op.id)?;
     let lease = store.lease(&op.id)?;
-    store.release();
     let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
+    let may_have_done = may_have_done(ctx, store, op, &plan, &records, &interrupted)?;
+    store.release();
     let view = PlanView {
         operation: op,
         plan: &plan,
         records: &records,
         lease: lease.as_ref(),
         interrupted: &interrupted,
+        may_have_done: &may_have_done,
     };
     if ctx.json() {
         let mut out = std::io::stdout().lock();
@@ -220,6 +224,31 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
     Ok(())
 }
 
+/// What each interrupted leaf may have done (`crate::operation::hints`), for the hints under
+/// the table; the inventory is read only when something was interrupted.
+fn may_have_done(
+    ctx: &Ctx,
+    store: &mut Store,
+    op: &Operation,
+    plan: &crate::action::Plan,
+    records: &std::collections::HashMap<PhaseId, crate::plan::PhaseRecord>,
+    interrupted: &std::collections::BTreeSet<PhaseId>,
+) -> Result<std::collections::BTreeMap<PhaseId, Vec<String>>, CliError> {
+    if interrupted.is_empty() {
+        return Ok(Default::default());
+    }
+    let inventory = ctx.inventory().ok().flatten();
+    let done = operation::hints::interrupted_actions(
+        store,
+        op,
+        plan,
+        records,
+        interrupted,
+        inventory.as_deref(),
+    )?;
+    Ok(done)
+}
+
 async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
     let mut last = String::new();
     loop {
@@ -228,14 +257,16 @@ async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
         let plan = store.plan(op_id)?;
         let records = store.records(op_id)?;
         let lease = store.lease(op_id)?;
-        store.release();
         let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
+        let may_have_done = may_have_done(ctx, &mut store, &op, &plan, &records, &interrupted)?;
+        store.release();
         let view = PlanView {
             operation: &op,
             plan: &plan,
             records: &records,
             lease: lease.as_ref(),
             interrupted: &interrupted,
+            may_have_done: &may_have_done,
         };
         // One line of JSON per change, or one YAML document (`---`) per change.
         let rendered = if ctx.json() {
@@ -342,6 +373,7 @@ fn export(
         records: &records,
         lease: lease.as_ref(),
         interrupted: &interrupted,
+        may_have_done: &Default::default(),
     };
     // The export shows per-node commands when the inventory is at hand; it still works without.
     let inventory = ctx.inventory().ok().flatten();

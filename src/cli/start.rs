@@ -35,7 +35,7 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
     let params = procedure.resolve_params(&sets)?;
     let plan = build_plan(ctx, &procedure, &params)?;
     let actor = ctx.actor(|a| redact_arg(&procedure, a));
-    let new = operation::draft(
+    let mut new = operation::draft(
         &procedure,
         &params,
         &plan,
@@ -51,7 +51,16 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         return preview(ctx, operation, plan, params, inventory);
     }
     let mut store = ctx.store(Access::Create)?;
+    let forced = operation::collide::admit(
+        &mut store,
+        &mut new,
+        &plan,
+        &params,
+        inventory.as_deref(),
+        args.force,
+    )?;
     let operation = operation::create(&mut store, new)?;
+    super::set::say_forced(&forced);
     if !ctx.json() {
         println!(
             "{} operation {} from procedure {} (plan sha256:{})",

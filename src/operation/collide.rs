@@ -112,3 +112,28 @@ pub(crate) fn collides_message(collisions: &[Collision]) -> String {
     ));
     out
 }
+
+/// Checks `new` against the active operations in `store`: refuses on a collision, or with
+/// `force` adds the override to the history `create` writes. Returns the collisions let
+/// through. Call it with the store held until `create`, so no other start slips in between.
+pub(crate) fn admit(
+    store: &mut Store,
+    new: &mut super::NewOperation,
+    plan: &crate::action::Plan,
+    params: &crate::procedure::Params,
+    inventory: Option<&Inventory>,
+    force: bool,
+) -> Result<Vec<Collision>, OperationError> {
+    let targets = plan_targets(&new.operation, plan, params, &Default::default(), inventory);
+    let found = collisions(store, &targets, inventory)?;
+    if found.is_empty() {
+        return Ok(found);
+    }
+    if !force {
+        return Err(OperationError::Collides(found));
+    }
+    let op = &new.operation;
+    new.more_history
+        .push(forced_entry(&found, &op.created_by, op.reason.clone()));
+    Ok(found)
+}

@@ -5,7 +5,7 @@
 //! 2. [`PlanView::to_text`] lays the rows out as a table and adds the hints below it (skipped,
 //!    interrupted, failed); [`PlanView::json_string`] serializes them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use console::style;
@@ -23,6 +23,9 @@ pub(crate) struct PlanView<'a> {
     pub(crate) records: &'a HashMap<PhaseId, PhaseRecord>,
     pub(crate) lease: Option<&'a Lease>,
     pub(crate) interrupted: &'a BTreeSet<PhaseId>,
+    /// What each interrupted leaf may have done: its action (or rollback) rendered, secrets
+    /// as placeholders (`crate::operation::hints`); empty when not at hand.
+    pub(crate) may_have_done: &'a BTreeMap<PhaseId, Vec<String>>,
 }
 
 impl PlanView<'_> {
@@ -153,9 +156,66 @@ impl PlanView<'_> {
         if !short {
             write_skipped_hints(&mut out, &shown);
         }
-        write_interrupted_hints(&mut out, &rows);
+        self.write_interrupted_hints(&mut out, &rows);
         write_failed_hint(&mut out, &rows);
         out
+    }
+}
+
+impl PlanView<'_> {
+    /// The interrupted hints: each leaf whose executor is gone, and exactly what to run. An
+    /// idempotent action runs again with `resume`; any other may have had its effect, so the
+    /// hint shows what it may have done and the two ways on (`--force`, or roll it back).
+    fn write_interrupted_hints(&self, out: &mut String, rows: &[NodeRow]) {
+        // Rows are the plan's nodes, in order.
+        for (i, r) in rows.iter().enumerate() {
+            if !(r.leaf && r.state == "interrupted") {
+                continue;
+            }
+            let node = self.plan.node(i);
+            let id = &node.id;
+            let done = self.may_have_done.get(id);
+            let mark = marker("interrupted");
+            if r.rolling_back {
+                let _ = writeln!(
+                    out,
+                    "\n{mark} {id} was interrupted while rolling back (its executor is gone){}",
+                    if done.is_some() {
+                        "; it may have done:"
+                    } else {
+                        ""
+                    }
+                );
+                write_action_lines(out, done);
+                let _ = writeln!(
+                    out,
+                    "  `medic plan rollback --phase={id}` runs its rollback again"
+                );
+            } else if node.idempotent {
+                let _ = writeln!(
+                    out,
+                    "\n{mark} {id} was interrupted (its executor is gone); its action is safe to repeat: `medic plan resume` runs it again"
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "\n{mark} {id} was interrupted (its executor is gone) and its action is not safe to repeat{}",
+                    if done.is_some() { "; it may have done:" } else { "" }
+                );
+                write_action_lines(out, done);
+                let _ = writeln!(
+                    out,
+                    "  check what it did, then run it again: `medic plan resume --force`\n  or undo it: `medic plan rollback --phase={id}`\n  or, if it finished (or you did it by hand): `medic plan set --phase={id} --state=completed --reason TEXT`"
+                );
+            }
+        }
+    }
+}
+
+/// The rendered action lines of a hint, indented under it.
+fn write_action_lines(out: &mut String, lines: Option<&Vec<String>>) {
+    for line in lines.into_iter().flatten() {
+        let _ = writeln!(out, "    {line}");
     }
 }
 
@@ -290,18 +350,6 @@ fn write_skipped_hints(out: &mut String, shown: &[&NodeRow]) {
                 r.id
             );
         }
-    }
-}
-
-/// The interrupted hint: each leaf whose executor is gone, and how to run it again.
-fn write_interrupted_hints(out: &mut String, rows: &[NodeRow]) {
-    for r in rows.iter().filter(|r| r.leaf && r.state == "interrupted") {
-        let _ = writeln!(
-            out,
-            "\n{} {} was interrupted (its executor is gone); `medic plan resume` runs it again",
-            marker("interrupted"),
-            r.id
-        );
     }
 }
 

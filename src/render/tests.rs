@@ -62,7 +62,11 @@ fn record(state: PhaseState, started: u64, took_ms: Option<u64>) -> PhaseRecord 
     }
 }
 
-fn table(records: &HashMap<PhaseId, PhaseRecord>, interrupted: &BTreeSet<PhaseId>) -> String {
+fn table(
+    records: &HashMap<PhaseId, PhaseRecord>,
+    interrupted: &BTreeSet<PhaseId>,
+    may_have_done: &BTreeMap<PhaseId, Vec<String>>,
+) -> String {
     console::set_colors_enabled(false);
     let operation = operation();
     let plan = plan();
@@ -72,6 +76,7 @@ fn table(records: &HashMap<PhaseId, PhaseRecord>, interrupted: &BTreeSet<PhaseId
         records,
         lease: None,
         interrupted,
+        may_have_done,
     };
     format!(
         "{}\n--- short ---\n{}",
@@ -98,7 +103,7 @@ fn plan_table_with_a_failure_on_some_nodes_and_a_skip() {
     b.summary = Some("skipped: condition is false: go == 'yes'".into());
     b.skip_reason = Some("condition is false: go == 'yes'".into());
     records.insert(PhaseId::parse("/nodes/b"), b);
-    insta::assert_snapshot!(table(&records, &BTreeSet::new()));
+    insta::assert_snapshot!(table(&records, &BTreeSet::new(), &BTreeMap::new()));
 }
 
 #[test]
@@ -113,7 +118,38 @@ fn plan_table_with_an_interrupted_phase() {
         record(PhaseState::InProgress, 1_000, None),
     );
     let interrupted = BTreeSet::from([PhaseId::parse("/nodes/a")]);
-    insta::assert_snapshot!(table(&records, &interrupted));
+    // Not idempotent (a `run:` is not, unless it says so): what it may have done, and the
+    // ways on.
+    let done = BTreeMap::from([(PhaseId::parse("/nodes/a"), vec!["run: echo a".to_string()])]);
+    insta::assert_snapshot!(table(&records, &interrupted, &done));
+}
+
+#[test]
+fn plan_table_with_an_idempotent_phase_and_a_rollback_interrupted() {
+    let mut plan = serde_json::to_value(plan()).unwrap();
+    plan["nodes"][3]["idempotent"] = json!(true);
+    let plan = Plan::from_json(plan.to_string().as_bytes()).unwrap();
+    let mut records = HashMap::new();
+    let mut prep = record(PhaseState::InProgress, 0, None);
+    prep.rolling_back = true;
+    records.insert(PhaseId::parse("/prep"), prep);
+    records.insert(
+        PhaseId::parse("/nodes/a"),
+        record(PhaseState::InProgress, 1_000, None),
+    );
+    let interrupted = BTreeSet::from([PhaseId::parse("/prep"), PhaseId::parse("/nodes/a")]);
+    let done = BTreeMap::from([(PhaseId::parse("/prep"), vec!["run: echo undo".to_string()])]);
+    console::set_colors_enabled(false);
+    let operation = operation();
+    let view = PlanView {
+        operation: &operation,
+        plan: &plan,
+        records: &records,
+        lease: None,
+        interrupted: &interrupted,
+        may_have_done: &done,
+    };
+    insta::assert_snapshot!(view.to_text(false));
 }
 
 #[test]
