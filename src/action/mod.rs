@@ -220,8 +220,8 @@ impl ActionError {
     }
 }
 
-/// What an action changes that another operation must not change at the same time (see
-/// `crate::operation::targets`).
+/// What an action changes that another operation must not change at the same time (two
+/// active operations that touch the same thing collide).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Touch {
     /// A cluster node, by its inventory (or Kubernetes) name.

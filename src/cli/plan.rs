@@ -177,7 +177,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
 }
 
 /// A `--phase` value: exactly one phase ID (see [`PhaseId::parse_input`]).
-pub(super) fn phase_arg(text: &str) -> Result<PhaseId, CliError> {
+fn phase_arg(text: &str) -> Result<PhaseId, CliError> {
     PhaseId::parse_input(text).map_err(|e| CliError::usage(format!("--phase: {e}")))
 }
 

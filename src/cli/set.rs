@@ -5,12 +5,16 @@
 use serde_json::json;
 
 use super::args::{PlanArgs, SetArgs, SetState};
-use super::plan::phase_arg;
 use super::{print_json, CliError, Ctx};
 use crate::operation::collide::Collision;
 use crate::operation::manual::set_phase;
-use crate::plan::PhaseState;
+use crate::plan::{PhaseId, PhaseState};
 use crate::store::{Operation, Store};
+
+/// A `--phase` value: exactly one phase ID, as every `--phase` takes it.
+fn phase_arg(text: &str) -> Result<PhaseId, CliError> {
+    PhaseId::parse_input(text).map_err(|e| CliError::usage(format!("--phase: {e}")))
+}
 
 /// Refuses a malformed `--phase` or a missing reason before the state is touched.
 pub(super) fn check_args(args: &SetArgs, reason: Option<&str>) -> Result<(), CliError> {

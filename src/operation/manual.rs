@@ -61,28 +61,7 @@ pub(crate) fn set_phase(
         });
     }
     let plan = store.plan(&op.id).map_err(OperationError::ReadState)?;
-    let Some(i) = plan.find(phase) else {
-        let hint =
-            crate::source::closest(phase.as_str(), plan.nodes().iter().map(|n| n.id.as_str()))
-                .map(|c| format!("; did you mean {c}?"))
-                .unwrap_or_default();
-        return Err(OperationError::SetUnknownPhase {
-            phase: phase.clone(),
-            operation: op.id.clone(),
-            hint,
-        });
-    };
-    if !plan.node(i).is_leaf() {
-        let leaves = plan
-            .subtree(i)
-            .filter(|d| plan.node(*d).is_leaf())
-            .map(|d| plan.node(d).id.clone())
-            .collect();
-        return Err(OperationError::SetGroup {
-            phase: phase.clone(),
-            leaves,
-        });
-    }
+    let i = leaf_index(&plan, op, phase)?;
     let lease = store.lease(&op.id).map_err(OperationError::ReadState)?;
     if let Some(lease) = lease.clone().filter(|l| l.is_alive()) {
         return Err(OperationError::LeaseHeld(EngineError::LeaseHeld {
@@ -146,4 +125,36 @@ pub(crate) fn set_phase(
         .map_err(OperationError::Commit)?;
     change.changed = true;
     Ok(change)
+}
+
+/// The index of leaf `phase` in `plan`; an unknown phase (with the closest ID) or a group
+/// (with its leaves) is an input error.
+fn leaf_index(
+    plan: &crate::action::Plan,
+    op: &Operation,
+    phase: &PhaseId,
+) -> Result<usize, OperationError> {
+    let Some(i) = plan.find(phase) else {
+        let hint =
+            crate::source::closest(phase.as_str(), plan.nodes().iter().map(|n| n.id.as_str()))
+                .map(|c| format!("; did you mean {c}?"))
+                .unwrap_or_default();
+        return Err(OperationError::SetUnknownPhase {
+            phase: phase.clone(),
+            operation: op.id.clone(),
+            hint,
+        });
+    };
+    if !plan.node(i).is_leaf() {
+        let leaves = plan
+            .subtree(i)
+            .filter(|d| plan.node(*d).is_leaf())
+            .map(|d| plan.node(d).id.clone())
+            .collect();
+        return Err(OperationError::SetGroup {
+            phase: phase.clone(),
+            leaves,
+        });
+    }
+    Ok(i)
 }

@@ -1,6 +1,6 @@
 //! What an operation acts on, derived from its rendered plan (never declared by hand): the
 //! nodes its `ssh` and `kube` phases name, and whether it changes the etcd membership. Two
-//! active operations that share any of these collide (see [`super::collide`]).
+//! active operations that share any of these collide.
 //!
 //! 1. Each leaf's action and rollback are rendered in the leaf's display context (parameters,
 //!    captured values so far, the inventory; secrets as placeholders).
