@@ -5,13 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::action::{Plan, RenderScope};
-use crate::engine::phase_context;
 use crate::inventory::Inventory;
 use crate::plan::{PhaseId, PhaseRecord};
 use crate::store::{Operation, Store};
 use crate::template::Templates;
 
-use super::targets::shown_values;
+use super::targets::{shown_values, Contexts};
 use super::OperationError;
 
 /// The rendered action of each leaf in `interrupted`, one line per step.
@@ -29,6 +28,7 @@ pub(crate) fn interrupted_actions(
     }
     let (params, vars) = shown_values(store, op)?;
     let templates = Templates::new();
+    let contexts = Contexts::new(op, plan, &params, &vars, inventory);
     for id in interrupted {
         let Some(i) = plan.find(id) else { continue };
         let node = plan.node(i);
@@ -41,7 +41,7 @@ pub(crate) fn interrupted_actions(
         let Some(action) = action else { continue };
         let scope = RenderScope {
             templates: &templates,
-            ctx: phase_context(op, plan, i, &params, &vars, inventory, false),
+            ctx: contexts.of(plan, i),
             inventory,
         };
         let lines = action
