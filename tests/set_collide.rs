@@ -452,6 +452,15 @@ fn an_interrupted_phase_that_is_not_idempotent_says_what_it_may_have_done_and_ho
         .stdout_lacks("s3cr3t-value")
         .stdout_lacks("safe to repeat: `medic plan resume` runs it again");
     drop(out);
+    let plan = env.medic(&["plan", "-o", "json"]).run().code(0).json();
+    let apply = &plan["phases"][0];
+    assert_eq!(apply["state"], "interrupted");
+    assert!(
+        apply["may_have_done"][0]
+            .as_str()
+            .is_some_and(|l| l.contains("<secret:token>")),
+        "{apply}"
+    );
     // The hint is exact: resume alone is refused, resume --force runs it.
     env.medic(&["plan", "resume"]).run().code(3);
     env.medic(&["plan", "resume", "--force"]).run().code(0);

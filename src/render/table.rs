@@ -83,6 +83,11 @@ impl PlanView<'_> {
                 skipped: record
                     .filter(|r| r.skipped && r.state == PhaseState::Completed)
                     .map(|r| r.skip_reason.clone().unwrap_or_default()),
+                may_have_done: self
+                    .may_have_done
+                    .get(&node.id)
+                    .filter(|_| interrupted)
+                    .cloned(),
             });
         }
         rows
@@ -405,4 +410,7 @@ pub(super) struct NodeRow {
     /// Why a completed phase did not run its action (`when:` was false).
     #[serde(skip_serializing_if = "Option::is_none")]
     skipped: Option<String>,
+    /// An interrupted leaf's action (or rollback) as rendered: what it may have done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    may_have_done: Option<Vec<String>>,
 }
