@@ -11,12 +11,16 @@
 
 mod args;
 mod complete;
+mod detach;
 mod drill;
 mod operations;
 mod plan;
 mod procedures;
 mod schema;
+mod signals;
 mod start;
+mod stop;
+mod tail;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,6 +278,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
             complete::candidates(&ctx, *what, operation.as_deref())
         }
         Command::Schema { document } => schema::print(*document),
+        Command::Attach { operation } => tail::attach(&ctx, operation.as_deref()).await,
     }
 }
 

@@ -1,0 +1,115 @@
+//! `--detach`: the executor runs in its own session, apart from the terminal that started it.
+//!
+//! 1. The starter re-runs medic (`std::env::current_exe`) with [`DETACHED_ENV`] set, in a new
+//!    session (`setsid`), stdin from `/dev/null` and stdout and stderr into one pipe.
+//! 2. The detached executor does everything a foreground run does; once it holds the lease it
+//!    points its output at `/dev/null` ([`release_starter`]), which closes the pipe.
+//! 3. The starter reads the pipe to its end: if the executor is still running, it prints the
+//!    operation, the pid and how to follow and stop it, and returns 0; if the executor ended
+//!    before that (a refusal, a bad argument), it passes on its output and exit code.
+
+use std::ffi::OsString;
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use super::{print_json, CliError, Ctx};
+
+/// Set in the environment of a detached executor.
+const DETACHED_ENV: &str = "MEDIC_DETACHED";
+
+/// The most of a detached executor's early output the starter keeps.
+const KEEP_BYTES: usize = 64 * 1024;
+
+/// Whether this process is a detached executor.
+pub(super) fn is_detached() -> bool {
+    std::env::var_os(DETACHED_ENV).is_some()
+}
+
+/// In a detached executor that now holds its lease: lets the starter return.
+pub(super) fn release_starter() {
+    if is_detached() {
+        super::signals::leave_terminal();
+    }
+}
+
+/// Starts `args` (medic's arguments, without the program) detached, for operation `op`, and
+/// reports it.
+pub(super) fn run_detached(ctx: &Ctx, args: &[OsString], op: &str) -> Result<i32, CliError> {
+    let exe = std::env::current_exe().map_err(|e| {
+        CliError::usage(format!("cannot find medic's own executable to detach: {e}"))
+    })?;
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .env(DETACHED_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    // SAFETY: setsid and dup2 are async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // One pipe for both streams: it closes when the executor lets the starter go.
+            if libc::dup2(1, 2) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| CliError {
+        code: 1,
+        message: format!("cannot start the detached executor: {e}"),
+    })?;
+    let mut early = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let mut buf = [0u8; 8192];
+        let mut out = out;
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let room = KEEP_BYTES.saturating_sub(early.len());
+            early.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+    let pid = child.id();
+    match child.try_wait() {
+        Ok(Some(status)) => {
+            // It ended before (or just after) it began running: say what it said.
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(&early);
+            Ok(status.code().unwrap_or(1))
+        }
+        _ => {
+            report(ctx, op, pid);
+            Ok(0)
+        }
+    }
+}
+
+fn report(ctx: &Ctx, op: &str, pid: u32) {
+    let follow = format!("medic plan --tail --operation {op}");
+    let stop = format!("medic plan stop --operation {op}");
+    if ctx.json() {
+        print_json(&json!({
+            "operation": op,
+            "pid": pid,
+            "detached": true,
+            "follow": follow,
+            "stop": stop,
+        }));
+        return;
+    }
+    println!(
+        "{} operation {} runs detached in pid {pid} (its own session: closing this terminal does not stop it)",
+        console::style("▶").green(),
+        console::style(op).bold()
+    );
+    println!("  follow it:  {follow}");
+    println!("  stop it:    {stop}  (add --now to exit at once)");
+    println!("  afterwards: medic plan history --operation {op}");
+}
