@@ -2,8 +2,9 @@
 //!
 //! 1. The starter re-runs medic (`std::env::current_exe`) with [`DETACHED_ENV`] set, in a new
 //!    session (`setsid`), stdin from `/dev/null` and stdout and stderr into one pipe.
-//! 2. The detached executor does everything a foreground run does; once it holds the lease it
-//!    points its output at `/dev/null` ([`release_starter`]), which closes the pipe.
+//! 2. The detached executor does everything a foreground run does; once its run got past
+//!    the lease and the safety guards (its first phase event, [`ReleaseOnStart`]) it points
+//!    its output at `/dev/null`, which closes the pipe.
 //! 3. The starter reads the pipe to its end: if the executor is still running, it prints the
 //!    operation, the pid and how to follow and stop it, and returns 0; if the executor ended
 //!    before that (a refusal, a bad argument), it passes on its output and exit code.
@@ -12,10 +13,12 @@ use std::ffi::OsString;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Once};
 
 use serde_json::json;
 
 use super::{print_json, CliError, Ctx};
+use crate::events::{Event, EventSink};
 
 /// Set in the environment of a detached executor.
 const DETACHED_ENV: &str = "MEDIC_DETACHED";
@@ -28,10 +31,31 @@ pub(super) fn is_detached() -> bool {
     std::env::var_os(DETACHED_ENV).is_some()
 }
 
-/// In a detached executor that now holds its lease: lets the starter return.
-pub(super) fn release_starter() {
-    if is_detached() {
-        super::signals::leave_terminal();
+/// The sink of a detached executor: lets its starter return at the first event past the
+/// guards (a refusal ends the run before that, and the starter passes the refusal on).
+pub(super) struct ReleaseOnStart {
+    inner: Arc<dyn EventSink>,
+    released: Once,
+}
+
+impl ReleaseOnStart {
+    pub(super) fn wrap(inner: Arc<dyn EventSink>) -> Arc<dyn EventSink> {
+        if !is_detached() {
+            return inner;
+        }
+        Arc::new(ReleaseOnStart {
+            inner,
+            released: Once::new(),
+        })
+    }
+}
+
+impl EventSink for ReleaseOnStart {
+    fn emit(&self, event: &Event) {
+        self.inner.emit(event);
+        if !matches!(event, Event::RunStarted { .. } | Event::Forced { .. }) {
+            self.released.call_once(super::signals::leave_terminal);
+        }
     }
 }
 

@@ -254,6 +254,7 @@ fn missing_inventory(ctx: &Ctx) -> CliError {
 
 async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
     let ctx = Ctx { cli, args };
+    signals::listen(&ctx.cli.command, ctx.json());
     match &ctx.cli.command {
         Command::Procedures { show: None } => procedures::list(&ctx),
         Command::Procedures {

@@ -60,9 +60,8 @@ pub(super) async fn run_operation(
     let inventory = inventory_for(ctx, &store.plan(&op.id)?)?;
     let (control, handle) = Control::new();
     if !dry_run {
-        super::signals::install(handle, ctx.json());
+        super::signals::connect(handle);
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
-        super::detach::release_starter();
     }
     let op_id = op.id.clone();
     let ssh = Arc::new(SshPool::new());
@@ -73,7 +72,7 @@ pub(super) async fn run_operation(
         operation: op,
         actor,
         reason,
-        sink,
+        sink: super::detach::ReleaseOnStart::wrap(sink),
         control,
         force,
     })?;

@@ -32,8 +32,6 @@ pub(crate) enum Request {
     Stop {
         reason: String,
         now: bool,
-        /// Who asked, for history (`medic plan stop` from another terminal).
-        by: Option<String>,
         /// The operator's words (`--reason`).
         note: Option<String>,
     },
@@ -124,7 +122,6 @@ fn store_request(r: StopRequest) -> Request {
     Request::Stop {
         reason,
         now: r.now,
-        by: Some(r.by),
         note: r.reason,
     }
 }
@@ -154,18 +151,12 @@ impl Shared {
                     hostname()
                 ),
             ),
-            Request::Stop {
-                reason,
-                now,
-                by,
-                note,
-            } => {
-                let by = by.map(|b| format!(" (asked by {b})")).unwrap_or_default();
+            Request::Stop { reason, now, note } => {
                 if now || stop.borrow().is_some() {
                     self.note(
                         "stopped_at_once",
                         note,
-                        format!("{reason}{by}; exited at once, the running phase stays interrupted"),
+                        format!("{reason}; exited at once, the running phase stays interrupted"),
                     );
                     let _ = self.flush_logs();
                     std::process::exit(EXIT_AT_ONCE);
@@ -173,7 +164,7 @@ impl Shared {
                 self.note(
                     "stop_requested",
                     note,
-                    format!("{reason}{by}; no new phase starts and the running one is stopped"),
+                    format!("{reason}; no new phase starts and the running one is stopped"),
                 );
                 let _ = stop.send(Some(reason));
             }
