@@ -187,12 +187,13 @@ fn a_signal_to_medics_whole_group_never_leaves_the_command_running_unwatched() {
     // SIGKILL to the whole group: medic cannot decide, its watchdog still stops the command.
     let env = Env::new();
     env.procedure("slow", SLOW);
-    let child = spawn_in_group(&env, &["start", "slow"]);
+    let mut child = spawn_in_group(&env, &["start", "slow"]);
     wait_for("phase two", Duration::from_secs(20), || {
         env.read("ran").contains("two")
     });
     std::thread::sleep(Duration::from_millis(200));
     signal_group(child.id(), libc::SIGKILL);
+    let _ = child.wait();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
         env.read("OUT"),

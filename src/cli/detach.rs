@@ -5,9 +5,10 @@
 //! 2. The detached executor does everything a foreground run does; once its run got past
 //!    the lease and the safety guards (its first phase event, [`ReleaseOnStart`]) it points
 //!    its output at `/dev/null`, which closes the pipe.
-//! 3. The starter reads the pipe to its end: if the executor is still running, it prints the
-//!    operation, the pid and how to follow and stop it, and returns 0; if the executor ended
-//!    before that (a refusal, a bad argument), it passes on its output and exit code.
+//! 3. The starter reads the pipe to its end: if it ends with the executor's "running" line,
+//!    it prints the operation, the pid and how to follow and stop it, and returns 0; if the
+//!    executor ended before that (a refusal, a bad argument), it passes on its output and
+//!    exit code.
 
 use std::ffi::OsString;
 use std::io::Read as _;
@@ -29,6 +30,19 @@ const KEEP_BYTES: usize = 64 * 1024;
 /// Whether this process is a detached executor.
 pub(super) fn is_detached() -> bool {
     std::env::var_os(DETACHED_ENV).is_some()
+}
+
+/// What a detached executor writes last to its starter: it runs.
+const RUNNING: &[u8] = b"\0medic: detached executor running\n";
+
+/// Tells the starter the run is under way, then leaves the starter's pipe.
+fn release_starter() {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(RUNNING);
+    let _ = out.flush();
+    drop(out);
+    super::signals::leave_terminal();
 }
 
 /// The sink of a detached executor: lets its starter return at the first event past the
@@ -54,7 +68,7 @@ impl EventSink for ReleaseOnStart {
     fn emit(&self, event: &Event) {
         self.inner.emit(event);
         if !matches!(event, Event::RunStarted { .. } | Event::Forced { .. }) {
-            self.released.call_once(super::signals::leave_terminal);
+            self.released.call_once(release_starter);
         }
     }
 }
@@ -101,16 +115,21 @@ pub(super) fn run_detached(ctx: &Ctx, args: &[OsString], op: &str) -> Result<i32
         }
     }
     let pid = child.id();
-    match child.try_wait() {
-        Ok(Some(status)) => {
-            // It ended before (or just after) it began running: say what it said.
-            use std::io::Write as _;
-            let _ = std::io::stderr().write_all(&early);
-            Ok(status.code().unwrap_or(1))
-        }
-        _ => {
+    use std::io::Write as _;
+    match early.strip_suffix(RUNNING) {
+        Some(said) => {
+            let _ = std::io::stderr().write_all(said);
             report(ctx, op, pid);
             Ok(0)
+        }
+        None => {
+            // It ended before its run got under way (a refusal, an error): pass that on.
+            let _ = std::io::stderr().write_all(&early);
+            let status = child.wait().map_err(|e| CliError {
+                code: 1,
+                message: format!("cannot wait for the detached executor: {e}"),
+            })?;
+            Ok(status.code().unwrap_or(1))
         }
     }
 }

@@ -378,7 +378,7 @@ fn logs(
                 write!(out, "{sep}\n    {line}")
             })
         } else {
-            selected.try_for_each(|l| write_log_line(&mut out, l))
+            selected.try_for_each(|l| super::tail::write_log_line(&mut out, l))
         };
         // A closed pipe (`| head`) ends the listing quietly.
         if written.is_err() {
@@ -396,24 +396,6 @@ fn logs(
     }
     let _ = out.flush();
     Ok(0)
-}
-
-pub(super) fn write_log_line(
-    out: &mut impl std::io::Write,
-    l: &crate::store::LogLine,
-) -> std::io::Result<()> {
-    let stream = match l.stream {
-        crate::action::Stream::Stdout => "out",
-        crate::action::Stream::Stderr => "err",
-        crate::action::Stream::Medic => "medic",
-    };
-    writeln!(
-        out,
-        "{} {} [{stream}] {}",
-        &format_time(l.time)[11..19],
-        l.phase,
-        l.text
-    )
 }
 
 fn history(ctx: &Ctx, store: &mut Store, op: &Operation) -> Result<i32, CliError> {

@@ -9,13 +9,12 @@
 
 use std::collections::VecDeque;
 
-use super::plan::write_log_line;
 use super::{json_text_as_output, yaml_output, CliError, Ctx};
 use crate::engine::interrupted_phases;
 use crate::operation;
 use crate::plan::PhaseState;
 use crate::render::PlanView;
-use crate::store::{Access, LogLine, OperationState, Store};
+use crate::store::{format_time, Access, LogLine, OperationState, Store};
 
 /// Output lines already stored that a new follower shows first.
 const BACKLOG_LINES: usize = 20;
@@ -139,4 +138,19 @@ fn print_logs<'a>(ctx: &Ctx, lines: impl Iterator<Item = &'a LogLine>) {
             return;
         }
     }
+}
+
+pub(super) fn write_log_line(out: &mut impl std::io::Write, l: &LogLine) -> std::io::Result<()> {
+    let stream = match l.stream {
+        crate::action::Stream::Stdout => "out",
+        crate::action::Stream::Stderr => "err",
+        crate::action::Stream::Medic => "medic",
+    };
+    writeln!(
+        out,
+        "{} {} [{stream}] {}",
+        &format_time(l.time)[11..19],
+        l.phase,
+        l.text
+    )
 }
