@@ -6,7 +6,10 @@
 //!
 //! 1. The command runs in its own process group, so a timeout or Ctrl-C stops all of it
 //!    (SIGTERM, then SIGKILL after a grace period); it also dies with medic, SIGKILL included
-//!    (a watchdog kills the group; the command starts only once its watchdog runs).
+//!    (a watchdog kills the group; the command starts only once its watchdog runs). Neither
+//!    is in medic's process group, so a signal to that group (a closing terminal's SIGHUP, a
+//!    `kill -- -PGID`) reaches only medic, which decides: it keeps watching the command
+//!    (hangup) or stops it (terminate); if medic dies, the watchdog still kills the command.
 //! 2. Each stdout/stderr line goes to the phase log as it arrives (lines longer than 64 KiB are
 //!    cut; see `output`).
 //! 3. The result is `{stdout, stderr, exit_code, json, truncated}`: the first MiB of each stream;
@@ -199,7 +202,9 @@ impl CommandOutput {
 ///
 /// It also owns a watchdog: a small `sh` reading a pipe whose write end only this process
 /// holds. If medic dies, even by SIGKILL, the pipe closes and the watchdog kills the group, so
-/// no command outlives its executor and runs on beside a resumed one.
+/// no command outlives its executor and runs on beside a resumed one. The watchdog has its own
+/// process group and ignores the signals a terminal sends, so what stops medic's group (even
+/// SIGKILL to all of it) never takes the watchdog with it and leaves the command unwatched.
 struct GroupGuard {
     pgid: i32,
     armed: bool,
@@ -210,11 +215,12 @@ fn spawn_watchdog(pgid: i32) -> Option<(tokio::process::Child, tokio::process::C
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "read _medic_alive; kill -s KILL -- -{pgid} 2>/dev/null"
+            "trap '' HUP INT TERM QUIT; read _medic_alive; kill -s KILL -- -{pgid} 2>/dev/null"
         ))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .ok()?;
     let stdin = child.stdin.take()?;
@@ -261,6 +267,7 @@ fn spawn_watched(command: &str) -> Result<(tokio::process::Child, GroupGuard), A
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .env_remove("MEDIC_DETACHED")
         .process_group(0)
         .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe; it makes the command die with medic (SIGKILL included).

@@ -97,6 +97,13 @@ pub(crate) enum Command {
         #[arg(value_enum)]
         document: Document,
     },
+    /// Follow a running operation live (the same as `medic plan --tail`): the plan as it
+    /// changes and the output of the running phase; exits with the run's exit code.
+    Attach {
+        /// Operation ID (or unique prefix); defaults to the single active operation.
+        #[arg(long)]
+        operation: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +196,10 @@ pub(crate) struct StartArgs {
     /// membership (recorded in the new operation's history).
     #[arg(long)]
     pub(crate) force: bool,
+    /// Run in the background, in its own session: print the operation, the executor's pid and
+    /// how to follow (`medic plan --tail`) and stop it (`medic plan stop`), and return at once.
+    #[arg(long, conflicts_with_all = ["dry_run", "manual"])]
+    pub(crate) detach: bool,
 }
 
 #[derive(Args, Debug)]
@@ -231,6 +242,13 @@ pub(crate) enum PlanCommand {
     },
     /// Show every recorded state change.
     History,
+    /// Ask the running executor to stop (from any terminal), like Ctrl-C in its terminal: no
+    /// new phase starts, the running one is stopped and recorded failed; waits until it stopped.
+    Stop {
+        /// Exit the executor at once, like a second Ctrl-C: the running phase stays interrupted.
+        #[arg(long)]
+        now: bool,
+    },
     /// Record a leaf phase's state by hand: a step the operator did by hand (completed), or
     /// one that must run again (unstarted). Needs --reason; refused while an executor runs.
     Set(SetArgs),
@@ -278,6 +296,10 @@ pub(crate) struct RunArgs {
     /// Show what would run; change nothing.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Run in the background, in its own session: print the executor's pid and how to follow
+    /// (`medic plan --tail`) and stop it (`medic plan stop`), and return at once.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub(crate) detach: bool,
 }
 
 /// The shells `medic completions` writes a script for.

@@ -11,13 +11,17 @@
 
 mod args;
 mod complete;
+mod detach;
 mod drill;
 mod operations;
 mod plan;
 mod procedures;
 mod schema;
 mod set;
+mod signals;
 mod start;
+mod stop;
+mod tail;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,6 +255,7 @@ fn missing_inventory(ctx: &Ctx) -> CliError {
 
 async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
     let ctx = Ctx { cli, args };
+    signals::listen(&ctx.cli.command, ctx.json());
     match &ctx.cli.command {
         Command::Procedures { show: None } => procedures::list(&ctx),
         Command::Procedures {
@@ -275,6 +280,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
             complete::candidates(&ctx, *what, operation.as_deref())
         }
         Command::Schema { document } => schema::print(*document),
+        Command::Attach { operation } => tail::attach(&ctx, operation.as_deref()).await,
     }
 }
 

@@ -15,31 +15,14 @@ use super::{
     inventory_for, json_text_as_output, missing_inventory, needs_inventory, print_json, to_yaml,
     yaml_output, CliError, Ctx,
 };
-use crate::engine::{acquire_lease, interrupted_phases, Engine, EngineSetup};
+use crate::engine::{acquire_lease, interrupted_phases, Control, Engine, EngineSetup};
 use crate::events::EventSink;
 use crate::operation::{self, Completion};
 use crate::plan::PhaseId;
 use crate::procedure::Params;
 use crate::render::{operation_json, Export, JsonCollector, PlanView, TextRenderer};
 use crate::ssh::SshPool;
-use crate::store::{format_time, Access, Actor, Operation, OperationState, Store};
-
-fn install_ctrl_c(json: bool) -> tokio::sync::watch::Receiver<Option<String>> {
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = tx.send(Some("interrupted".to_string()));
-            if !json {
-                eprintln!("\n{} stopping: no new phases start; running ones are being stopped. Press Ctrl-C again to exit at once.", console::style("⚠").yellow());
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("exiting at once; the running phase stays interrupted (`medic plan resume` continues)");
-                std::process::exit(130);
-            }
-        }
-    });
-    rx
-}
+use crate::store::{format_time, Access, Actor, Operation, Store};
 
 pub(super) enum RunKind {
     Execute(PhaseId),
@@ -75,10 +58,11 @@ pub(super) async fn run_operation(
         Arc::new(TextRenderer::new())
     };
     let inventory = inventory_for(ctx, &store.plan(&op.id)?)?;
+    let (control, handle) = Control::new();
     if !dry_run {
+        super::signals::connect(handle);
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
     }
-    let cancel = install_ctrl_c(ctx.json());
     let op_id = op.id.clone();
     let ssh = Arc::new(SshPool::new());
     let engine = Engine::new(EngineSetup {
@@ -88,8 +72,8 @@ pub(super) async fn run_operation(
         operation: op,
         actor,
         reason,
-        sink,
-        cancel,
+        sink: super::detach::ReleaseOnStart::wrap(sink),
+        control,
         force,
     })?;
     if inventory.is_none() && needs_inventory(engine.plan()) {
@@ -142,6 +126,9 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         Some(PlanCommand::Resume(r)) => r.dry_run,
         _ => false,
     };
+    if let Some(code) = start_detached(ctx, args)? {
+        return Ok(code);
+    }
     let mut store = ctx.store(if read_only || dry_run {
         Access::Read
     } else {
@@ -151,7 +138,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
     match &args.command {
         None if args.tail => {
             store.release();
-            tail(ctx, &op.id).await
+            super::tail::tail(ctx, &op.id).await
         }
         None => {
             show_plan(ctx, &mut store, &op, args.short)?;
@@ -173,7 +160,28 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         Some(PlanCommand::Logs { phase }) => logs(ctx, &mut store, &op, phase.as_deref()),
         Some(PlanCommand::History) => history(ctx, &mut store, &op),
         Some(PlanCommand::Set(s)) => super::set::plan_set(ctx, &mut store, &op, s, args),
+        Some(PlanCommand::Stop { now }) => {
+            super::stop::stop(ctx, store, &op, args.reason.clone(), *now).await
+        }
     }
+}
+
+/// `--detach` on execute, rollback or resume: the same command, run in its own session
+/// (`detach.rs`); `None` when this process is to run it.
+fn start_detached(ctx: &Ctx, args: &PlanArgs) -> Result<Option<i32>, CliError> {
+    let detach = match &args.command {
+        Some(PlanCommand::Execute(p)) | Some(PlanCommand::Rollback(p)) => p.run.detach,
+        Some(PlanCommand::Resume(r)) => r.detach,
+        _ => false,
+    };
+    if !detach || super::detach::is_detached() {
+        return Ok(None);
+    }
+    let mut store = ctx.store(Access::Read)?;
+    let op = operation::select(&mut store, args.operation.as_deref(), false)?;
+    store.release();
+    let argv: Vec<std::ffi::OsString> = ctx.args.iter().skip(1).map(Into::into).collect();
+    super::detach::run_detached(ctx, &argv, &op.id).map(Some)
 }
 
 /// A `--phase` value: exactly one phase ID (see [`PhaseId::parse_input`]).
@@ -226,7 +234,7 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
 
 /// What each interrupted leaf may have done (`crate::operation::hints`), for the hints under
 /// the table; the inventory is read only when something was interrupted.
-fn may_have_done(
+pub(super) fn may_have_done(
     ctx: &Ctx,
     store: &mut Store,
     op: &Operation,
@@ -247,53 +255,6 @@ fn may_have_done(
         inventory.as_deref(),
     )?;
     Ok(done)
-}
-
-async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
-    let mut last = String::new();
-    loop {
-        let mut store = ctx.store(Access::Read)?;
-        let op = store.operation(op_id)?;
-        let plan = store.plan(op_id)?;
-        let records = store.records(op_id)?;
-        let lease = store.lease(op_id)?;
-        let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
-        let may_have_done = may_have_done(ctx, &mut store, &op, &plan, &records, &interrupted)?;
-        store.release();
-        let view = PlanView {
-            operation: &op,
-            plan: &plan,
-            records: &records,
-            lease: lease.as_ref(),
-            interrupted: &interrupted,
-            may_have_done: &may_have_done,
-        };
-        // One line of JSON per change, or one YAML document (`---`) per change.
-        let rendered = if ctx.json() {
-            match json_text_as_output(view.json_string()) {
-                yaml if yaml_output() => format!("---\n{}", yaml.trim_end()),
-                json => json,
-            }
-        } else {
-            view.to_text(false)
-        };
-        if rendered != last {
-            println!("{rendered}");
-            last = rendered;
-        }
-        let states = plan.states(&records);
-        let running = lease.as_ref().is_some_and(|l| l.is_alive());
-        if !running {
-            let failed =
-                states.contains(&crate::plan::PhaseState::Failed) || !interrupted.is_empty();
-            return Ok(if failed || op.state == OperationState::Failed {
-                1
-            } else {
-                0
-            });
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
 }
 
 /// `medic plan complete`: closes the operation (`crate::operation::complete`) and says how.
@@ -447,7 +408,7 @@ fn logs(
                 write!(out, "{sep}\n    {line}")
             })
         } else {
-            selected.try_for_each(|l| write_log_line(&mut out, l))
+            selected.try_for_each(|l| super::tail::write_log_line(&mut out, l))
         };
         // A closed pipe (`| head`) ends the listing quietly.
         if written.is_err() {
@@ -465,21 +426,6 @@ fn logs(
     }
     let _ = out.flush();
     Ok(0)
-}
-
-fn write_log_line(out: &mut impl std::io::Write, l: &crate::store::LogLine) -> std::io::Result<()> {
-    let stream = match l.stream {
-        crate::action::Stream::Stdout => "out",
-        crate::action::Stream::Stderr => "err",
-        crate::action::Stream::Medic => "medic",
-    };
-    writeln!(
-        out,
-        "{} {} [{stream}] {}",
-        &format_time(l.time)[11..19],
-        l.phase,
-        l.text
-    )
 }
 
 fn history(ctx: &Ctx, store: &mut Store, op: &Operation) -> Result<i32, CliError> {

@@ -81,6 +81,14 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         }
         return Ok(0);
     }
+    if args.detach {
+        store.release();
+        return super::detach::run_detached(
+            ctx,
+            &resume_args(ctx, args, &operation.id),
+            &operation.id,
+        );
+    }
     let request = RunRequest {
         kind: RunKind::Execute(PhaseId::root()),
         force: false,
@@ -88,6 +96,33 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         reason: args.reason.clone(),
     };
     run_operation(ctx, actor, store, operation, request).await
+}
+
+/// `medic plan resume` of the new operation, with this command's global options: what a
+/// detached `start` runs.
+fn resume_args(ctx: &Ctx, args: &StartArgs, op: &str) -> Vec<std::ffi::OsString> {
+    let cli = &ctx.cli;
+    let mut out: Vec<std::ffi::OsString> = vec![
+        "--state-dir".into(),
+        cli.state_dir.clone().into(),
+        "--inventory".into(),
+        cli.inventory.clone().into(),
+        "--max-phases".into(),
+        cli.max_phases.to_string().into(),
+    ];
+    if let Some(plans) = &cli.plans_dir {
+        out.extend(["--plans-dir".into(), plans.clone().into()]);
+    }
+    out.extend([
+        "plan".into(),
+        "resume".into(),
+        "--operation".into(),
+        op.into(),
+    ]);
+    if let Some(reason) = &args.reason {
+        out.extend(["--reason".into(), reason.into()]);
+    }
+    out
 }
 
 /// The plan of `procedure` with `params`, over the inventory if one loads.

@@ -3,7 +3,7 @@
 //! history entry recorded when `--force` overrides one.
 
 use crate::events::Event;
-use crate::plan::{PhaseId, PhaseState};
+use crate::plan::{FailureKind, PhaseId, PhaseState};
 use crate::store::Commit;
 
 use super::{Engine, EngineError};
@@ -102,11 +102,12 @@ impl Engine {
                 self.record_forced(&id, format!("--force: {err}"))?;
             }
         }
-        let stuck: Vec<PhaseId> = plan
+        let mut stuck: Vec<PhaseId> = plan
             .in_progress_leaves(states, target)
             .filter(|i| !plan.node(*i).idempotent)
             .map(|i| plan.node(i).id.clone())
             .collect();
+        stuck.extend(self.stopped_not_idempotent(target));
         if !stuck.is_empty() {
             let err = EngineError::InterruptedNotIdempotent { phases: stuck };
             if !self.force {
@@ -117,6 +118,24 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Leaves under `target` that a stop (Ctrl-C, SIGTERM, `medic plan stop`) cut short and that
+    /// are not idempotent: like an interrupted phase, their command may have done part of its
+    /// work, so running them again needs `--force`.
+    fn stopped_not_idempotent(&self, target: usize) -> Vec<PhaseId> {
+        let plan = &self.shared.plan;
+        let records = self.shared.records.lock().expect("records lock");
+        plan.subtree(target)
+            .map(|i| plan.node(i))
+            .filter(|n| n.is_leaf() && !n.idempotent)
+            .filter(|n| {
+                records.get(&n.id).is_some_and(|r| {
+                    r.state == PhaseState::Failed && r.failure == Some(FailureKind::Cancelled)
+                })
+            })
+            .map(|n| n.id.clone())
+            .collect()
     }
 
     pub(super) fn check_rollback(

@@ -27,6 +27,7 @@
 mod capture;
 mod condition;
 mod context;
+mod control;
 mod dry_run;
 mod guards;
 mod journal;
@@ -55,6 +56,7 @@ use crate::store::{
 use crate::template::Templates;
 
 pub(crate) use context::phase_context;
+pub(crate) use control::{Control, ControlHandle, Request, EXIT_AT_ONCE};
 use guards::{dependents_message, interrupted_message, requirements_message};
 pub(crate) use lease::{acquire_lease, interrupted_phases};
 pub(crate) use redact::Redactor;
@@ -141,6 +143,8 @@ struct Shared {
 pub(crate) struct Engine {
     shared: Arc<Shared>,
     force: bool,
+    /// Taken by the first run's request listener (`control.rs`).
+    control: Mutex<Option<Control>>,
 }
 
 /// Everything the engine needs to run an operation.
@@ -152,7 +156,7 @@ pub(crate) struct EngineSetup {
     pub(crate) actor: Actor,
     pub(crate) reason: Option<String>,
     pub(crate) sink: Arc<dyn EventSink>,
-    pub(crate) cancel: Cancel,
+    pub(crate) control: Control,
     pub(crate) force: bool,
 }
 
@@ -166,9 +170,10 @@ impl Engine {
             actor,
             reason,
             sink,
-            cancel,
+            control,
             force,
         } = setup;
+        let cancel = control.cancel();
         let plan = store.plan(&operation.id)?;
         let records = store.records(&operation.id)?;
         let vars = store.vars(&operation.id)?;
@@ -201,6 +206,7 @@ impl Engine {
                 store_failure: Mutex::new(None),
             }),
             force,
+            control: Mutex::new(Some(control)),
         })
     }
 
@@ -212,7 +218,8 @@ impl Engine {
         inventory: Option<Arc<Inventory>>,
         sink: Arc<dyn EventSink>,
     ) -> Engine {
-        let (_tx, cancel) = tokio::sync::watch::channel(None);
+        let (control, _) = Control::new();
+        let cancel = control.cancel();
         let redactor = Redactor::new(&params.secrets);
         Engine {
             shared: Arc::new(Shared {
@@ -237,6 +244,7 @@ impl Engine {
                 store_failure: Mutex::new(None),
             }),
             force: false,
+            control: Mutex::new(Some(control)),
         }
     }
 
@@ -317,6 +325,7 @@ impl Engine {
         let mut tasks: JoinSet<(usize, bool)> = JoinSet::new();
         let mut first_failure: Option<usize> = None;
         let heartbeat = self.spawn_heartbeat();
+        let control = self.spawn_control();
         loop {
             self.start_ready_phases(&mut scheduler, &mut tasks);
             let Some(joined) = tasks.join_next().await else {
@@ -332,6 +341,7 @@ impl Engine {
             }
         }
         heartbeat.abort();
+        control.inspect(|c| c.abort());
         self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
         let outcome = self.execute_outcome(&scheduler, first_failure);
@@ -460,6 +470,7 @@ impl Engine {
         }
         self.check_rollback(t, &states, false)?;
         let heartbeat = self.spawn_heartbeat();
+        let control = self.spawn_control();
         let mut outcome = Outcome::RolledBack;
         for leaf in order {
             if self.shared.cancel.borrow().is_some() {
@@ -477,6 +488,7 @@ impl Engine {
             }
         }
         heartbeat.abort();
+        control.inspect(|c| c.abort());
         self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
         Ok(self.finish(outcome))

@@ -146,7 +146,7 @@ fn engine(fx: Fixture, force: bool) -> (Engine, Arc<Collect>, tempfile::TempDir)
     } = fx;
     acquire_lease(&mut store, &op, &actor(), None).unwrap();
     let sink = Arc::new(Collect::default());
-    let (_tx, cancel) = tokio::sync::watch::channel(None);
+    let (control, _) = crate::engine::Control::new();
     let engine = Engine::new(EngineSetup {
         store,
         inventory: None,
@@ -155,7 +155,7 @@ fn engine(fx: Fixture, force: bool) -> (Engine, Arc<Collect>, tempfile::TempDir)
         actor: actor(),
         reason: None,
         sink: sink.clone(),
-        cancel,
+        control,
         force,
     })
     .unwrap();

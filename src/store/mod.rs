@@ -26,6 +26,7 @@ mod lock;
 mod logs;
 mod open;
 mod records;
+mod stop;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ use logs::{StoredLog, LOG_CHUNK_LINES};
 #[cfg(test)]
 pub(crate) use records::LEASE_STALE_MS;
 pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
+pub(crate) use stop::StopRequest;
 
 pub(crate) const FORMAT_VERSION: u32 = 1;
 const VERSION_KEY: &[u8] = b"format_version";
