@@ -137,7 +137,12 @@ phases:
         let env = Env::new();
         env.procedure("quick", QUICK);
         let mut child = spawn_in_group(&env, &["start", "quick"]);
-        let delay = 20 + rng.next() % 900;
+        // medic handles SIGHUP once its arguments are parsed, before it creates the state
+        // directory; a signal before the process has even reached main (exec on a loaded
+        // machine can take longer than the smallest delay) is the kernel's default, not ours.
+        let state = env.state_dir();
+        wait_for("the state directory", Duration::from_secs(20), || state.exists());
+        let delay = rng.next() % 900;
         std::thread::sleep(Duration::from_millis(delay));
         signal_group(child.id(), libc::SIGHUP);
         let code = wait_exit(&mut child, Duration::from_secs(30));
