@@ -78,6 +78,18 @@ impl Etcdctl<'_> {
         self.run(args, true, false).await
     }
 
+    /// etcdctl with the inventory's endpoints, its JSON output parsed.
+    pub(super) async fn json(&self, args: &str) -> Result<serde_json::Value, EtcdError> {
+        self.etcdctl(args).await
+    }
+
+    /// etcdctl whose ARGS name their own `--endpoints`, for commands that print text
+    /// (`move-leader`, `defrag`); a non-zero exit is an error.
+    pub(super) async fn text(&self, args: &str) -> Result<String, EtcdError> {
+        self.ssh_run(&etcdctl_command(self.settings, args, false, false))
+            .await
+    }
+
     /// etcdctl exits non-zero when an endpoint is unhealthy, but still prints JSON.
     async fn etcdctl_lenient(&self, args: &str) -> Result<serde_json::Value, EtcdError> {
         self.run(args, false, true).await

@@ -12,6 +12,7 @@
 mod direct;
 mod error;
 mod etcdctl;
+mod maintenance;
 mod quorum;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub(crate) use error::{EtcdError, Refusal};
+pub(crate) use maintenance::{snapshot_status, Alarm};
 pub(crate) use quorum::{addition_refusal, removal_refusal, Quorum};
 
 use crate::inventory::{EtcdSettings, Inventory, NodeEntry};
