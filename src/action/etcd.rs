@@ -572,8 +572,9 @@ impl Run<'_> {
         let status = self.transport.status(&self.ctx.ssh, &self.members).await;
         let ok: Vec<_> = status.iter().filter_map(|s| s.as_ref().ok()).collect();
         let leader = ok.iter().find(|s| s.is_leader).map(|s| s.endpoint.clone());
+        let revision = ok.iter().map(|s| s.revision).max();
         ActionOutput {
-            result: serde_json::json!({"members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
+            result: serde_json::json!({"revision": revision, "members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
             summary: Some(format!(
                 "{} of {} members answered; leader {}",
                 ok.len(),

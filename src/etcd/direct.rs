@@ -156,6 +156,7 @@ pub(super) async fn status(
                 is_leader: st.leader() == member_id,
                 raft_index: st.raft_index(),
                 raft_term: st.raft_term(),
+                revision: st.header().map(|h| h.revision()).unwrap_or(0),
                 db_size: st.db_size(),
                 version: st.version().to_string(),
             })

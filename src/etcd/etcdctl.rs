@@ -290,6 +290,7 @@ fn status_from_json(e: &serde_json::Value) -> MemberStatus {
         is_leader: leader == member_id,
         raft_index: st["raftIndex"].as_u64().unwrap_or(0),
         raft_term: st["raftTerm"].as_u64().unwrap_or(0),
+        revision: st["header"]["revision"].as_i64().unwrap_or(0),
         db_size: st["dbSize"].as_i64().unwrap_or(0),
         version: st["version"].as_str().unwrap_or_default().to_string(),
     }

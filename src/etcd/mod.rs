@@ -92,6 +92,8 @@ pub(crate) struct MemberStatus {
     pub is_leader: bool,
     pub raft_index: u64,
     pub raft_term: u64,
+    /// The key-value store's revision this member has applied.
+    pub revision: i64,
     pub db_size: i64,
     pub version: String,
 }
