@@ -39,6 +39,10 @@ pub(super) mod builtin {
             "upgrade-kubernetes-node",
             include_str!("../../plans/upgrade-kubernetes-node.yaml"),
         ),
+        (
+            "etcd-restore-snapshot",
+            include_str!("../../plans/etcd-restore-snapshot.yaml"),
+        ),
     ];
 }
 
