@@ -253,9 +253,17 @@ impl Etcdctl<'_> {
     pub(super) async fn snapshot(&self) -> Result<Vec<u8>, EtcdError> {
         let node = self.node;
         let remote = format!("/tmp/medic-snapshot-{}.db", std::process::id());
-        self.etcdctl(&format!("snapshot save {}", shell_quote(&remote)))
-            .await
-            .ok();
+        // etcdctl 3.4 takes a snapshot from one endpoint only: the first that gives one.
+        for endpoint in &self.settings.endpoints {
+            let args = format!(
+                "--endpoints={} snapshot save {}",
+                shell_quote(endpoint),
+                shell_quote(&remote)
+            );
+            if self.text(&args).await.is_ok() {
+                break;
+            }
+        }
         let session = self.pool.session(node).await?;
         let out = session
             .raw_command(format!(
