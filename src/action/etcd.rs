@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 
-use super::etcd_maint::{self, MAINTENANCE_OPS};
+use super::etcd_maint::{self, MaintenanceOp, MAINTENANCE_OPS};
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
 use crate::etcd::{
     addition_refusal, parse_id, removal_refusal, EtcdError, MemberInfo, Quorum, Refusal, Transport,
@@ -59,17 +59,8 @@ pub enum EtcdOp {
     Snapshot {
         path: String,
     },
-    MoveLeader {
-        to: String,
-    },
-    AlarmList,
-    AlarmDisarm,
-    Defragment {
-        member: String,
-    },
-    SnapshotStatus {
-        path: String,
-    },
+    /// move_leader, alarm_list, alarm_disarm, defragment, snapshot_status (`etcd_maint.rs`).
+    Maintenance(MaintenanceOp),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -311,7 +302,7 @@ impl Action for EtcdSpec {
                 path: text_field(&f, "path", reader).unwrap_or_default(),
             },
             (op, f) if maintenance && (f.is_some() || keys.is_empty()) => {
-                etcd_maint::parse(op, f.as_ref(), reader)?
+                EtcdOp::Maintenance(etcd_maint::parse(op, f.as_ref(), reader)?)
             }
             (other, None) => {
                 reader.error(
@@ -422,7 +413,7 @@ impl Action for EtcdSpec {
                     format!("etcd snapshot {how}, saved to {p} on this machine")
                 }]
             }
-            other => etcd_maint::describe(other, scope, &how)?,
+            EtcdOp::Maintenance(op) => etcd_maint::describe(op, scope, &how)?,
         };
         if lines.is_empty() {
             lines.push("etcd".into());
@@ -432,13 +423,15 @@ impl Action for EtcdSpec {
 
     async fn preview(&self, scope: &RenderScope<'_>) -> Vec<String> {
         match &self.op {
-            EtcdOp::SnapshotStatus { path } => etcd_maint::preview_snapshot(scope, path),
+            EtcdOp::Maintenance(MaintenanceOp::SnapshotStatus { path }) => {
+                etcd_maint::preview_snapshot(scope, path)
+            }
             _ => Vec::new(),
         }
     }
 
     async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
-        if let EtcdOp::SnapshotStatus { path } = &self.op {
+        if let EtcdOp::Maintenance(MaintenanceOp::SnapshotStatus { path }) = &self.op {
             return etcd_maint::execute_snapshot_status(ctx, path);
         }
         let transport = self.transport(ctx.scope)?;
@@ -469,7 +462,7 @@ impl Action for EtcdSpec {
                 timeout_secs,
             } => run.member_promote(name, id, *timeout_secs).await,
             EtcdOp::Snapshot { .. } => unreachable!("handled above"),
-            _ => etcd_maint::execute(self, ctx, &transport, &run.members).await,
+            EtcdOp::Maintenance(op) => etcd_maint::execute(op, ctx, &transport, &run.members).await,
         }
     }
 }

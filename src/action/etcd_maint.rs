@@ -14,12 +14,23 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::etcd::{EtcdOp, EtcdSpec};
 use super::{ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
 use crate::etcd::{parse_id, snapshot_status, MemberHealth, MemberInfo, Transport};
 use crate::source::{Fields, Reader, TemplateKind};
+
+/// A maintenance operation as written in the plan (templates, not yet rendered).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceOp {
+    MoveLeader { to: String },
+    AlarmList,
+    AlarmDisarm,
+    Defragment { member: String },
+    SnapshotStatus { path: String },
+}
 
 /// The operations this file owns, and the keys each takes.
 pub(super) const MAINTENANCE_OPS: &[(&str, &[&str])] = &[
@@ -31,9 +42,7 @@ pub(super) const MAINTENANCE_OPS: &[(&str, &[&str])] = &[
 ];
 
 fn required(f: Option<&Fields<'_>>, op: &str, key: &str, reader: &mut Reader) -> Option<String> {
-    let Some(f) = f else {
-        return None;
-    };
+    let f = f?;
     let Some(n) = f.get(key) else {
         reader.error(f.span(), format!("etcd {op} needs `{key}:`"));
         return None;
@@ -44,17 +53,21 @@ fn required(f: Option<&Fields<'_>>, op: &str, key: &str, reader: &mut Reader) ->
 
 /// Parses one maintenance operation; `None` after reporting a problem. `f` is `None` for an
 /// empty body (`alarm_list:`).
-pub(super) fn parse(op: &str, f: Option<&Fields<'_>>, reader: &mut Reader) -> Option<EtcdOp> {
+pub(super) fn parse(
+    op: &str,
+    f: Option<&Fields<'_>>,
+    reader: &mut Reader,
+) -> Option<MaintenanceOp> {
     Some(match op {
-        "alarm_list" => EtcdOp::AlarmList,
-        "alarm_disarm" => EtcdOp::AlarmDisarm,
-        "move_leader" => EtcdOp::MoveLeader {
+        "alarm_list" => MaintenanceOp::AlarmList,
+        "alarm_disarm" => MaintenanceOp::AlarmDisarm,
+        "move_leader" => MaintenanceOp::MoveLeader {
             to: required(f, op, "to", reader)?,
         },
-        "defragment" => EtcdOp::Defragment {
+        "defragment" => MaintenanceOp::Defragment {
             member: required(f, op, "member", reader)?,
         },
-        "snapshot_status" => EtcdOp::SnapshotStatus {
+        "snapshot_status" => MaintenanceOp::SnapshotStatus {
             path: required(f, op, "path", reader)?,
         },
         _ => return None,
@@ -63,27 +76,26 @@ pub(super) fn parse(op: &str, f: Option<&Fields<'_>>, reader: &mut Reader) -> Op
 
 /// The dry-run lines of a maintenance operation.
 pub(super) fn describe(
-    op: &EtcdOp,
+    op: &MaintenanceOp,
     scope: &RenderScope<'_>,
     how: &str,
 ) -> Result<Vec<String>, ActionError> {
     let r = |v: &str| scope.render("etcd", v, false);
     Ok(vec![match op {
-        EtcdOp::MoveLeader { to } => format!(
+        MaintenanceOp::MoveLeader { to } => format!(
             "etcd move leader to {} {how} (sent to the current leader; no change if it leads already)",
             r(to)?
         ),
-        EtcdOp::AlarmList => format!("etcd alarm list {how}"),
-        EtcdOp::AlarmDisarm => format!("etcd alarm disarm {how}: clears every active alarm"),
-        EtcdOp::Defragment { member } => format!(
+        MaintenanceOp::AlarmList => format!("etcd alarm list {how}"),
+        MaintenanceOp::AlarmDisarm => format!("etcd alarm disarm {how}: clears every active alarm"),
+        MaintenanceOp::Defragment { member } => format!(
             "etcd defragment member {} {how} (the member blocks reads and writes while it runs)",
             r(member)?
         ),
-        EtcdOp::SnapshotStatus { path } => format!(
+        MaintenanceOp::SnapshotStatus { path } => format!(
             "etcd snapshot status of {} on this machine (revision, keys, hash)",
             r(path)?
         ),
-        _ => return Ok(Vec::new()),
     }])
 }
 
@@ -140,15 +152,15 @@ fn label_of(members: &[MemberInfo], id: u64) -> String {
 
 /// Runs a maintenance operation.
 pub(super) async fn execute(
-    spec: &EtcdSpec,
+    op: &MaintenanceOp,
     ctx: &ActionCtx<'_>,
     transport: &Transport,
     members: &[MemberInfo],
 ) -> Result<ActionOutput, ActionError> {
     let pool = &ctx.ssh;
     let render = |v: &str| ctx.scope.render("etcd", v, false);
-    match &spec.op {
-        EtcdOp::MoveLeader { to } => {
+    match op {
+        MaintenanceOp::MoveLeader { to } => {
             let to = render(to)?;
             let target = resolve(ctx.scope, members, &to).ok_or_else(|| ActionError::Failed {
                 message: format!("no etcd member {to} to move leadership to"),
@@ -178,21 +190,21 @@ pub(super) async fn execute(
                 }),
             })
         }
-        EtcdOp::AlarmList => {
+        MaintenanceOp::AlarmList => {
             let alarms = transport.alarm_list(pool).await?;
             Ok(ActionOutput {
                 summary: Some(alarm_summary(&alarms, "active")),
                 result: json!({"alarms": alarms, "count": alarms.len()}),
             })
         }
-        EtcdOp::AlarmDisarm => {
+        MaintenanceOp::AlarmDisarm => {
             let alarms = transport.alarm_disarm(pool).await?;
             Ok(ActionOutput {
                 summary: Some(alarm_summary(&alarms, "disarmed")),
                 result: json!({"disarmed": alarms, "count": alarms.len()}),
             })
         }
-        EtcdOp::Defragment { member } => {
+        MaintenanceOp::Defragment { member } => {
             let who = render(member)?;
             let target = resolve(ctx.scope, members, &who).ok_or_else(|| ActionError::Failed {
                 message: format!("no etcd member {who} to defragment"),
@@ -212,9 +224,8 @@ pub(super) async fn execute(
                 )),
             })
         }
-        _ => Err(ActionError::Failed {
-            message: "not a maintenance operation".into(),
-        }),
+        // Needs no cluster: the engine runs it before listing the members.
+        MaintenanceOp::SnapshotStatus { path } => execute_snapshot_status(ctx, path),
     }
 }
 
