@@ -208,7 +208,10 @@ fn removing_the_leader_moves_leadership_to_a_healthy_voter_first() {
     env.medic(&["start", "rm", "--set", &set, "--dry-run"])
         .run()
         .code(0)
-        .stdout_contains("if it leads, leadership moves to a healthy voter first");
+        .stdout_contains("if it leads, leadership moves to a healthy voter first")
+        .stdout_contains(&format!(
+            "leader now: {leader}; leadership moves to a healthy voter before the removal"
+        ));
     // Two survivors of three keep quorum; the guard refuses clusters of two or fewer only.
     let out = env.medic(&["start", "rm", "--set", &set]).run();
     assert_eq!(out.code, 0, "{out:?}");

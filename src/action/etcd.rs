@@ -426,6 +426,15 @@ impl Action for EtcdSpec {
             EtcdOp::Maintenance(MaintenanceOp::SnapshotStatus { path }) => {
                 etcd_maint::preview_snapshot(scope, path)
             }
+            EtcdOp::MemberRemove { name, node, id } => {
+                let who = [name, node, id].into_iter().flatten().next();
+                match (self.transport(scope), who) {
+                    (Ok(t), Some(who)) if !scope.uses_pending(who) => {
+                        etcd_maint::preview_leader(scope, &t, who).await
+                    }
+                    _ => Vec::new(),
+                }
+            }
             _ => Vec::new(),
         }
     }

@@ -119,6 +119,39 @@ pub(super) fn preview_snapshot(scope: &RenderScope<'_>, path: &str) -> Vec<Strin
     }]
 }
 
+/// What a dry-run shows of a removal: whether the member leads now (direct transport only: a
+/// dry-run opens no SSH connection).
+pub(super) async fn preview_leader(
+    scope: &RenderScope<'_>,
+    transport: &Transport,
+    who: &str,
+) -> Vec<String> {
+    if !matches!(transport, Transport::Direct(_)) {
+        return Vec::new();
+    }
+    let Ok(who) = scope.render("etcd", who, false) else {
+        return Vec::new();
+    };
+    let pool = crate::ssh::SshPool::new();
+    let Ok(members) = transport.member_list(&pool).await else {
+        return Vec::new();
+    };
+    let Some(target) = resolve(scope, &members, &who) else {
+        return Vec::new();
+    };
+    match transport.leader(&pool, &members).await {
+        Some(l) if l == target.id_u64() => vec![format!(
+            "leader now: {}; leadership moves to a healthy voter before the removal",
+            target.label()
+        )],
+        Some(l) => vec![format!(
+            "leader now: {} (not the member removed)",
+            label_of(&members, l)
+        )],
+        None => Vec::new(),
+    }
+}
+
 /// A member by name, by node (name or address in its peer URL), or by id.
 pub(super) fn resolve<'m>(
     scope: &RenderScope<'_>,
