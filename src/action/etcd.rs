@@ -8,6 +8,8 @@
 //! etcd: {member_add: {name: cp-4, peer_urls: ["https://10.0.0.4:2380"], learner: true}}
 //! etcd: {member_promote: {name: cp-4, timeout: 2m}}
 //! etcd: {snapshot: {path: ./etcd-backup.db}}   # on this machine; an empty path skips
+//! etcd: {move_leader: {to: cp-2}}  |  {alarm_list: {}}  |  {alarm_disarm: {}}
+//! etcd: {defragment: {member: cp-1}}  |  {snapshot_status: {path: ./etcd-backup.db}}
 //! transport: ssh, via: cp-1                    # optional, next to the operation
 //! ```
 //!
@@ -16,12 +18,15 @@
 //!    arithmetic; `--force` overrides and the engine records the override in history.
 //! 3. Removing a member that is already gone, or adding one that already exists with the same
 //!    peer URL, succeeds and says so: resume relies on this.
+//! 4. Removing the leader first moves leadership to a healthy voter (`etcd_maint.rs`, with the
+//!    maintenance operations).
 
 use std::time::{Duration, Instant};
 
 use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 
+use super::etcd_maint::{self, MaintenanceOp, MAINTENANCE_OPS};
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
 use crate::etcd::{
     addition_refusal, parse_id, removal_refusal, EtcdError, MemberInfo, Quorum, Refusal, Transport,
@@ -54,6 +59,8 @@ pub enum EtcdOp {
     Snapshot {
         path: String,
     },
+    /// move_leader, alarm_list, alarm_disarm, defragment, snapshot_status (`etcd_maint.rs`).
+    Maintenance(MaintenanceOp),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -230,20 +237,23 @@ impl Action for EtcdSpec {
     const IDEMPOTENT: bool = true;
     const INLINE: bool = false;
     const NEEDS_INVENTORY: bool = true;
+    const PREVIEWS: bool = true;
 
     fn parse(node: &Node, reader: &mut Reader) -> Option<Self> {
-        let mut known: Vec<&str> = OPS.to_vec();
+        let mut all_ops: Vec<&str> = OPS.to_vec();
+        all_ops.extend(MAINTENANCE_OPS.iter().map(|(op, _)| *op));
+        let mut known = all_ops.clone();
         known.extend(["transport", "via"]);
         let fields = Fields::new(node, "etcd", &known, reader)?;
         let ops: Vec<&str> = fields
             .keys()
             .map(|k| k.as_str())
-            .filter(|k| OPS.contains(k))
+            .filter(|k| all_ops.contains(k))
             .collect();
         let [op_name] = ops.as_slice() else {
             reader.error(
                 fields.span(),
-                format!("etcd needs exactly one operation: {}", OPS.join(", ")),
+                format!("etcd needs exactly one operation: {}", all_ops.join(", ")),
             );
             return None;
         };
@@ -255,8 +265,13 @@ impl Action for EtcdSpec {
             "member_add" => &["name", "peer_urls", "learner"],
             "member_promote" => &["name", "id", "timeout"],
             "snapshot" => &["path"],
-            _ => &[],
+            other => MAINTENANCE_OPS
+                .iter()
+                .find(|(op, _)| *op == other)
+                .map(|(_, keys)| *keys)
+                .unwrap_or(&[]),
         };
+        let maintenance = MAINTENANCE_OPS.iter().any(|(op, _)| op == op_name);
         let f = if empty {
             None
         } else {
@@ -286,6 +301,9 @@ impl Action for EtcdSpec {
             ("snapshot", Some(f)) => EtcdOp::Snapshot {
                 path: text_field(&f, "path", reader).unwrap_or_default(),
             },
+            (op, f) if maintenance && (f.is_some() || keys.is_empty()) => {
+                EtcdOp::Maintenance(etcd_maint::parse(op, f.as_ref(), reader)?)
+            }
             (other, None) => {
                 reader.error(
                     &start_span(body),
@@ -358,7 +376,7 @@ impl Action for EtcdSpec {
                     .transpose()?
                     .unwrap_or_default();
                 let mut l = vec![format!(
-                    "etcd member remove ({who}) {how}; refused unless the survivors keep quorum"
+                    "etcd member remove ({who}) {how}; refused unless the survivors keep quorum; if it leads, leadership moves to a healthy voter first"
                 )];
                 l.extend(quorum_line(-1));
                 l
@@ -406,6 +424,7 @@ impl Action for EtcdSpec {
                     format!("etcd snapshot {how}, saved to {p} on this machine")
                 }]
             }
+            EtcdOp::Maintenance(op) => etcd_maint::describe(op, scope, &how)?,
         };
         if lines.is_empty() {
             lines.push("etcd".into());
@@ -413,7 +432,28 @@ impl Action for EtcdSpec {
         Ok(lines)
     }
 
+    async fn preview(&self, scope: &RenderScope<'_>) -> Vec<String> {
+        match &self.op {
+            EtcdOp::Maintenance(MaintenanceOp::SnapshotStatus { path }) => {
+                etcd_maint::preview_snapshot(scope, path)
+            }
+            EtcdOp::MemberRemove { name, node, id } => {
+                let who = [name, node, id].into_iter().flatten().next();
+                match (self.transport(scope), who) {
+                    (Ok(t), Some(who)) if !scope.uses_pending(who) => {
+                        etcd_maint::preview_leader(scope, &t, who).await
+                    }
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
     async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
+        if let EtcdOp::Maintenance(MaintenanceOp::SnapshotStatus { path }) = &self.op {
+            return etcd_maint::execute_snapshot_status(ctx, path);
+        }
         let transport = self.transport(ctx.scope)?;
         if let EtcdOp::Snapshot { path } = &self.op {
             return snapshot(ctx, &transport, path).await;
@@ -442,6 +482,7 @@ impl Action for EtcdSpec {
                 timeout_secs,
             } => run.member_promote(name, id, *timeout_secs).await,
             EtcdOp::Snapshot { .. } => unreachable!("handled above"),
+            EtcdOp::Maintenance(op) => etcd_maint::execute(op, ctx, &transport, &run.members).await,
         }
     }
 }
@@ -544,8 +585,9 @@ impl Run<'_> {
         let status = self.transport.status(&self.ctx.ssh, &self.members).await;
         let ok: Vec<_> = status.iter().filter_map(|s| s.as_ref().ok()).collect();
         let leader = ok.iter().find(|s| s.is_leader).map(|s| s.endpoint.clone());
+        let revision = ok.iter().map(|s| s.revision).max();
         ActionOutput {
-            result: serde_json::json!({"members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
+            result: serde_json::json!({"revision": revision, "members": ok, "errors": status.iter().filter_map(|s| s.as_ref().err()).collect::<Vec<_>>(), "leader": leader}),
             summary: Some(format!(
                 "{} of {} members answered; leader {}",
                 ok.len(),
@@ -578,6 +620,18 @@ impl Run<'_> {
         let health = self.transport.health(pool, members).await;
         ctx.guard(removal_refusal(&target, &health))?;
         let target_healthy = health.iter().any(|h| h.id == target.id && h.healthy);
+        let moved = if target_healthy && !target.is_learner {
+            etcd_maint::move_leadership_before_removal(
+                ctx,
+                self.transport,
+                members,
+                &health,
+                &target,
+            )
+            .await?
+        } else {
+            None
+        };
         let before = Quorum::of(self.voting);
         retry_unhealthy(ctx, || {
             self.transport
@@ -590,9 +644,12 @@ impl Run<'_> {
             self.voting - 1
         });
         Ok(ActionOutput {
-            result: serde_json::json!({"removed": true, "already_gone": false, "member": target, "before": before, "after": after}),
+            result: serde_json::json!({"removed": true, "already_gone": false, "member": target, "before": before, "after": after, "leader_moved_to": moved.as_ref().map(|m| &m.1)}),
             summary: Some(format!(
-                "removed {} ({}); now {}",
+                "{}removed {} ({}); now {}",
+                moved
+                    .map(|(from, to)| format!("moved leadership from {from} to {to}, then "))
+                    .unwrap_or_default(),
                 target.label(),
                 target.id,
                 after.describe()

@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod etcd;
+mod etcd_maint;
 pub mod kube;
 pub(crate) mod output;
 pub mod pause;

@@ -152,6 +152,9 @@ pub(crate) enum DrillCommand {
         #[arg(long)]
         seed: Option<PathBuf>,
     },
+    /// Save a snapshot of the drill's etcd to FILE on this machine (before `drill break
+    /// quorum-lost`, to rehearse `etcd-restore-snapshot`).
+    Snapshot { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

@@ -70,6 +70,10 @@ pub(super) async fn drill_command(
             Ok(reply.code)
         }
         DrillCommand::Apiserver { .. } => unreachable!("handled above"),
+        DrillCommand::Snapshot { file } => {
+            say(cluster::snapshot(dir, file).await?);
+            Ok(0)
+        }
     }
 }
 

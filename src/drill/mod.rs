@@ -20,6 +20,7 @@ mod kubelet;
 mod lifecycle;
 pub(crate) mod node;
 mod process;
+mod quorum;
 mod scenarios;
 mod seed;
 mod sshd;
@@ -32,6 +33,7 @@ pub(crate) use seed::read_seed;
 pub mod cluster {
     pub(crate) use crate::drill::error::DrillError;
     pub(crate) use crate::drill::lifecycle::{down, status, up, Layout, UpOptions};
+    pub(crate) use crate::drill::quorum::snapshot;
     pub use crate::drill::scenarios::Scenario;
     pub(crate) use crate::drill::scenarios::{break_node, provision};
     pub(crate) use crate::drill::state::DEFAULT_VERSION;

@@ -19,6 +19,9 @@ pub enum Scenario {
     NodeLost,
     /// The next package upgrade on the node fails.
     UpgradeFails,
+    /// Every other etcd member killed and its data dir wiped: the node's member survives
+    /// alone, without quorum (rehearses `etcd-restore-snapshot`; `medic drill snapshot` first).
+    QuorumLost,
 }
 
 pub(crate) async fn break_node(
@@ -26,6 +29,9 @@ pub(crate) async fn break_node(
     scenario: Scenario,
     name: &str,
 ) -> Result<String, DrillError> {
+    if scenario == Scenario::QuorumLost {
+        return super::quorum::break_quorum(dir, name).await;
+    }
     let _lock = DrillLock::acquire_async(dir).await?;
     let mut drill = Drill::load(dir)?;
     let node = drill.node(name)?.clone();
@@ -109,6 +115,7 @@ pub(crate) async fn break_node(
             drill.save()?;
             Ok(format!("the next package upgrade on {name} will fail"))
         }
+        Scenario::QuorumLost => unreachable!("handled above"),
     }
 }
 

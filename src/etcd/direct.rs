@@ -59,6 +59,11 @@ async fn client(
         })
 }
 
+/// A client on one member's client URL (calls that must reach that member).
+pub(super) async fn connect_to(settings: &EtcdSettings, url: &str) -> Result<Client, EtcdError> {
+    client(settings, &[url.to_string()], CALL_TIMEOUT).await
+}
+
 /// A client on the first endpoint that answers: a dead member must not fail the call
 /// (the crate's balanced channel may route a request to it).
 pub(crate) async fn any_client(settings: &EtcdSettings) -> Result<Client, EtcdError> {
@@ -151,6 +156,7 @@ pub(super) async fn status(
                 is_leader: st.leader() == member_id,
                 raft_index: st.raft_index(),
                 raft_term: st.raft_term(),
+                revision: st.header().map(|h| h.revision()).unwrap_or(0),
                 db_size: st.db_size(),
                 version: st.version().to_string(),
             })

@@ -132,6 +132,35 @@ pub(crate) enum EtcdError {
     #[error("etcd snapshot on {node} failed: {stderr}")]
     RemoteSnapshot { node: String, stderr: String },
 
+    // Maintenance (maintenance.rs).
+    #[error("no etcd member reports a leader (quorum lost?)")]
+    NoLeader,
+    #[error("etcd move leader to {to}: {source}")]
+    MoveLeader {
+        to: String,
+        source: etcd_client::Error,
+    },
+    #[error("etcd leadership did not move to {to} within 10s")]
+    LeaderDidNotMove { to: String },
+    #[error("etcd alarm: {source}")]
+    Alarm { source: etcd_client::Error },
+    #[error("etcd defragment {member}: {source}")]
+    Defragment {
+        member: String,
+        source: etcd_client::Error,
+    },
+    #[error("etcd defragment {member}: no answer within {secs}s")]
+    DefragmentTimeout { member: String, secs: u64 },
+    #[error("etcd member {member} has not started (no client URL)")]
+    MemberNotStarted { member: String },
+    #[error("read snapshot {}: {source}", .path.display())]
+    ReadSnapshot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("etcdctl snapshot status {path}: {detail}")]
+    SnapshotStatus { path: String, detail: String },
+
     // Saving a snapshot on this machine.
     #[error("write {}: {source}", .path.display())]
     WriteSnapshot {

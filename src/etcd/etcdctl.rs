@@ -78,6 +78,18 @@ impl Etcdctl<'_> {
         self.run(args, true, false).await
     }
 
+    /// etcdctl with the inventory's endpoints, its JSON output parsed.
+    pub(super) async fn json(&self, args: &str) -> Result<serde_json::Value, EtcdError> {
+        self.etcdctl(args).await
+    }
+
+    /// etcdctl whose ARGS name their own `--endpoints`, for commands that print text
+    /// (`move-leader`, `defrag`); a non-zero exit is an error.
+    pub(super) async fn text(&self, args: &str) -> Result<String, EtcdError> {
+        self.ssh_run(&etcdctl_command(self.settings, args, false, false))
+            .await
+    }
+
     /// etcdctl exits non-zero when an endpoint is unhealthy, but still prints JSON.
     async fn etcdctl_lenient(&self, args: &str) -> Result<serde_json::Value, EtcdError> {
         self.run(args, false, true).await
@@ -241,9 +253,17 @@ impl Etcdctl<'_> {
     pub(super) async fn snapshot(&self) -> Result<Vec<u8>, EtcdError> {
         let node = self.node;
         let remote = format!("/tmp/medic-snapshot-{}.db", std::process::id());
-        self.etcdctl(&format!("snapshot save {}", shell_quote(&remote)))
-            .await
-            .ok();
+        // etcdctl 3.4 takes a snapshot from one endpoint only: the first that gives one.
+        for endpoint in &self.settings.endpoints {
+            let args = format!(
+                "--endpoints={} snapshot save {}",
+                shell_quote(endpoint),
+                shell_quote(&remote)
+            );
+            if self.text(&args).await.is_ok() {
+                break;
+            }
+        }
         let session = self.pool.session(node).await?;
         let out = session
             .raw_command(format!(
@@ -278,6 +298,7 @@ fn status_from_json(e: &serde_json::Value) -> MemberStatus {
         is_leader: leader == member_id,
         raft_index: st["raftIndex"].as_u64().unwrap_or(0),
         raft_term: st["raftTerm"].as_u64().unwrap_or(0),
+        revision: st["header"]["revision"].as_i64().unwrap_or(0),
         db_size: st["dbSize"].as_i64().unwrap_or(0),
         version: st["version"].as_str().unwrap_or_default().to_string(),
     }

@@ -12,6 +12,7 @@
 mod direct;
 mod error;
 mod etcdctl;
+mod maintenance;
 mod quorum;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub(crate) use error::{EtcdError, Refusal};
+pub(crate) use maintenance::{snapshot_status, Alarm};
 pub(crate) use quorum::{addition_refusal, removal_refusal, Quorum};
 
 use crate::inventory::{EtcdSettings, Inventory, NodeEntry};
@@ -90,6 +92,8 @@ pub(crate) struct MemberStatus {
     pub is_leader: bool,
     pub raft_index: u64,
     pub raft_term: u64,
+    /// The key-value store's revision this member has applied.
+    pub revision: i64,
     pub db_size: i64,
     pub version: String,
 }

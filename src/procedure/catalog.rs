@@ -16,6 +16,10 @@ pub(super) mod builtin {
             include_str!("../../plans/etcd-remove-member.yaml"),
         ),
         (
+            "etcd-restore-snapshot",
+            include_str!("../../plans/etcd-restore-snapshot.yaml"),
+        ),
+        (
             "local-preflight",
             include_str!("../../plans/local-preflight.yaml"),
         ),

@@ -315,6 +315,16 @@ pub struct Etcd {
     pub member_promote: Option<EtcdMemberPromote>,
     /// Saves a snapshot on this machine.
     pub snapshot: Option<EtcdSnapshot>,
+    /// Moves leadership to a member (node, member name or id).
+    pub move_leader: Option<EtcdMoveLeader>,
+    /// Lists the active alarms (NOSPACE, CORRUPT).
+    pub alarm_list: Option<Nothing>,
+    /// Clears every active alarm.
+    pub alarm_disarm: Option<Nothing>,
+    /// Defragments one member.
+    pub defragment: Option<EtcdDefragment>,
+    /// Reads a snapshot file on this machine: revision, keys, hash, age.
+    pub snapshot_status: Option<EtcdSnapshotStatus>,
     /// `direct` (default) or `ssh` (etcdctl on a node).
     pub transport: Option<EtcdTransport>,
     /// The node to run etcdctl on for the ssh transport.
@@ -375,6 +385,27 @@ pub struct EtcdMemberPromote {
 pub struct EtcdSnapshot {
     /// Where to save it on this machine.
     pub path: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EtcdMoveLeader {
+    /// A node, a member name or a member id (hex).
+    pub to: String,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EtcdDefragment {
+    /// A node, a member name or a member id (hex).
+    pub member: String,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EtcdSnapshotStatus {
+    /// The snapshot file on this machine.
+    pub path: String,
 }
 
 /// `kube:` exactly one node operation.

@@ -154,6 +154,9 @@ fn every_procedure_mapping_has_the_loaders_keys() {
         "member_add",
         "member_promote",
         "snapshot",
+        "move_leader",
+        "defragment",
+        "snapshot_status",
     ];
     let kube_ops = [
         "nodes",

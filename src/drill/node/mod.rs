@@ -9,7 +9,11 @@
 //!    (certificate key checked) it first adds and starts the node's etcd member.
 //!    `kubeadm reset` undoes a join (removing the etcd member); `kubeadm upgrade apply|node`
 //!    need the kubeadm package at the target version.
-//! 3. `apt-get install PKG=VERSION` changes package versions from the drill's repository, with
+//! 3. `systemctl stop|start etcd` stops and starts the node's etcd member (`etcd_unit.rs`).
+//!    The node shell gives each session its own mount namespace (as root, with `unshare`) in
+//!    which `/var/lib/etcd` is the node's etcd data dir, so `etcdctl snapshot restore
+//!    --data-dir /var/lib/etcd/...` or wiping it acts on that node of the drill only.
+//! 4. `apt-get install PKG=VERSION` changes package versions from the drill's repository, with
 //!    apt's refusals (held packages, downgrades) and the `upgrade-fails` break.
 //!
 //! Procedures stay written for kubeadm; nothing in them knows about the drill.
@@ -21,6 +25,7 @@ use super::state::{write_file, Drill, DrillLock};
 use crate::template::shell_quote;
 
 mod apt;
+mod etcd_unit;
 mod kubeadm;
 mod systemctl;
 
@@ -142,6 +147,12 @@ pub(super) fn write_shims(drill: &Drill) -> Result<(), DrillError> {
          if [ -e \"$dir/nodes/$node/lost\" ]; then\n\
          \x20 echo \"medic drill: node $node is lost (medic drill break node-lost); it cannot be reached\" >&2\n\
          \x20 exit 255\n\
+         fi\n\
+         if [ -z \"${{MEDIC_DRILL_NS:-}}\" ] && [ \"$(id -u)\" = 0 ] && command -v unshare >/dev/null 2>&1; then\n\
+         \x20 # This node's /var/lib/etcd: its etcd data dir, in a mount namespace of the session.\n\
+         \x20 mkdir -p \"$dir/nodes/$node/etcd\" /var/lib/etcd\n\
+         \x20 export MEDIC_DRILL_NS=1\n\
+         \x20 exec unshare --mount --propagation private /bin/sh -c 'mount --bind \"$1\" /var/lib/etcd && exec \"$0\" \"$2\"' \"$0\" \"$dir/nodes/$node/etcd\" \"$node\"\n\
          fi\n\
          export MEDIC_DRILL_DIR=\"$dir\" MEDIC_DRILL_NODE=\"$node\" KUBECONFIG=\"$dir/kubeconfig\"\n\
          export PATH=\"$dir/bin:$PATH\"\n\

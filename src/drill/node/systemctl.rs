@@ -26,6 +26,10 @@ pub(super) async fn systemctl(drill: &mut Drill, node: &str, args: &[String]) ->
     let mut out = Reply::ok("");
     for unit in units {
         let unit = unit_name(unit);
+        if unit == "etcd" {
+            super::etcd_unit::etcd_unit(drill, node, verb, quiet, &mut out).await?;
+            continue;
+        }
         if unit != "kubelet" {
             return Err(Reply::err(
                 5,
