@@ -201,7 +201,8 @@ async fn status(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
 
 /// `medic drill down`: stops everything and lists what was stopped.
 fn down(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
-    let stopped = cluster::down(dir)?;
+    let mut stopped = close_drill_masters(dir);
+    stopped.extend(cluster::down(dir)?);
     if ctx.json() {
         print_json(&json!({ "stopped": stopped }));
     } else if stopped.is_empty() {
@@ -213,4 +214,16 @@ fn down(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
         println!("drill in {} is down", dir.display());
     }
     Ok(0)
+}
+
+/// The ssh masters kept for the drill's nodes (`ssh.persist`), closed before its sshd goes.
+fn close_drill_masters(dir: &Path) -> Vec<String> {
+    let Ok(inventory) = Inventory::load(&dir.join("cluster.yaml")) else {
+        return Vec::new();
+    };
+    crate::ssh::close_kept_masters(Some(&inventory.nodes))
+        .into_iter()
+        .filter(|m| m.was_running)
+        .map(|m| format!("ssh master of {}", m.node.unwrap_or_default()))
+        .collect()
 }

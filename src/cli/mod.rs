@@ -16,6 +16,7 @@ mod operations;
 mod plan;
 mod procedures;
 mod schema;
+mod ssh;
 mod start;
 
 use std::io::Write as _;
@@ -274,6 +275,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
             complete::candidates(&ctx, *what, operation.as_deref())
         }
         Command::Schema { document } => schema::print(*document),
+        Command::Ssh { command } => ssh::ssh_command(&ctx, command),
     }
 }
 
