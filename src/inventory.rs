@@ -53,7 +53,7 @@ pub struct SshSettings {
     pub connect_timeout_secs: Option<f64>,
     /// How long a master connection outlives the medic process that opened it, for the next
     /// one to reuse (`ssh.persist`); 0 closes it when medic exits.
-    pub persist_secs: Option<f64>,
+    pub persist_secs: Option<u16>,
 }
 
 impl SshSettings {
@@ -407,7 +407,7 @@ fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSett
 /// life is bounded.
 pub(crate) const MAX_PERSIST_SECS: f64 = 3600.0;
 
-fn read_persist(r: &mut Reader, n: &YamlNode) -> Option<f64> {
+fn read_persist(r: &mut Reader, n: &YamlNode) -> Option<u16> {
     let secs = r.duration_or_zero(n, "ssh.persist")?;
     if secs > MAX_PERSIST_SECS {
         r.error(
@@ -416,7 +416,8 @@ fn read_persist(r: &mut Reader, n: &YamlNode) -> Option<f64> {
         );
         return None;
     }
-    Some(secs)
+    // Whole seconds, as ControlPersist takes them; a fraction rounds up.
+    Some(secs.ceil() as u16)
 }
 
 fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> Option<Inventory> {
@@ -709,6 +710,21 @@ mod tests {
         );
         assert!(
             errs[3].contains(":8:5: unknown key `adress` in a node; did you mean `address`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn ssh_persist_is_a_bounded_duration_a_node_may_override() {
+        let inv = parse(
+            "name: c\nssh: {persist: 2m}\nnodes:\n  - {name: a, address: 10.0.0.1}\n  - {name: b, address: 10.0.0.2, ssh: {persist: 0}}\n",
+        )
+        .unwrap();
+        assert_eq!(inv.nodes[0].ssh.persist_secs, Some(120));
+        assert_eq!(inv.nodes[1].ssh.persist_secs, Some(0));
+        let errs = parse("name: c\nssh: {persist: 2h}\nnodes: []\n").unwrap_err();
+        assert!(
+            errs[0].contains(":2:16: ssh.persist must be at most 1h"),
             "{errs:?}"
         );
     }

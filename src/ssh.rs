@@ -38,7 +38,7 @@ pub(crate) use control::MasterNote;
 /// How long an unused per-process master stays up after its medic was killed.
 const ORPHAN_IDLE_SECS: u64 = 15;
 /// `ssh.persist` when the inventory does not say.
-pub(crate) const DEFAULT_PERSIST_SECS: f64 = 60.0;
+pub(crate) const DEFAULT_PERSIST_SECS: u16 = 60;
 /// How long a kept master may take to answer before it counts as dead.
 const CHECK_SECS: u64 = 2;
 
@@ -125,10 +125,7 @@ pub(crate) fn describe_destination(node: &NodeEntry) -> String {
 
 /// How long the node's master outlives medic, in whole seconds (0: not at all).
 fn persist_secs(node: &NodeEntry) -> u64 {
-    node.ssh
-        .persist_secs
-        .unwrap_or(DEFAULT_PERSIST_SECS)
-        .ceil() as u64
+    u64::from(node.ssh.persist_secs.unwrap_or(DEFAULT_PERSIST_SECS))
 }
 
 impl SshPool {
@@ -204,7 +201,11 @@ impl SshPool {
             // Dead (or stuck): ask it to go, and take its place.
             control::exit_master(&socket);
         }
-        let idle = if persist > 0 { persist } else { ORPHAN_IDLE_SECS };
+        let idle = if persist > 0 {
+            persist
+        } else {
+            ORPHAN_IDLE_SECS
+        };
         start_master(node, &socket, idle, deadline).await?;
         control::write_note(
             &socket,

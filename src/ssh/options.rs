@@ -60,7 +60,10 @@ pub(crate) fn connection_args(node: &NodeEntry) -> Vec<OsString> {
         Some(HostKeyChecking::AcceptNew) => "StrictHostKeyChecking=accept-new".into(),
         _ => "StrictHostKeyChecking=yes".into(),
     });
-    opt(format!("ConnectTimeout={}", connect_timeout(node).ceil() as u64));
+    opt(format!(
+        "ConnectTimeout={}",
+        connect_timeout(node).ceil() as u64
+    ));
     opt(format!("ServerAliveInterval={SERVER_ALIVE_SECS}"));
     if node.ssh.identity_file.is_some() {
         opt("IdentitiesOnly=yes".into());

@@ -55,7 +55,7 @@ impl Sshd {
             "Port {port}\nHostKey {}\nPidFile {}/sshd.pid\nAuthorizedKeysFile {}/authorized_keys\n\
              StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nPermitRootLogin yes\nMaxStartups 200:30:400\nMaxSessions 200\n\
-             LogLevel ERROR\nSetEnv SHLVL=1\n",
+             LogLevel VERBOSE\nSetEnv SHLVL=1\n",
             host_key.display(),
             dir.path().display(),
             dir.path().display()
@@ -139,6 +139,16 @@ impl Sshd {
             self.inventory(|_| "worker", "", ""),
         )
         .unwrap();
+    }
+}
+
+impl Sshd {
+    /// TCP connections sshd has accepted so far (its log says `Connection from` for each).
+    pub fn connections(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Connection from ")
+            .count()
     }
 }
 
