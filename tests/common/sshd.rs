@@ -156,5 +156,25 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Masters medic keeps for later runs (ssh.persist) would idle on for a minute after
+        // the test: end those that reach this server, by pid.
+        let port = format!(" -p {} ", self.port);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.starts_with("ssh ") && cmdline.contains(" -M ") && cmdline.contains(&port) {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
     }
 }
