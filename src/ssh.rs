@@ -198,8 +198,8 @@ impl SshPool {
             if matches!(answer, Ok(Ok(()))) {
                 return Ok(Arc::new(session));
             }
-            // Dead (or stuck): ask it to go, and take its place.
-            control::exit_master(&socket);
+            // Dead (or stuck): take its place; a stuck one ends at its idle timeout.
+            let _ = std::fs::remove_file(&socket);
         }
         let idle = if persist > 0 {
             persist

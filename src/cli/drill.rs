@@ -58,6 +58,8 @@ pub(super) async fn drill_command(
             Ok(0)
         }
         DrillCommand::Provision { node } => {
+            // A reinstall drops its connections; the drill's one sshd would keep them.
+            close_drill_masters(dir, Some(node));
             say(cluster::provision(dir, node)?);
             Ok(0)
         }
@@ -201,7 +203,7 @@ async fn status(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
 
 /// `medic drill down`: stops everything and lists what was stopped.
 fn down(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
-    let mut stopped = close_drill_masters(dir);
+    let mut stopped = close_drill_masters(dir, None);
     stopped.extend(cluster::down(dir)?);
     if ctx.json() {
         print_json(&json!({ "stopped": stopped }));
@@ -216,12 +218,18 @@ fn down(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
     Ok(0)
 }
 
-/// The ssh masters kept for the drill's nodes (`ssh.persist`), closed before its sshd goes.
-fn close_drill_masters(dir: &Path) -> Vec<String> {
+/// Closes the ssh masters kept (`ssh.persist`) for the drill's nodes, or for one of them.
+fn close_drill_masters(dir: &Path, node: Option<&str>) -> Vec<String> {
     let Ok(inventory) = Inventory::load(&dir.join("cluster.yaml")) else {
         return Vec::new();
     };
-    crate::ssh::close_kept_masters(Some(&inventory.nodes))
+    let nodes: Vec<_> = inventory
+        .nodes
+        .iter()
+        .filter(|n| node.is_none_or(|name| n.name == name))
+        .cloned()
+        .collect();
+    crate::ssh::close_kept_masters(Some(&nodes))
         .into_iter()
         .filter(|m| m.was_running)
         .map(|m| format!("ssh master of {}", m.node.unwrap_or_default()))

@@ -194,23 +194,49 @@ pub(crate) fn kept_masters(dir: &Path) -> Vec<KeptMaster> {
     kept
 }
 
+/// How long `ssh -O exit` may take: a master that does not answer is left to its idle timeout.
+const EXIT_WAIT: Duration = Duration::from_secs(3);
+
 /// Asks the master behind `socket` to exit and removes its files; true if a master answered.
 pub(crate) fn exit_master(socket: &Path) -> bool {
-    let answered = socket_is_trusted(socket)
-        && std::process::Command::new("ssh")
-            .arg("-S")
-            .arg(socket)
-            .args(["-O", "exit", "medic-master"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-    for ext in ["node", "log", "lock"] {
+    let answered = socket_is_trusted(socket) && ask_to_exit(socket);
+    remove_socket(socket);
+    answered
+}
+
+fn ask_to_exit(socket: &Path) -> bool {
+    let Ok(mut child) = std::process::Command::new("ssh")
+        .arg("-S")
+        .arg(socket)
+        .args(["-O", "exit", "medic-master"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + EXIT_WAIT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
+}
+
+/// Removes a socket and the files beside it (its master, if any, can no longer be reached).
+/// The `.lock` file stays: another process may hold it, and a new file would be a second lock.
+fn remove_socket(socket: &Path) {
+    for ext in ["node", "log"] {
         let _ = std::fs::remove_file(socket.with_extension(ext));
     }
     let _ = std::fs::remove_file(socket);
-    answered
 }
 
 /// Asks the masters of medic processes that no longer exist to exit, and removes their
