@@ -12,7 +12,8 @@
 #      and user keys in a temp dir, key-only auth, MaxStartups 200:30:400, MaxSessions 200.
 #      sshd listens on at most 16 addresses per process (MAX_LISTEN_SOCKS), so the addresses are
 #      split over ceil(N/16) sshd processes sharing the port, config and keys. A known_hosts file
-#      with every [address]:port; medic's inventory (role `node` on every node) and ansible's.
+#      with every [address]:port; medic's inventory (role `node` on every node, connect_timeout
+#      30s: 50 handshakes at once on a busy 2-CPU machine can take over 10 s) and ansible's.
 #   3. Baselines with no tool around ssh: N plain `ssh host $CMD` in parallel (xargs -P N), the
 #      cost of N handshakes, a floor for any cold run; then N masters opened with ssh -M and
 #      N `ssh -S master host $CMD` in parallel over them (an ssh client process per command).

@@ -44,7 +44,7 @@ def gen(d, n, port, user, key, known_hosts, cmd):
         with open(os.path.join(d, name), "w") as f:
             f.write(f"name: ssh-bench\nssh:\n  user: {q(user)}\n  port: {port}\n"
                     f"  identity_file: {q(key)}\n  known_hosts: {q(known_hosts)}\n"
-                    f"  connect_timeout: 10s\n{extra}nodes:\n")
+                    f"  connect_timeout: 30s\n{extra}nodes:\n")
             for i, a in enumerate(addrs):
                 f.write(f"  - {{name: n{i + 1}, address: {a}, roles: [node]}}\n")
     ssh_args = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
