@@ -3,6 +3,7 @@
 # modules on the same 50 addresses, through a real local sshd.
 #
 #   bench/ssh.sh
+#   MEDIC_BEFORE=/path/to/old/medic bench/ssh.sh   # step 4b for that binary too, side by side
 #
 # Steps:
 #   1. cargo build --release (reuses target/, or $CARGO_TARGET_DIR).
@@ -11,16 +12,24 @@
 #      and user keys in a temp dir, key-only auth, MaxStartups 200:30:400, MaxSessions 200.
 #      sshd listens on at most 16 addresses per process (MAX_LISTEN_SOCKS), so the addresses are
 #      split over ceil(N/16) sshd processes sharing the port, config and keys. A known_hosts file
-#      with every [address]:port; medic's inventory (role `node` on every node) and ansible's.
+#      with every [address]:port; medic's inventory (role `node` on every node, connect_timeout
+#      30s: 50 handshakes at once on a busy 2-CPU machine can take over 10 s) and ansible's.
 #   3. Baselines with no tool around ssh: N plain `ssh host $CMD` in parallel (xargs -P N), the
 #      cost of N handshakes, a floor for any cold run; then N masters opened with ssh -M and
 #      N `ssh -S master host $CMD` in parallel over them (an ssh client process per command).
 #   4. medic start on a procedure of two ssh phases on every node running $BENCH_SSH_CMD
-#      ("true"), -o json, $BENCH_SSH_RUNS (3) times with a fresh state dir: the first phase opens
+#      ("true"), -o json, $BENCH_SSH_RUNS (3) times with a fresh state dir and `ssh.persist: 0`
+#      (so every run connects, as before masters outlived medic): the first phase opens
 #      the connections (cold), the second runs on the open masters (warm); times are the
 #      phase_finished events' elapsed_secs, plus the process's wall time. After each run, no ssh
 #      master of medic's may be left (medic closes its own). Then one diagnostic run that
 #      captures the per-node results (duration_ms, and the node's clock when the command ran).
+#   4b. Step by step, as operators run a procedure: `medic start ssh-steps --manual`, then
+#      `medic plan execute --phase=/a`, `/b`, `/c` (one ssh phase on every node each), one medic
+#      process per step, wall time of each; $BENCH_SSH_RUNS times, the masters closed between
+#      (`medic ssh close`). The inventory keeps the default ssh.persist (60 s), so /b and /c
+#      reuse the masters /a opened; XDG_RUNTIME_DIR=$TMP/run keeps their sockets in the temp
+#      dir. With MEDIC_BEFORE, the same for that binary first.
 #   5. ansible-core from PyPI in the venv under $MEDIC_BENCH_CACHE (~/.cache/medic-bench, shared
 #      with bench/core.sh): `ansible all -m raw -a $CMD` and `-m command -a $CMD`, forks = N,
 #      host keys checked strictly against the same known_hosts. Ansible keeps its default
@@ -28,7 +37,9 @@
 #      are multiplexed as usual; each cold run gets a fresh, empty ControlPath directory
 #      (ANSIBLE_SSH_CONTROL_PATH_DIR), so it starts with no master, and its masters are closed
 #      (ssh -O exit) right after. One warm run of each reuses the masters of the run before it.
-#   6. The table, with the targets: medic cold >= 2x faster than ansible raw; warm < 200 ms.
+#   6. The table, with the targets: medic cold >= 2x faster than ansible raw; warm < 200 ms;
+#      step by step, the second and third `plan execute` <= 300 ms each (next to ansible -m raw
+#      warm).
 #   7. Cleanup: masters closed with ssh -O exit (anything left is ended by pid), sshd stopped by
 #      pid, temp dir removed.
 #
@@ -97,6 +108,10 @@ export NO_COLOR=1
 say "1. cargo build --release"
 build_medic
 "$MEDIC" --version
+if [[ -n "${MEDIC_BEFORE:-}" ]]; then
+    [[ -x "$MEDIC_BEFORE" ]] || { echo "MEDIC_BEFORE=$MEDIC_BEFORE is not an executable" >&2; exit 1; }
+    echo "before: $("$MEDIC_BEFORE" --version) ($MEDIC_BEFORE)"
+fi
 
 say "2. sshd on $N loopback addresses"
 [[ -x /usr/sbin/sshd ]] || { echo "needs /usr/sbin/sshd (openssh-server)" >&2; exit 1; }
@@ -179,7 +194,7 @@ close_masters
 
 say "4. medic start: two ssh phases on $N nodes, $RUNS runs, fresh state dir each"
 cd "$TMP/work"
-M=("$MEDIC" --plans-dir "$TMP/work/plans" --inventory "$TMP/work/cluster.yaml")
+M=("$MEDIC" --plans-dir "$TMP/work/plans" --inventory "$TMP/work/cluster-p0.yaml")
 for ((r = 1; r <= RUNS; r++)); do
     "$PY" "$HELP" medic "$RESULTS" medic "$N" "$TMP/medic.$r.json" -- \
         "${M[@]}" --state-dir "$TMP/state.$r" start ssh-bench -o json
@@ -200,6 +215,29 @@ echo "  diagnostic run (per-node results captured; not in the table):"
 "${M[@]}" --state-dir "$TMP/state.diag" plan -o json >"$TMP/diag-plan.json"
 "$PY" "$HELP" diag "$TMP/diag.json" "$TMP/diag-plan.json"
 close_masters
+
+say "4b. step by step: plan execute --phase=/a, /b, /c, one medic run each, $RUNS times"
+mkdir -m 700 -p "$TMP/run"
+steps() {
+    local who=$1 bin=$2 r state
+    for ((r = 1; r <= RUNS; r++)); do
+        state="$TMP/state.steps.$who.$r"
+        S=(env XDG_RUNTIME_DIR="$TMP/run" "$bin" --plans-dir "$TMP/work/plans"
+           --inventory "$TMP/work/cluster.yaml" --state-dir "$state")
+        "${S[@]}" start ssh-steps --manual >/dev/null
+        for p in a b c; do
+            "$PY" "$HELP" plain "$RESULTS" "$who step $p" "$N" "$TMP/steps.$who.$p.out" -- \
+                "${S[@]}" plan execute "--phase=/$p"
+        done
+        # Next repetition starts cold; the binary before has nothing to close.
+        [[ $who == this ]] && "${S[@]}" ssh close >/dev/null
+        close_masters
+    done
+}
+if [[ -n "${MEDIC_BEFORE:-}" ]]; then
+    steps before "$MEDIC_BEFORE"
+fi
+steps this "$MEDIC"
 
 say "5. ansible on the same $N addresses, $RUNS cold runs each"
 ensure_ansible

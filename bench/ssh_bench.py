@@ -2,10 +2,13 @@
 """Helpers for bench/ssh.sh: generate inputs, time runs, find leftover ssh masters, summarize.
 
   ssh_bench.py gen DIR N PORT USER KEY KNOWN_HOSTS CMD
-        DIR/cluster.yaml (medic inventory, nodes n1..nN at 127.0.0.2.., role `node`),
-        DIR/hosts.yml (the same hosts for ansible), DIR/plans/ssh-bench.yaml (two ssh phases
-        running CMD on every node) and DIR/plans/ssh-bench-diag.yaml (the same two phases
-        with per-node results captured and printed by a third, local phase)
+        DIR/cluster.yaml (medic inventory, nodes n1..nN at 127.0.0.2.., role `node`; no
+        ssh.persist key, so a binary older than it reads it too), DIR/cluster-p0.yaml (the
+        same with `persist: 0`: every run connects), DIR/hosts.yml (the same hosts for
+        ansible), DIR/plans/ssh-bench.yaml (two ssh phases running CMD on every node),
+        DIR/plans/ssh-steps.yaml (three: a, b, c, for `plan execute --phase=` one at a time)
+        and DIR/plans/ssh-bench-diag.yaml (the same two phases with per-node results captured
+        and printed by a third, local phase)
   ssh_bench.py medic RESULTS LABEL N OUT -- CMD...
         run one `medic start ... -o json`, check that both phases completed on N nodes, append
         the phase times (from phase_finished.elapsed_secs) and the process wall time to RESULTS
@@ -37,12 +40,13 @@ PROCEDURE = "ssh-bench"
 def gen(d, n, port, user, key, known_hosts, cmd):
     addrs = [f"127.0.0.{i + 2}" for i in range(n)]
     q = json.dumps  # YAML accepts JSON strings
-    with open(os.path.join(d, "cluster.yaml"), "w") as f:
-        f.write(f"name: ssh-bench\nssh:\n  user: {q(user)}\n  port: {port}\n"
-                f"  identity_file: {q(key)}\n  known_hosts: {q(known_hosts)}\n"
-                f"  connect_timeout: 10s\nnodes:\n")
-        for i, a in enumerate(addrs):
-            f.write(f"  - {{name: n{i + 1}, address: {a}, roles: [node]}}\n")
+    for name, extra in (("cluster.yaml", ""), ("cluster-p0.yaml", "  persist: 0\n")):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(f"name: ssh-bench\nssh:\n  user: {q(user)}\n  port: {port}\n"
+                    f"  identity_file: {q(key)}\n  known_hosts: {q(known_hosts)}\n"
+                    f"  connect_timeout: 30s\n{extra}nodes:\n")
+            for i, a in enumerate(addrs):
+                f.write(f"  - {{name: n{i + 1}, address: {a}, roles: [node]}}\n")
     ssh_args = f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
     with open(os.path.join(d, "hosts.yml"), "w") as f:
         f.write("all:\n  vars:\n")
@@ -60,6 +64,11 @@ def gen(d, n, port, user, key, known_hosts, cmd):
         f.write(f"name: {PROCEDURE}\ndescription: ssh benchmark, two fan-out phases\nphases:\n"
                 f"  - id: first\n    ssh: {{on: {{role: node}}, run: {q(cmd)}}}\n"
                 f"  - id: second\n    ssh: {{on: {{role: node}}, run: {q(cmd)}}}\n")
+    with open(os.path.join(plans, "ssh-steps.yaml"), "w") as f:
+        f.write("name: ssh-steps\ndescription: three ssh phases, executed one per medic run\n"
+                "phases:\n")
+        for p in "abc":
+            f.write(f"  - id: {p}\n    ssh: {{on: {{role: node}}, run: {q(cmd)}}}\n")
     # Diagnostic: each node prints its clock when the command ran; the per-node results
     # (duration_ms, stdout) are captured and printed as one JSON line by a local phase.
     with open(os.path.join(plans, f"{PROCEDURE}-diag.yaml"), "w") as f:
@@ -235,6 +244,7 @@ def summary(results, n):
     if "plain ssh warm" in by:
         add(f"plain ssh -S x{n} over open masters", spread("plain ssh warm"), "(info)")
     add("ratio ansible raw / medic cold", f"{raw / cold:.2f}x", ">= 2x", raw / cold >= 2)
+    steps(by, n, add, spread, med)
     add("ratio ansible command / medic cold", f"{cmd / cold:.2f}x", "(info)")
 
     w = [max(len(str(r[i])) for r in rows + [("metric", "value (median)", "target", "")])
@@ -248,6 +258,22 @@ def summary(results, n):
         print("| " + " | ".join(str(c).rjust(w[i]) if i == 1 else str(c).ljust(w[i])
                                 for i, c in enumerate(r)) + " |")
     print(line)
+
+
+def steps(by, n, add, spread, med):
+    """The step-by-step rows: one `plan execute --phase=` per medic run, this binary and the
+    one before, next to ansible's warm run."""
+    for who in ("before", "this"):
+        if f"{who} step a" not in by:
+            continue
+        add(f"{who}: plan execute /a ({n} nodes, first step)", spread(f"{who} step a"))
+        for p in "bc":
+            label = f"{who} step {p}"
+            target, ok = ("<= 300 ms", med(label) <= 0.3) if who == "this" else ("(info)", None)
+            add(f"{who}: plan execute /{p} (next run)", spread(label), target, ok)
+    if "this step b" in by and "ansible raw warm" in by:
+        add("ansible -m raw warm / this step b",
+            f"{med('ansible raw warm') / med('this step b'):.1f}x", "(info)")
 
 
 def main():

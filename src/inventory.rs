@@ -51,6 +51,9 @@ pub struct SshSettings {
     pub sudo: Option<bool>,
     pub host_key_checking: Option<HostKeyChecking>,
     pub connect_timeout_secs: Option<f64>,
+    /// How long a master connection outlives the medic process that opened it, for the next
+    /// one to reuse (`ssh.persist`); 0 closes it when medic exits.
+    pub persist_secs: Option<u16>,
 }
 
 impl SshSettings {
@@ -70,6 +73,7 @@ impl SshSettings {
             sudo: over.sudo.or(self.sudo),
             host_key_checking: over.host_key_checking.or(self.host_key_checking),
             connect_timeout_secs: over.connect_timeout_secs.or(self.connect_timeout_secs),
+            persist_secs: over.persist_secs.or(self.persist_secs),
         }
     }
 }
@@ -139,6 +143,7 @@ const SSH_KEYS: &[&str] = &[
     "sudo",
     "host_key_checking",
     "connect_timeout",
+    "persist",
 ];
 
 impl Inventory {
@@ -376,6 +381,9 @@ fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSett
     if let Some(n) = f.get("connect_timeout") {
         ssh.connect_timeout_secs = r.duration(n, "ssh.connect_timeout");
     }
+    if let Some(n) = f.get("persist") {
+        ssh.persist_secs = read_persist(r, n);
+    }
     if let Some(n) = f.get("host_key_checking") {
         if let Some(s) = r.scalar(n, "ssh.host_key_checking") {
             match s.as_str() {
@@ -393,6 +401,23 @@ fn read_ssh(node: &YamlNode, r: &mut Reader, base: &Path, what: &str) -> SshSett
         }
     }
     ssh
+}
+
+/// The longest `ssh.persist`: a master stays authenticated to the host key it checked, so its
+/// life is bounded.
+pub(crate) const MAX_PERSIST_SECS: f64 = 3600.0;
+
+fn read_persist(r: &mut Reader, n: &YamlNode) -> Option<u16> {
+    let secs = r.duration_or_zero(n, "ssh.persist")?;
+    if secs > MAX_PERSIST_SECS {
+        r.error(
+            n.span(),
+            format!("ssh.persist must be at most 1h (a reused master does not check the host key again), not {secs}s"),
+        );
+        return None;
+    }
+    // Whole seconds, as ControlPersist takes them; a fraction rounds up.
+    Some(secs.ceil() as u16)
 }
 
 fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> Option<Inventory> {
@@ -685,6 +710,21 @@ mod tests {
         );
         assert!(
             errs[3].contains(":8:5: unknown key `adress` in a node; did you mean `address`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn ssh_persist_is_a_bounded_duration_a_node_may_override() {
+        let inv = parse(
+            "name: c\nssh: {persist: 2m}\nnodes:\n  - {name: a, address: 10.0.0.1}\n  - {name: b, address: 10.0.0.2, ssh: {persist: 0}}\n",
+        )
+        .unwrap();
+        assert_eq!(inv.nodes[0].ssh.persist_secs, Some(120));
+        assert_eq!(inv.nodes[1].ssh.persist_secs, Some(0));
+        let errs = parse("name: c\nssh: {persist: 2h}\nnodes: []\n").unwrap_err();
+        assert!(
+            errs[0].contains(":2:16: ssh.persist must be at most 1h"),
             "{errs:?}"
         );
     }

@@ -307,7 +307,7 @@ fn a_secret_never_appears_in_plan_logs_history_export_or_output() {
 
 #[test]
 fn sigkill_during_an_ssh_phase_then_resume_completes_and_leaves_no_master() {
-    let (env, _sshd) = setup(
+    let (env, sshd) = setup(
         2,
         r#"
 name: p
@@ -320,6 +320,12 @@ phases:
     ssh: {on: n2, run: "echo after"}
 "#,
     );
+    // Masters that outlive medic (ssh.persist) are tests/ssh_persist.rs's; these must not.
+    std::fs::write(
+        env.file("cluster.yaml"),
+        sshd.inventory(roles, "", "  persist: 0\n"),
+    )
+    .unwrap();
     // Resume must not wait 30s for the killed run: the rerun uses a marker to finish fast.
     env.procedure(
         "p",

@@ -104,6 +104,11 @@ pub(crate) enum Command {
         #[arg(long)]
         operation: Option<String>,
     },
+    /// The SSH master connections medic keeps open between runs (`ssh.persist`).
+    Ssh {
+        #[command(subcommand)]
+        command: SshCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,4 +336,18 @@ pub(crate) enum Document {
     Procedure,
     /// The inventory (cluster.yaml).
     Inventory,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SshCommand {
+    /// Close the kept master connections of the inventory's nodes (the next run reconnects
+    /// and checks host keys afresh).
+    Close {
+        /// Only this node's.
+        #[arg(long, value_name = "NODE", conflicts_with = "all")]
+        node: Option<String>,
+        /// Every kept master of this user, whatever inventory opened it (needs no inventory).
+        #[arg(long)]
+        all: bool,
+    },
 }

@@ -58,6 +58,8 @@ pub(super) async fn drill_command(
             Ok(0)
         }
         DrillCommand::Provision { node } => {
+            // A reinstall drops its connections; the drill's one sshd would keep them.
+            close_drill_masters(dir, Some(node));
             say(cluster::provision(dir, node)?);
             Ok(0)
         }
@@ -205,7 +207,8 @@ async fn status(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
 
 /// `medic drill down`: stops everything and lists what was stopped.
 fn down(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
-    let stopped = cluster::down(dir)?;
+    let mut stopped = close_drill_masters(dir, None);
+    stopped.extend(cluster::down(dir)?);
     if ctx.json() {
         print_json(&json!({ "stopped": stopped }));
     } else if stopped.is_empty() {
@@ -217,4 +220,22 @@ fn down(ctx: &Ctx, dir: &Path) -> Result<i32, CliError> {
         println!("drill in {} is down", dir.display());
     }
     Ok(0)
+}
+
+/// Closes the ssh masters kept (`ssh.persist`) for the drill's nodes, or for one of them.
+fn close_drill_masters(dir: &Path, node: Option<&str>) -> Vec<String> {
+    let Ok(inventory) = Inventory::load(&dir.join("cluster.yaml")) else {
+        return Vec::new();
+    };
+    let nodes: Vec<_> = inventory
+        .nodes
+        .iter()
+        .filter(|n| node.is_none_or(|name| n.name == name))
+        .cloned()
+        .collect();
+    crate::ssh::close_kept_masters(Some(&nodes))
+        .into_iter()
+        .filter(|m| m.was_running)
+        .map(|m| format!("ssh master of {}", m.node.unwrap_or_default()))
+        .collect()
 }

@@ -19,6 +19,7 @@ mod procedures;
 mod schema;
 mod set;
 mod signals;
+mod ssh;
 mod start;
 mod stop;
 mod tail;
@@ -281,6 +282,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         }
         Command::Schema { document } => schema::print(*document),
         Command::Attach { operation } => tail::attach(&ctx, operation.as_deref()).await,
+        Command::Ssh { command } => ssh::ssh_command(&ctx, command),
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Ssh {
     /// `strict` (the default) or `accept-new`; checking cannot be turned off.
     pub host_key_checking: Option<HostKeyChecking>,
     pub connect_timeout: Option<Duration>,
+    /// How long a master connection outlives the medic run that opened it, for the next run to
+    /// reuse (default 60s, at most 1h); 0 closes it when medic exits. `medic ssh close` ends them.
+    pub persist: Option<Duration>,
 }
 
 #[derive(JsonSchema)]

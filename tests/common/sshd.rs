@@ -55,7 +55,7 @@ impl Sshd {
             "Port {port}\nHostKey {}\nPidFile {}/sshd.pid\nAuthorizedKeysFile {}/authorized_keys\n\
              StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nPermitRootLogin yes\nMaxStartups 200:30:400\nMaxSessions 200\n\
-             LogLevel ERROR\nSetEnv SHLVL=1\n",
+             LogLevel VERBOSE\nSetEnv SHLVL=1\n",
             host_key.display(),
             dir.path().display(),
             dir.path().display()
@@ -142,9 +142,39 @@ impl Sshd {
     }
 }
 
+impl Sshd {
+    /// TCP connections sshd has accepted so far (its log says `Connection from` for each).
+    pub fn connections(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Connection from ")
+            .count()
+    }
+}
+
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Masters medic keeps for later runs (ssh.persist) would idle on for a minute after
+        // the test: end those that reach this server, by pid.
+        let port = format!(" -p {} ", self.port);
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.starts_with("ssh ") && cmdline.contains(" -M ") && cmdline.contains(&port) {
+                // SAFETY: kill has no memory preconditions.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
     }
 }
