@@ -32,6 +32,18 @@ pub(crate) fn phase_context(
         }
     }
     ctx.extend(pending.placeholders());
+    if !reveal {
+        // A secret captured later is shown as the secret it will be, never as pending text.
+        for name in plan.nodes().iter().flat_map(|n| &n.secret_capture) {
+            if pending.contains(name) {
+                pending.remove(name);
+                ctx.insert(
+                    name.clone(),
+                    crate::procedure::secret_placeholder(name).into(),
+                );
+            }
+        }
+    }
     for (k, v) in vars.iter().chain(&plan.node(node).locals) {
         pending.remove(k);
         ctx.insert(k.clone(), v.clone());

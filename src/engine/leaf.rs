@@ -102,7 +102,7 @@ impl Shared {
                 .map_err(|e| (FailureKind::Capture, e))?;
             Ok((out, Some(vars)))
         });
-        self.release_held_logs(leaf);
+        self.release_held_output(leaf, !rollback && outcome.is_err());
         self.finish_leaf(leaf, rollback, elapsed_secs, outcome)
     }
 
@@ -258,7 +258,8 @@ impl Shared {
         // The log keeps the head and the tail of this attempt's output (see OutputCap).
         let cap = Mutex::new(OutputCap::default());
         // Output that may show values about to be captured as secrets is held back.
-        let hold = !node.capture.is_empty() && self.uses_secret(leaf);
+        let live_held = self.holds_live_output(leaf);
+        let hold = !node.capture.is_empty() && (live_held || self.uses_secret(leaf));
         let output = |stream: Stream, line: &str| {
             let text = match line.find(crate::action::output::CUT_MARKER) {
                 Some(cut) => self.redactor.redact_cut(line, cut),
@@ -281,11 +282,13 @@ impl Shared {
                     let _ = self.flush_logs();
                 }
             }
-            self.sink.emit(&Event::PhaseOutput {
-                id: id.clone(),
-                stream,
-                line: text,
-            });
+            if !live_held {
+                self.sink.emit(&Event::PhaseOutput {
+                    id: id.clone(),
+                    stream,
+                    line: text,
+                });
+            }
         };
         let record_forced = |guard: &str| {
             let entry = self.history(

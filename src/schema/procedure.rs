@@ -90,8 +90,9 @@ pub struct Phase {
     pub phases: Option<Vec<Phase>>,
     /// The action that undoes this phase, run by `medic plan rollback`.
     pub rollback: Option<Rollback>,
-    /// Names set from the action's result: `{member_id: json.id}`.
-    pub capture: Option<BTreeMap<String, String>>,
+    /// Names set from the action's result: `{member_id: json.id}`, or
+    /// `{token: {from: "stdout | trim", secret: true}}` for a secret.
+    pub capture: Option<BTreeMap<String, super::capture::Capture>>,
     /// How long the action may take.
     pub timeout: Option<Duration>,
     /// How many times a failed action is tried again (at most 100).
