@@ -21,6 +21,7 @@ use super::state::{write_file, Drill, DrillLock};
 use crate::template::shell_quote;
 
 mod apt;
+mod join_config;
 mod kubeadm;
 mod systemctl;
 
