@@ -173,7 +173,7 @@ impl SshPool {
         if let Some(key) = &node.ssh.identity_file {
             b.keyfile(key);
         }
-        if let Some(kh) = &node.ssh.known_hosts {
+        if let Some(kh) = crate::action::ssh_host_key::user_known_hosts(&node.ssh) {
             b.user_known_hosts_file(kh);
         }
         if let Some(jump) = &node.ssh.jump_host {

@@ -14,6 +14,7 @@ pub(crate) mod output;
 pub mod pause;
 pub mod run;
 pub mod ssh;
+pub mod ssh_host_key;
 pub mod wait;
 
 use std::future::Future;
@@ -355,4 +356,5 @@ actions! {
     Check(check::CheckSpec),
     Pause(pause::PauseSpec),
     Wait(wait::WaitSpec),
+    SshHostKey(ssh_host_key::SshHostKeySpec),
 }

@@ -195,7 +195,10 @@ impl Ctx {
             return Ok(None);
         }
         Inventory::load(path)
-            .map(|i| Some(Arc::new(i)))
+            .map(|mut i| {
+                crate::action::ssh_host_key::use_medic_known_hosts(&mut i, &self.cli.state_dir);
+                Some(Arc::new(i))
+            })
             .map_err(|e| CliError::usage(e.to_string()))
     }
 }

@@ -1,4 +1,5 @@
-//! The JSON Schema of `capture:` values: an expression over the result, or `{from, secret}`.
+//! JSON Schema types added for secret captures and host keys: `capture:` values (an expression
+//! over the result, or `{from, secret}`) and the `ssh_host_key:` action.
 
 use schemars::JsonSchema;
 
@@ -22,4 +23,15 @@ pub struct CaptureDetailed {
     /// `<secret:NAME>` everywhere, hidden in all output; the phase's own output is shown only
     /// once the value is known and hidden.
     pub secret: Option<Flag>,
+}
+
+/// `ssh_host_key:` checks the SSH host key a node offers (as `ssh-keyscan` reads it).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SshHostKey {
+    /// The inventory node.
+    pub node: String,
+    /// The SHA256 fingerprint (`SHA256:…`) a key not trusted yet must have to be trusted (in
+    /// medic's own known_hosts); empty: only a key already trusted passes.
+    pub expect: Option<String>,
 }

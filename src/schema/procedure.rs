@@ -120,6 +120,8 @@ pub struct Phase {
     pub pause: Option<String>,
     /// Runs a command until it succeeds.
     pub wait: Option<Wait>,
+    /// Checks the SSH host key a node offers; trusts a new one only if it is the expected one.
+    pub ssh_host_key: Option<super::capture::SshHostKey>,
 }
 
 /// What a phase does is exactly one of: an action, `phases:` or `include:`; and a phase with
@@ -174,6 +176,7 @@ pub struct Rollback {
     pub check: Option<Check>,
     pub pause: Option<String>,
     pub wait: Option<Wait>,
+    pub ssh_host_key: Option<super::capture::SshHostKey>,
 }
 
 #[derive(JsonSchema)]

@@ -145,6 +145,14 @@ fn every_procedure_mapping_has_the_loaders_keys() {
             with_phase("{id: a, kube: {PROBE: 1}}"),
             vec!["phases", "[]", "kube"],
         ),
+        (
+            with_phase("{id: a, ssh_host_key: {node: n, PROBE: 1}}"),
+            vec!["phases", "[]", "ssh_host_key"],
+        ),
+        (
+            with_phase("{id: a, pause: x, capture: {t: {from: x, PROBE: 1}}}"),
+            vec!["phases", "[]", "capture", "*"],
+        ),
     ];
     let etcd_ops = [
         "member_list",
