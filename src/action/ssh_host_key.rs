@@ -87,9 +87,10 @@ fn host_pattern(node: &NodeEntry) -> String {
 
 /// The known_hosts files ssh consults for the node (those that exist).
 fn consulted_files(node: &NodeEntry) -> Vec<PathBuf> {
-    let user = node.ssh.known_hosts.clone().or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
-    });
+    let user =
+        node.ssh.known_hosts.clone().or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
+        });
     user.into_iter()
         .chain(node.ssh.medic_known_hosts.clone())
         .filter(|p| p.is_file())
@@ -240,9 +241,12 @@ impl SshHostKeySpec {
                 message: "ssh_host_key needs an inventory; pass --inventory FILE (or set MEDIC_INVENTORY)".into(),
             });
         };
-        inventory.node(&name).cloned().ok_or_else(|| ActionError::Failed {
-            message: format!("ssh_host_key: node `{name}` is not in the inventory"),
-        })
+        inventory
+            .node(&name)
+            .cloned()
+            .ok_or_else(|| ActionError::Failed {
+                message: format!("ssh_host_key: node `{name}` is not in the inventory"),
+            })
     }
 
     /// The failure when the offered key is not trusted and not the expected one.
@@ -289,7 +293,10 @@ impl Action for SshHostKeySpec {
                 reader.template(s, TemplateKind::Text)
             }
             None => {
-                reader.error(fields.span(), "ssh_host_key needs `node:`, the inventory node whose host key is checked");
+                reader.error(
+                    fields.span(),
+                    "ssh_host_key needs `node:`, the inventory node whose host key is checked",
+                );
                 return None;
             }
         };
@@ -346,7 +353,9 @@ impl Action for SshHostKeySpec {
 
     async fn execute(&self, ctx: &ActionCtx<'_>) -> Result<ActionOutput, ActionError> {
         let node = self.node_entry(ctx.scope)?;
-        let expect = ctx.scope.render("ssh_host_key.expect", &self.expect, false)?;
+        let expect = ctx
+            .scope
+            .render("ssh_host_key.expect", &self.expect, false)?;
         let expect = (!expect.trim().is_empty()).then(|| normalize(&expect));
         if let Some(jump) = &node.ssh.jump_host {
             return Err(ActionError::Failed {
@@ -363,7 +372,10 @@ impl Action for SshHostKeySpec {
                 ),
             });
         }
-        ctx.emit(Stream::Medic, &format!("{} offers {}", node.name, list(&offered)));
+        ctx.emit(
+            Stream::Medic,
+            &format!("{} offers {}", node.name, list(&offered)),
+        );
         let known = known_keys(&node).await?;
         let trusted = offered
             .iter()
@@ -406,7 +418,8 @@ impl Action for SshHostKeySpec {
         };
         let Some(file) = node.ssh.medic_known_hosts.clone() else {
             return Err(ActionError::Failed {
-                message: "ssh_host_key: medic's own known_hosts is not set (no state directory)".into(),
+                message: "ssh_host_key: medic's own known_hosts is not set (no state directory)"
+                    .into(),
             });
         };
         trust(&file, key)?;

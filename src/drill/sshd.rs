@@ -74,7 +74,11 @@ impl Drill {
             .output()
             .map_err(setup("run ssh-keygen -l"))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text.split_whitespace().nth(1).unwrap_or_default().to_string())
+        Ok(text
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// Starts the sshd of every reachable node that has none running and stops the sshd of

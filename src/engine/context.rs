@@ -23,6 +23,13 @@ pub(crate) fn phase_context(
     reveal: bool,
 ) -> TemplateContext {
     let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
+    // An optional secret that was not given is empty, and shown as such: a dry-run then
+    // shows which value a template falls back to.
+    for (name, value) in &params.secrets {
+        if value.is_empty() {
+            ctx.insert(name.clone(), serde_json::Value::String(String::new()));
+        }
+    }
     let mut pending = Pending::default();
     if !reveal {
         for name in plan.capture_names() {

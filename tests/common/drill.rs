@@ -88,6 +88,30 @@ impl DrillCluster {
             .collect()
     }
 
+    /// `medic drill provision NODE`; returns the new SSH host key's fingerprint it printed.
+    pub fn provision(&self, node: &str) -> String {
+        let out = self.medic(&["drill", "provision", node]).run().code(0);
+        out.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("new SSH host key: "))
+            .unwrap_or_else(|| panic!("no fingerprint in\n{}", out.stdout))
+            .to_string()
+    }
+
+    /// The SHA256 fingerprint of a node's current host key, read from the drill's key file.
+    pub fn host_key_fingerprint(&self, node: &str) -> String {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(self.dir.join("ssh").join(format!("host_key-{node}.pub")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    }
+
     pub fn secret(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name))
             .unwrap()

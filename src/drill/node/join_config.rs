@@ -32,21 +32,21 @@ impl JoinArgs {
                 certificate_key: option(args, "--certificate-key"),
             });
         };
-        let mixed = ["--token", "--discovery-token-ca-cert-hash", "--certificate-key"]
-            .iter()
-            .any(|f| option(args, f).is_some());
-        if mixed || positional(args).len() > 1 {
+        let mixed = [
+            "--token",
+            "--discovery-token-ca-cert-hash",
+            "--certificate-key",
+        ]
+        .iter()
+        .any(|f| option(args, f).is_some());
+        if mixed {
             return Err(Reply::err(
                 1,
                 "can not mix '--config' with arguments [discovery-token-ca-cert-hash token certificate-key]\n",
             ));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Reply::err(
-                1,
-                format!("unable to read config from {path:?}: {e}\n"),
-            )
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Reply::err(1, format!("unable to read config from {path:?}: {e}\n")))?;
         parse(&text).ok_or_else(|| {
             Reply::err(
                 1,
@@ -67,7 +67,8 @@ fn parse(text: &str) -> Option<JoinArgs> {
     let bootstrap = root
         .get_mapping("discovery")?
         .get_mapping("bootstrapToken")?;
-    let text_of = |m: &MarkedMappingNode, key: &str| m.get_scalar(key).map(|s| s.as_str().to_string());
+    let text_of =
+        |m: &MarkedMappingNode, key: &str| m.get_scalar(key).map(|s| s.as_str().to_string());
     let ca_cert_hash = match bootstrap.get_node("caCertHashes") {
         Some(Node::Sequence(s)) => s.get_scalar(0).map(|s| s.as_str().to_string()),
         _ => None,
