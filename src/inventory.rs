@@ -51,10 +51,6 @@ pub struct SshSettings {
     pub sudo: Option<bool>,
     pub host_key_checking: Option<HostKeyChecking>,
     pub connect_timeout_secs: Option<f64>,
-    /// medic's own known_hosts (`STATE_DIR/known_hosts`: keys trusted by `ssh_host_key`),
-    /// read besides `known_hosts`; not part of the inventory file.
-    #[serde(skip)]
-    pub medic_known_hosts: Option<PathBuf>,
 }
 
 impl SshSettings {
@@ -74,10 +70,6 @@ impl SshSettings {
             sudo: over.sudo.or(self.sudo),
             host_key_checking: over.host_key_checking.or(self.host_key_checking),
             connect_timeout_secs: over.connect_timeout_secs.or(self.connect_timeout_secs),
-            medic_known_hosts: over
-                .medic_known_hosts
-                .clone()
-                .or_else(|| self.medic_known_hosts.clone()),
         }
     }
 }

@@ -22,7 +22,7 @@ use marked_yaml::Node;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope, Stream};
-use crate::inventory::{HostKeyChecking, Inventory, NodeEntry, SshSettings};
+use crate::inventory::{HostKeyChecking, NodeEntry, SshSettings};
 use crate::source::{Fields, Reader, TemplateKind};
 
 /// The file name of medic's own known_hosts in the state directory.
@@ -46,19 +46,28 @@ struct HostKey {
     line: String,
 }
 
-/// Points every node of `inventory` at medic's own known_hosts in `state_dir`, which ssh then
-/// reads besides the inventory's (or the user's) own.
-pub(crate) fn use_medic_known_hosts(inventory: &mut Inventory, state_dir: &Path) {
-    let file = state_dir.join(MEDIC_KNOWN_HOSTS);
-    for n in &mut inventory.nodes {
-        n.ssh.medic_known_hosts = Some(file.clone());
-    }
+/// medic's own known_hosts (`STATE_DIR/known_hosts`). Process-wide, as the state directory
+/// is: every node entry carrying it would make each one bigger for one path.
+static MEDIC_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every ssh connection of this process read medic's own known_hosts in `state_dir`
+/// besides the inventory's (or the user's) own, and `ssh_host_key` trust keys there.
+pub(crate) fn use_medic_known_hosts(state_dir: &Path) {
+    let _ = MEDIC_FILE.set(state_dir.join(MEDIC_KNOWN_HOSTS));
+}
+
+fn medic_file() -> Option<PathBuf> {
+    MEDIC_FILE.get().cloned()
 }
 
 /// The `UserKnownHostsFile` value for ssh: the node's known_hosts (default: the user's), and
 /// medic's own file when it exists. `None`: ssh's default.
 pub(crate) fn user_known_hosts(ssh: &SshSettings) -> Option<PathBuf> {
-    let medic = ssh.medic_known_hosts.as_ref().filter(|p| p.is_file());
+    known_hosts_with(ssh, medic_file().as_deref())
+}
+
+fn known_hosts_with(ssh: &SshSettings, medic: Option<&Path>) -> Option<PathBuf> {
+    let medic = medic.filter(|p| p.is_file());
     let Some(medic) = medic else {
         return ssh.known_hosts.clone();
     };
@@ -92,7 +101,7 @@ fn consulted_files(node: &NodeEntry) -> Vec<PathBuf> {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
         });
     user.into_iter()
-        .chain(node.ssh.medic_known_hosts.clone())
+        .chain(medic_file())
         .filter(|p| p.is_file())
         .collect()
 }
@@ -327,8 +336,7 @@ impl Action for SshHostKeySpec {
             Ok(n) => (
                 n.name.clone(),
                 host_pattern(&n),
-                n.ssh
-                    .medic_known_hosts
+                medic_file()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| MEDIC_KNOWN_HOSTS.to_string()),
             ),
@@ -416,7 +424,7 @@ impl Action for SshHostKeySpec {
         else {
             return Err(Self::untrusted(&node, &offered, &known, expect.as_deref()));
         };
-        let Some(file) = node.ssh.medic_known_hosts.clone() else {
+        let Some(file) = medic_file() else {
             return Err(ActionError::Failed {
                 message: "ssh_host_key: medic's own known_hosts is not set (no state directory)"
                     .into(),
@@ -462,17 +470,19 @@ mod tests {
         let medic = dir.path().join("known hosts");
         let mut ssh = SshSettings {
             known_hosts: Some(PathBuf::from("/inv/known_hosts")),
-            medic_known_hosts: Some(medic.clone()),
             ..Default::default()
         };
-        assert_eq!(user_known_hosts(&ssh), ssh.known_hosts);
+        assert_eq!(known_hosts_with(&ssh, Some(&medic)), ssh.known_hosts);
         std::fs::write(&medic, "").unwrap();
         assert_eq!(
-            user_known_hosts(&ssh).unwrap().display().to_string(),
+            known_hosts_with(&ssh, Some(&medic))
+                .unwrap()
+                .display()
+                .to_string(),
             format!("/inv/known_hosts \"{}\"", medic.display())
         );
         ssh.known_hosts = None;
-        assert!(user_known_hosts(&ssh)
+        assert!(known_hosts_with(&ssh, Some(&medic))
             .unwrap()
             .display()
             .to_string()

@@ -1,8 +1,8 @@
 //! The drill cluster's lifecycle: `medic drill up | status | down`.
 //!
 //! 1. `up` makes the drill directory (keys, shims, seed), starts one real etcd member per
-//!    control-plane node, the API emulator seeded with the nodes and a workload, and one `sshd`
-//!    listening on a loopback address per node whose sessions run through `bin/node-shell NODE`
+//!    control-plane node, the API emulator seeded with the nodes and a workload, and an `sshd`
+//!    per node (its own host key) on a loopback address, whose sessions run through `bin/node-shell NODE`
 //!    (so `systemctl`, `kubeadm`, `apt-get` on a node act on the drill; see [`super::node`]).
 //!    It writes the inventory, kubeconfig, known_hosts and join secrets beside them.
 //! 2. `status` reads `drill.json` and asks the API and etcd what they see.
@@ -131,7 +131,7 @@ fn check_layout(layout: &Layout) -> Result<(), DrillError> {
     }
     if layout.nodes.len() > 16 {
         return Err(DrillError::Usage(format!(
-            "a drill has at most 16 nodes (one sshd serves them), not {}",
+            "a drill has at most 16 nodes, not {}",
             layout.nodes.len()
         )));
     }
@@ -363,7 +363,7 @@ fn inventory_yaml(drill: &Drill) -> String {
     let user = crate::store::username();
     let mut y = format!(
         "# The drill's inventory, written by `medic drill up`; the nodes are loopback addresses\n\
-         # served by one sshd whose sessions act on the drill (see `medic drill status`).\n\
+         # each served by its own sshd whose sessions act on the drill (see `medic drill status`).\n\
          name: drill\nssh:\n  user: {user}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  connect_timeout: 5s\nnodes:\n",
         drill.ssh_port,
         drill.dir.join("ssh/user_key").display(),

@@ -219,12 +219,23 @@ impl Shared {
         loop {
             attempt += 1;
             let result = self.attempt(leaf, action).await;
+            // A phase capturing a secret shows no output before the capture, errors included.
+            let text = |e: &ActionError| {
+                let withheld = self.holds_live_output(leaf);
+                match withheld {
+                    true => format!(
+                        "{} (its output is withheld: this phase captures a secret)",
+                        e.without_output()
+                    ),
+                    false => e.to_string(),
+                }
+            };
             let (kind, error) = match result {
                 Ok(out) => return Ok(out),
                 Err(e) if e.is_cancelled() || matches!(e, ActionError::Refused { .. }) => {
-                    return Err((e.kind(), e.to_string()))
+                    return Err((e.kind(), text(&e)))
                 }
-                Err(e) => (e.kind(), e.to_string()),
+                Err(e) => (e.kind(), text(&e)),
             };
             if attempt > node.retries || self.cancel.borrow().is_some() {
                 return Err((kind, error));

@@ -1,5 +1,5 @@
 //! A drill cluster for end-to-end tests: `medic drill up` in a temp directory (real etcd
-//! members, one sshd, the API emulator), medic pointed at its inventory, `medic drill down` on
+//! members, an sshd per node, the API emulator), medic pointed at its inventory, `medic drill down` on
 //! drop.
 
 use std::path::PathBuf;
