@@ -177,7 +177,7 @@ fn drill_up_break_provision_and_down_leaves_no_process_or_port() {
         vec![ssh_port, etcd_port]
     };
     let out = drill.medic(&["drill", "down"]).run().code(0);
-    assert_eq!(out.stdout.matches("stopped ").count(), 3, "{}", out.stdout);
+    assert_eq!(out.stdout.matches("stopped ").count(), 5, "{}", out.stdout);
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists()
