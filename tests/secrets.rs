@@ -355,3 +355,20 @@ fn a_malformed_secret_capture_is_refused_with_its_position() {
             .stderr_contains(message);
     }
 }
+
+#[test]
+fn a_captured_secret_too_short_to_hide_fails_its_phase() {
+    let env = Env::new();
+    env.procedure(
+        "p",
+        "name: p\nphases:\n  - id: make\n    run: printf '%s\\n' xyz | rev\n    capture:\n      token: {from: stdout | trim, secret: true}\n",
+    );
+    let run = env
+        .medic(&["start", "p"])
+        .run()
+        .code(1)
+        .stdout_contains("a secret needs at least 6");
+    let mut texts = every_view(&env);
+    texts.push(run.stdout + &run.stderr);
+    assert_hidden(&texts, &["zyx"]);
+}

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Shared;
+use crate::procedure::MIN_SECRET_LEN;
 
 impl Shared {
     /// Evaluates the phase's `capture:` expressions over the action's result.
@@ -55,6 +56,12 @@ impl Shared {
                         serde_json::Value::String(s) => s,
                         other => other.to_string(),
                     };
+                    let len = text.chars().count();
+                    if node.secret_capture.contains(name) && len < MIN_SECRET_LEN {
+                        return Err(format!(
+                            "capture `{name}`: the secret is {len} character(s) long; a secret needs at least {MIN_SECRET_LEN} (a shorter one could not be hidden in output)"
+                        ));
+                    }
                     self.redactor.add(name, &text);
                     vars.remove(name);
                     secrets.insert(name.clone(), text);

@@ -221,13 +221,13 @@ impl Shared {
             let result = self.attempt(leaf, action).await;
             // A phase capturing a secret shows no output before the capture, errors included.
             let text = |e: &ActionError| {
-                let withheld = self.holds_live_output(leaf);
-                match withheld {
-                    true => format!(
+                if self.holds_live_output(leaf) {
+                    format!(
                         "{} (its output is withheld: this phase captures a secret)",
                         e.without_output()
-                    ),
-                    false => e.to_string(),
+                    )
+                } else {
+                    e.to_string()
                 }
             };
             let (kind, error) = match result {
