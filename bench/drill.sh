@@ -55,7 +55,8 @@ fresh_drill_with_lost_cp2() {
     rm -rf "$MEDIC_STATE_DIR"
     timed "drill up (5 nodes)" "$MEDIC" drill up --control-planes 3 --workers 2
     "$MEDIC" drill break node-lost cp-2 >/dev/null
-    "$MEDIC" drill provision cp-2 >/dev/null
+    # The reinstalled machine's new host key, as the operator reads it on its console.
+    host_key=$("$MEDIC" drill provision cp-2 | sed -n 's/^new SSH host key: //p')
 }
 
 runbook() {
@@ -71,6 +72,9 @@ runbook() {
         python3 -c 'import json,sys; print(next(format(m["ID"],"x") for m in json.load(sys.stdin)["members"] if m.get("name")=="cp-2"))')
     ETCDCTL_API=3 etcdctl --endpoints="$eps" member remove "$id"
     "${kc[@]}" delete node cp-2
+    # The runbook's operator trusts the reinstalled machine's new key by hand.
+    ssh-keygen -R "[$addr]:$port" -f "$d/known_hosts" >/dev/null 2>&1
+    ssh-keyscan -p "$port" "$addr" 2>/dev/null >>"$d/known_hosts"
     ssh -i "$d/ssh/user_key" -o UserKnownHostsFile="$d/known_hosts" -p "$port" "$user@$addr" \
         "kubeadm reset --force && $(cat "$d/join-command") --token $(cat "$d/token") --control-plane --certificate-key $(cat "$d/certificate-key")"
     until [[ $("${kc[@]}" get node cp-2 -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]; do
@@ -79,12 +83,11 @@ runbook() {
     ETCDCTL_API=3 etcdctl --endpoints="$eps" endpoint health
 }
 
-secrets=(--set-file "join_command=$MEDIC_DRILL_DIR/join-command" --set-file "token=$MEDIC_DRILL_DIR/token"
-         --set-file "certificate_key=$MEDIC_DRILL_DIR/certificate-key")
 for ((r = 1; r <= ROUNDS; r++)); do
     echo "round $r/$ROUNDS" >&2
     fresh_drill_with_lost_cp2
-    timed "replace-control-plane-node: medic" "$MEDIC" start replace-control-plane-node --set node=cp-2 "${secrets[@]}"
+    timed "replace-control-plane-node: medic" "$MEDIC" start replace-control-plane-node --set node=cp-2 \
+        --set "replacement_host_key=$host_key"
     timed "drill down" "$MEDIC" drill down
     fresh_drill_with_lost_cp2
     timed "replace-control-plane-node: runbook" runbook

@@ -159,7 +159,7 @@ fn drill_up_break_provision_and_down_leaves_no_process_or_port() {
         .iter()
         .map(|p| p[1].as_u64().unwrap())
         .collect();
-    assert_eq!(pids.len(), 3, "sshd, apiserver, one etcd");
+    assert_eq!(pids.len(), 5, "an sshd per node, apiserver, one etcd");
     let ports: Vec<u16> = {
         let inv = std::fs::read_to_string(drill.dir.join("cluster.yaml")).unwrap();
         let ssh_port = inv
@@ -177,7 +177,7 @@ fn drill_up_break_provision_and_down_leaves_no_process_or_port() {
         vec![ssh_port, etcd_port]
     };
     let out = drill.medic(&["drill", "down"]).run().code(0);
-    assert_eq!(out.stdout.matches("stopped ").count(), 3, "{}", out.stdout);
+    assert_eq!(out.stdout.matches("stopped ").count(), 5, "{}", out.stdout);
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -209,8 +209,16 @@ fn replace_control_plane_node_after_node_lost_restores_three_healthy_members() {
         .medic(&["drill", "break", "node-lost", "cp-2"])
         .run()
         .code(0);
-    drill.medic(&["drill", "provision", "cp-2"]).run().code(0);
-    let mut args = vec!["start", "replace-control-plane-node", "--set", "node=cp-2"];
+    let host_key = format!("replacement_host_key={}", drill.provision("cp-2"));
+    let mut args = vec![
+        "start",
+        "replace-control-plane-node",
+        "--set",
+        "node=cp-2",
+        "--set",
+        &host_key,
+    ];
+    // Join material passed as parameters (the generated kind is in tests/join.rs).
     let secrets = drill.join_secrets(true);
     args.extend(secrets.iter().map(|s| s.as_str()));
     let token = drill.secret("token");
@@ -220,13 +228,15 @@ fn replace_control_plane_node_after_node_lost_restores_three_healthy_members() {
     let mut dry = args.clone();
     dry.push("--dry-run");
     let out = drill.medic(&dry).run().code(0);
-    assert!(
-        out.stdout.contains(
-            "kubeadm reset --force && '<secret:join_command>' --token '<secret:token>' --control-plane"
-        ),
-        "{}",
-        out.stdout
-    );
+    for shown in [
+        "set -- '<secret:join_command>'",
+        "token='<secret:token>'",
+        "key='<secret:certificate_key>'",
+        "kubeadm join --config",
+        "only when not join_command; decided at run time",
+    ] {
+        assert!(out.stdout.contains(shown), "`{shown}` in\n{}", out.stdout);
+    }
     assert!(out.stdout.contains("<secret:token>"), "{}", out.stdout);
     assert!(!out.stdout.contains(&token) && !out.stdout.contains(&key));
     assert!(out.stdout.contains("/etcd/etcd/remove"), "{}", out.stdout);
@@ -427,12 +437,14 @@ fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy
         .medic(&["drill", "break", "node-lost", "cp-3"])
         .run()
         .code(0);
-    drill.medic(&["drill", "provision", "cp-3"]).run().code(0);
+    let host_key = format!("replacement_host_key={}", drill.provision("cp-3"));
     let mut args = vec![
         "start",
         "replace-control-plane-node",
         "--set",
         "node=cp-3",
+        "--set",
+        &host_key,
         "--manual",
     ];
     let secrets = drill.join_secrets(true);

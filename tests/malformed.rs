@@ -267,7 +267,7 @@ fn phases() {
             "neither phases nor action",
             "name: p\nphases:\n  - id: a\n    description: nothing here\n",
         )
-        .expect(&["plans/p.yaml:3:5: phase `a` needs an action (run, ssh, etcd, kube, check, pause, wait) or `phases:`"]),
+        .expect(&["plans/p.yaml:3:5: phase `a` needs an action (run, ssh, etcd, kube, check, pause, wait, ssh_host_key) or `phases:`"]),
         case(
             "empty nested phases",
             "name: p\nphases:\n  - id: g\n    phases: []\n",
@@ -461,7 +461,7 @@ fn actions() {
             "name: p\nphases:\n  - id: a\n    run: echo\n    rollback:\n      run: echo undo\n      pause: hmm\n",
         )
         .expect(&[
-            "plans/p.yaml:6:7: phase `a`: rollback must have exactly one action (run, ssh, etcd, kube, check, pause, wait)",
+            "plans/p.yaml:6:7: phase `a`: rollback must have exactly one action (run, ssh, etcd, kube, check, pause, wait, ssh_host_key)",
         ]),
         case(
             "rollback with an unknown action",

@@ -267,3 +267,108 @@ fn a_secret_cut_by_the_line_limit_shows_no_part_of_itself() {
         &logs[logs.len().saturating_sub(300)..]
     );
 }
+
+#[test]
+fn a_capture_marked_secret_is_hidden_everywhere_from_the_start() {
+    // The value comes from no secret: only `secret: true` makes it one. It must not reach the
+    // terminal even while its phase runs, nor any stored view; a later phase that echoes it
+    // is redacted, and the dry-run shows the placeholder.
+    let env = Env::new();
+    env.procedure(
+        "p",
+        r#"name: p
+phases:
+  - id: make
+    run: 'echo "made: gen-$(printf %s 5f3a9c1e | rev)-tok"'
+    capture:
+      token: {from: "stdout | trim | replace('made: ', '')", secret: true}
+      plain: "stdout | length"
+  - id: use
+    run: echo using {{ token }} now
+  - id: check
+    check: {that: "{{ token | length == 0 }}", message: "token was {{ token }}, {{ plain }} chars"}
+"#,
+    );
+    let secret = "gen-e1c9a3f5-tok";
+    let dry = env.medic(&["start", "p", "--dry-run"]).run().code(0);
+    assert!(dry.stdout.contains("<secret:token>"), "{}", dry.stdout);
+    let run = env
+        .medic(&["start", "p"])
+        .run()
+        .code(1)
+        .stdout_contains("token was <secret:token>,")
+        .stdout_contains("using <secret:token> now");
+    let mut texts = every_view(&env);
+    texts.push(dry.stdout + &dry.stderr);
+    let live = run.stdout.clone() + &run.stderr;
+    texts.push(live.clone());
+    assert_hidden(&texts, &[secret]);
+    // The phase's own output is shown, once the value is hidden; the non-secret capture is not.
+    let logs = env
+        .medic(&["plan", "logs", "--phase", "/make"])
+        .run()
+        .code(0)
+        .stdout;
+    assert!(logs.contains("made: <secret:token>"), "{logs}");
+    assert!(live.contains("made: <secret:token>"), "{live}");
+    let vars = env
+        .medic(&["plan", "export", "--format", "json"])
+        .run()
+        .code(0)
+        .stdout;
+    assert!(vars.contains("\"plain\""), "{vars}");
+}
+
+#[test]
+fn the_output_of_a_phase_that_fails_before_capturing_a_secret_is_withheld() {
+    let env = Env::new();
+    env.procedure(
+        "p",
+        "name: p\nphases:\n  - id: make\n    run: printf '%s\\n' 2c18-eulav-edam-flah | rev; exit 3\n    capture:\n      token: {from: stdout, secret: true}\n",
+    );
+    let run = env.medic(&["start", "p"]).run().code(1);
+    let mut texts = every_view(&env);
+    texts.push(run.stdout.clone() + &run.stderr);
+    assert_hidden(&texts, &["half-made-value-81c2"]);
+    let logs = env.medic(&["plan", "logs"]).run().code(0).stdout;
+    assert!(logs.contains("output withheld"), "{logs}");
+}
+
+#[test]
+fn a_malformed_secret_capture_is_refused_with_its_position() {
+    let env = Env::new();
+    for (body, message) in [
+        ("{secret: true}", "needs `from:`"),
+        ("{from: stdout, secret: maybe}", "capture secret"),
+        ("{from: stdout, secrett: true}", "did you mean `secret`?"),
+    ] {
+        env.procedure(
+            "p",
+            &format!(
+                "name: p\nphases:\n  - id: a\n    run: echo x\n    capture:\n      t: {body}\n"
+            ),
+        );
+        env.medic(&["start", "p", "--dry-run"])
+            .run()
+            .code(2)
+            .stderr_contains("p.yaml:6:")
+            .stderr_contains(message);
+    }
+}
+
+#[test]
+fn a_captured_secret_too_short_to_hide_fails_its_phase() {
+    let env = Env::new();
+    env.procedure(
+        "p",
+        "name: p\nphases:\n  - id: make\n    run: printf '%s\\n' xyz | rev\n    capture:\n      token: {from: stdout | trim, secret: true}\n",
+    );
+    let run = env
+        .medic(&["start", "p"])
+        .run()
+        .code(1)
+        .stdout_contains("a secret needs at least 6");
+    let mut texts = every_view(&env);
+    texts.push(run.stdout + &run.stderr);
+    assert_hidden(&texts, &["zyx"]);
+}

@@ -141,7 +141,9 @@ phases:
         // directory; a signal before the process has even reached main (exec on a loaded
         // machine can take longer than the smallest delay) is the kernel's default, not ours.
         let state = env.state_dir();
-        wait_for("the state directory", Duration::from_secs(20), || state.exists());
+        wait_for("the state directory", Duration::from_secs(20), || {
+            state.exists()
+        });
         let delay = rng.next() % 900;
         std::thread::sleep(Duration::from_millis(delay));
         signal_group(child.id(), libc::SIGHUP);

@@ -15,6 +15,7 @@ pub(crate) mod output;
 pub mod pause;
 pub mod run;
 pub mod ssh;
+pub mod ssh_host_key;
 pub mod wait;
 
 use std::future::Future;
@@ -198,6 +199,26 @@ impl ActionError {
         matches!(self, ActionError::Cancelled(_))
     }
 
+    /// The message without any of the command's output (a phase capturing a secret that
+    /// failed: which part of its output is secret is not known).
+    pub(crate) fn without_output(&self) -> String {
+        match self {
+            ActionError::CommandFailed { code, .. } => format!("command exited with code {code}"),
+            ActionError::NodesFailed { failed, total, .. } => {
+                format!("{failed} of {total} nodes failed")
+            }
+            ActionError::WaitTimedOut {
+                waited_secs,
+                attempts,
+                ..
+            } => format!("condition not met after {waited_secs:.0}s ({attempts} attempts)"),
+            ActionError::CheckFailed { .. } | ActionError::Failed { .. } => {
+                "the action failed".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The kind recorded with the failed phase.
     pub(crate) fn kind(&self) -> crate::plan::FailureKind {
         use crate::plan::FailureKind;
@@ -375,4 +396,5 @@ actions! {
     Check(check::CheckSpec),
     Pause(pause::PauseSpec),
     Wait(wait::WaitSpec),
+    SshHostKey(ssh_host_key::SshHostKeySpec),
 }

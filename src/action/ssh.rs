@@ -307,11 +307,19 @@ impl Action for SshSpec {
                     )
                 })
                 .collect()),
-            Err(e) => Ok(vec![format!(
-                "ssh on {}: {} ({e})",
-                self.target().unwrap_or_default(),
-                RemoteCommand::new(&run, self.sudo.unwrap_or(false), &env).describe()
-            )]),
+            Err(e) => {
+                // A node captured at run time is not known yet: that is no error to show.
+                let on = self.target().unwrap_or_default();
+                let why = if scope.uses_pending(&on) {
+                    " (the node is captured at run time)".to_string()
+                } else {
+                    format!(" ({e})")
+                };
+                Ok(vec![format!(
+                    "ssh on {on}: {}{why}",
+                    RemoteCommand::new(&run, self.sudo.unwrap_or(false), &env).describe()
+                )])
+            }
         }
     }
 

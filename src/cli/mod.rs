@@ -200,6 +200,7 @@ impl Ctx {
         if !path.exists() {
             return Ok(None);
         }
+        crate::action::ssh_host_key::use_medic_known_hosts(&self.cli.state_dir);
         Inventory::load(path)
             .map(|i| Some(Arc::new(i)))
             .map_err(|e| CliError::usage(e.to_string()))

@@ -1,8 +1,8 @@
 //! The drill cluster's lifecycle: `medic drill up | status | down`.
 //!
 //! 1. `up` makes the drill directory (keys, shims, seed), starts one real etcd member per
-//!    control-plane node, the API emulator seeded with the nodes and a workload, and one `sshd`
-//!    listening on a loopback address per node whose sessions run through `bin/node-shell NODE`
+//!    control-plane node, the API emulator seeded with the nodes and a workload, and an `sshd`
+//!    per node (its own host key) on a loopback address, whose sessions run through `bin/node-shell NODE`
 //!    (so `systemctl`, `kubeadm`, `apt-get` on a node act on the drill; see [`super::node`]).
 //!    It writes the inventory, kubeconfig, known_hosts and join secrets beside them.
 //! 2. `status` reads `drill.json` and asks the API and etcd what they see.
@@ -103,7 +103,6 @@ pub(crate) async fn up(opts: UpOptions<'_>) -> Result<Drill, DrillError> {
         ca_cert_hash: format!("sha256:{}", random_hex(32)?),
         certificate_key: random_hex(32)?,
         cluster_version: layout.version.clone(),
-        sshd: None,
         apiserver: None,
         nodes: new_nodes(layout, &addresses),
     };
@@ -132,7 +131,7 @@ fn check_layout(layout: &Layout) -> Result<(), DrillError> {
     }
     if layout.nodes.len() > 16 {
         return Err(DrillError::Usage(format!(
-            "a drill has at most 16 nodes (one sshd serves them), not {}",
+            "a drill has at most 16 nodes, not {}",
             layout.nodes.len()
         )));
     }
@@ -191,6 +190,7 @@ fn new_nodes(layout: &Layout, addresses: &[String]) -> Vec<DrillNode> {
             kubelet_version: Some(format!("v{}", layout.version)),
             joined: true,
             etcd: None,
+            sshd: None,
             lost: false,
             upgrade_fails: false,
         })
@@ -198,23 +198,26 @@ fn new_nodes(layout: &Layout, addresses: &[String]) -> Vec<DrillNode> {
 }
 
 async fn bring_up(drill: &mut Drill, progress: &dyn Fn(&str)) -> Result<(), DrillError> {
-    progress("generating SSH host and user keys");
+    progress("generating SSH host keys (one per node) and the user key");
     generate_keys(&drill.dir).await?;
+    for n in &drill.nodes {
+        drill.new_host_key(&n.name)?;
+    }
     write_shims(drill)?;
     start_etcd_members(drill, progress).await?;
     progress("starting the Kubernetes API emulator");
     start_apiserver(drill).await?;
     progress(&format!(
-        "starting sshd for {} node addresses",
+        "starting an sshd for each of {} node addresses",
         drill.nodes.len()
     ));
     start_sshd(drill).await?;
     write_client_files(drill)
 }
 
-/// The sshd host key, the user key and `authorized_keys` (which holds the user key).
+/// The user key and `authorized_keys` (which holds the user key).
 async fn generate_keys(dir: &Path) -> Result<(), DrillError> {
-    for key in ["host_key", "user_key"] {
+    for key in ["user_key"] {
         run_tool(
             tokio::process::Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", "medic-drill", "-f"])
@@ -298,38 +301,26 @@ async fn start_apiserver(drill: &mut Drill) -> Result<(), DrillError> {
     )
 }
 
-/// One sshd for every node address; waits until each accepts connections.
+/// One sshd per node address, each with the node's host key; waits until each accepts.
 async fn start_sshd(drill: &mut Drill) -> Result<(), DrillError> {
-    let dir = drill.dir.clone();
-    std::fs::create_dir_all("/run/sshd").ok();
-    write_file(&dir.join("ssh/sshd_config"), &drill.sshd_config(), 0o600)?;
-    let log = std::fs::File::create(dir.join("ssh/sshd.log")).map_err(setup("create sshd.log"))?;
-    let pid = spawn_detached(
-        Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("ssh/sshd_config")),
-        log,
-    )
-    .map_err(|source| Failure::Start {
-        what: "start sshd (install openssh-server)",
-        source,
-    })?;
-    drill.sshd = Some(Proc::of(pid)?);
-    drill.save()?;
-    drill.wait_ssh().await
+    drill.reload_sshd_async().await
 }
 
 /// What a client of the drill reads: known_hosts, the inventory, the join secrets.
 fn write_client_files(drill: &Drill) -> Result<(), DrillError> {
     let dir = &drill.dir;
-    let host_pub = std::fs::read_to_string(dir.join("ssh/host_key.pub"))
-        .map_err(setup("read the host key"))?;
-    let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-    let known: Vec<String> = drill
-        .nodes
-        .iter()
-        .map(|n| format!("[{}]:{} {}", n.address, drill.ssh_port, host_pub.join(" ")))
-        .collect();
+    let mut known = Vec::new();
+    for n in &drill.nodes {
+        let host_pub = std::fs::read_to_string(drill.host_key(&n.name).with_extension("pub"))
+            .map_err(setup("read the host key"))?;
+        let host_pub: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+        known.push(format!(
+            "[{}]:{} {}",
+            n.address,
+            drill.ssh_port,
+            host_pub.join(" ")
+        ));
+    }
     write_file(&dir.join("known_hosts"), &(known.join("\n") + "\n"), 0o600)?;
     write_file(&dir.join("cluster.yaml"), &inventory_yaml(drill), 0o600)?;
     write_file(
@@ -372,7 +363,7 @@ fn inventory_yaml(drill: &Drill) -> String {
     let user = crate::store::username();
     let mut y = format!(
         "# The drill's inventory, written by `medic drill up`; the nodes are loopback addresses\n\
-         # served by one sshd whose sessions act on the drill (see `medic drill status`).\n\
+         # each served by its own sshd whose sessions act on the drill (see `medic drill status`).\n\
          name: drill\nssh:\n  user: {user}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  connect_timeout: 5s\nnodes:\n",
         drill.ssh_port,
         drill.dir.join("ssh/user_key").display(),
@@ -403,7 +394,7 @@ pub(crate) fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
     let mut drill = Drill::load(dir)?;
     let mut stopped = Vec::new();
     for (what, p) in drill.running().collect::<Vec<_>>() {
-        let gone = if what == "sshd" || what == "apiserver" {
+        let gone = if what.starts_with("sshd") || what == "apiserver" {
             p.stop(Duration::from_secs(3))
         } else {
             p.kill()
@@ -419,10 +410,10 @@ pub(crate) fn down(dir: &Path) -> Result<Vec<String>, DrillError> {
             stopped.push(format!("stray process {pid}: {cmdline}"));
         }
     }
-    drill.sshd = None;
     drill.apiserver = None;
     for n in &mut drill.nodes {
         n.etcd = None;
+        n.sshd = None;
     }
     drill.save()?;
     let addresses: Vec<String> = drill.nodes.iter().map(|n| n.address.clone()).collect();
@@ -473,8 +464,10 @@ pub(crate) async fn status(dir: &Path) -> Result<Status, DrillError> {
         Drill::load(dir)?
     };
     let mut processes = Vec::new();
-    if let Some(p) = drill.sshd {
-        processes.push(("sshd".to_string(), p.pid, p.alive()));
+    for n in &drill.nodes {
+        if let Some(p) = n.sshd {
+            processes.push((format!("sshd {}", n.name), p.pid, p.alive()));
+        }
     }
     if let Some(p) = drill.apiserver {
         processes.push(("apiserver".to_string(), p.pid, p.alive()));

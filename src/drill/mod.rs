@@ -4,7 +4,7 @@
 //!   the processes ([`process`]) and the join secrets;
 //! - [`lifecycle`]: `medic drill up|status|down`; [`scenarios`]: `medic drill break|provision`;
 //! - [`etcd`], [`kubelet`], [`sshd`]: what runs for the nodes (etcd members, the Node objects
-//!   their kubelets post, the one sshd serving every node address);
+//!   their kubelets post, an sshd per node address with its own host key);
 //! - [`node`]: what `systemctl`, `kubeadm`, `apt-get` do on a drill node (the node shims);
 //! - [`apiserver`]: the Kubernetes API emulator (`medic drill apiserver`), which the `kube`
 //!   action and the stock `kubectl` use as a cluster, started with a [`seed`].

@@ -150,10 +150,14 @@ pub(crate) fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
         was_lost
     };
     drill.save()?;
+    // A reinstalled machine has a new SSH host key: the drill's known_hosts keeps the old one.
+    let fingerprint = drill.new_host_key(name)?;
     if was_lost {
         drill.reload_sshd()?;
     }
     Ok(format!(
-        "{name} is a fresh machine: reachable over SSH, kubeadm/kubelet/kubectl {pkg} installed, not joined to the cluster"
+        "{name} is a fresh machine: reachable over SSH, kubeadm/kubelet/kubectl {pkg} installed, not joined to the cluster\n\
+         new SSH host key: {fingerprint}\n\
+         (as after a reinstall, known_hosts still has the old key: pass this fingerprint as replacement_host_key)"
     ))
 }

@@ -38,6 +38,9 @@ pub(crate) struct DrillNode {
     pub(crate) joined: bool,
     /// The node's etcd member process (control-plane nodes; kubeadm's static pod).
     pub(crate) etcd: Option<Proc>,
+    /// The node's sshd (its own host key, on its address); none while the node is lost.
+    #[serde(default)]
+    pub(crate) sshd: Option<Proc>,
     /// `break node-lost`: powered off, unreachable.
     pub(crate) lost: bool,
     /// `break upgrade-fails`: the next package upgrade fails.
@@ -81,7 +84,6 @@ pub(crate) struct Drill {
     pub(crate) certificate_key: String,
     /// The control plane's version (`kubeadm upgrade apply`).
     pub(crate) cluster_version: String,
-    pub(crate) sshd: Option<Proc>,
     pub(crate) apiserver: Option<Proc>,
     pub(crate) nodes: Vec<DrillNode>,
 }
@@ -247,8 +249,10 @@ impl Drill {
     /// The processes of this drill that are alive: (what, process).
     pub(crate) fn running(&self) -> impl Iterator<Item = (String, Proc)> + '_ {
         let mut all: Vec<(String, Proc)> = Vec::new();
-        if let Some(p) = self.sshd {
-            all.push(("sshd".into(), p));
+        for n in &self.nodes {
+            if let Some(p) = n.sshd {
+                all.push((format!("sshd {}", n.name), p));
+            }
         }
         if let Some(p) = self.apiserver {
             all.push(("apiserver".into(), p));

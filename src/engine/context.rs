@@ -23,6 +23,13 @@ pub(crate) fn phase_context(
     reveal: bool,
 ) -> TemplateContext {
     let mut ctx: BTreeMap<String, serde_json::Value> = params.template_values(reveal);
+    // An optional secret that was not given is empty, and shown as such: a dry-run then
+    // shows which value a template falls back to.
+    for (name, value) in &params.secrets {
+        if value.is_empty() {
+            ctx.insert(name.clone(), serde_json::Value::String(String::new()));
+        }
+    }
     let mut pending = Pending::default();
     if !reveal {
         for name in plan.capture_names() {
@@ -32,6 +39,18 @@ pub(crate) fn phase_context(
         }
     }
     ctx.extend(pending.placeholders());
+    if !reveal {
+        // A secret captured later is shown as the secret it will be, never as pending text.
+        for name in plan.nodes().iter().flat_map(|n| &n.secret_capture) {
+            if pending.contains(name) {
+                pending.remove(name);
+                ctx.insert(
+                    name.clone(),
+                    crate::procedure::secret_placeholder(name).into(),
+                );
+            }
+        }
+    }
     for (k, v) in vars.iter().chain(&plan.node(node).locals) {
         pending.remove(k);
         ctx.insert(k.clone(), v.clone());

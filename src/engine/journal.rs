@@ -293,15 +293,4 @@ impl Shared {
         }
         hold
     }
-
-    /// Moves a leaf's held output to the logs written with its next transition, hiding the
-    /// values it captured (its own output showed them before they were known to be secret).
-    pub(super) fn release_held_logs(&self, leaf: usize) {
-        let held = self.held_logs.lock().expect("held logs lock").remove(&leaf);
-        let mut pending = self.pending_logs.lock().expect("logs lock");
-        for mut line in held.into_iter().flatten() {
-            line.text = self.redactor.redact(&line.text);
-            pending.push(line);
-        }
-    }
 }

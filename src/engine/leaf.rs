@@ -102,7 +102,7 @@ impl Shared {
                 .map_err(|e| (FailureKind::Capture, e))?;
             Ok((out, Some(vars)))
         });
-        self.release_held_logs(leaf);
+        self.release_held_output(leaf, !rollback && outcome.is_err());
         self.finish_leaf(leaf, rollback, elapsed_secs, outcome)
     }
 
@@ -219,12 +219,23 @@ impl Shared {
         loop {
             attempt += 1;
             let result = self.attempt(leaf, action).await;
+            // A phase capturing a secret shows no output before the capture, errors included.
+            let text = |e: &ActionError| {
+                if self.holds_live_output(leaf) {
+                    format!(
+                        "{} (its output is withheld: this phase captures a secret)",
+                        e.without_output()
+                    )
+                } else {
+                    e.to_string()
+                }
+            };
             let (kind, error) = match result {
                 Ok(out) => return Ok(out),
                 Err(e) if e.is_cancelled() || matches!(e, ActionError::Refused { .. }) => {
-                    return Err((e.kind(), e.to_string()))
+                    return Err((e.kind(), text(&e)))
                 }
-                Err(e) => (e.kind(), e.to_string()),
+                Err(e) => (e.kind(), text(&e)),
             };
             if attempt > node.retries || self.cancel.borrow().is_some() {
                 return Err((kind, error));
@@ -258,7 +269,8 @@ impl Shared {
         // The log keeps the head and the tail of this attempt's output (see OutputCap).
         let cap = Mutex::new(OutputCap::default());
         // Output that may show values about to be captured as secrets is held back.
-        let hold = !node.capture.is_empty() && self.uses_secret(leaf);
+        let live_held = self.holds_live_output(leaf);
+        let hold = !node.capture.is_empty() && (live_held || self.uses_secret(leaf));
         let output = |stream: Stream, line: &str| {
             let text = match line.find(crate::action::output::CUT_MARKER) {
                 Some(cut) => self.redactor.redact_cut(line, cut),
@@ -281,11 +293,13 @@ impl Shared {
                     let _ = self.flush_logs();
                 }
             }
-            self.sink.emit(&Event::PhaseOutput {
-                id: id.clone(),
-                stream,
-                line: text,
-            });
+            if !live_held {
+                self.sink.emit(&Event::PhaseOutput {
+                    id: id.clone(),
+                    stream,
+                    line: text,
+                });
+            }
         };
         let record_forced = |guard: &str| {
             let entry = self.history(

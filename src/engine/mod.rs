@@ -129,7 +129,7 @@ struct Shared {
     cancel: Cancel,
     pending_logs: Mutex<Vec<LogLine>>,
     /// Output of running leaves that use a secret and capture: held back from the store until
-    /// their captures are known (and hidden), see [`Shared::release_held_logs`].
+    /// their captures are known (and hidden), see [`Shared::release_held_output`].
     held_logs: Mutex<HashMap<usize, Vec<LogLine>>>,
     /// History entries written with the next transition (e.g. a guard override).
     pending_history: Mutex<Vec<HistoryEntry>>,

@@ -53,6 +53,7 @@ fn node(id: &str, action: Option<ActionSpec>) -> crate::plan::PlanNode<ActionSpe
         rollback: None,
         locals: BTreeMap::new(),
         capture: BTreeMap::new(),
+        secret_capture: Default::default(),
         timeout_secs: None,
         retries: 0,
         retry_delay_secs: 0.0,

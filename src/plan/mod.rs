@@ -345,6 +345,10 @@ pub struct PlanNode<A> {
     /// Operation variables to set from the action's result: name → expression over the result.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) capture: BTreeMap<String, String>,
+    /// The names of `capture` that are secrets (`secret: true`): kept with the operation's
+    /// secrets, never shown.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub(crate) secret_capture: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) timeout_secs: Option<f64>,
     #[serde(default)]

@@ -28,6 +28,7 @@ fn leaf(id: &str) -> PlanNode<Step> {
         rollback: None,
         locals: BTreeMap::new(),
         capture: BTreeMap::new(),
+        secret_capture: Default::default(),
         timeout_secs: None,
         retries: 0,
         retry_delay_secs: 1.0,

@@ -57,6 +57,7 @@ impl Procedure {
             rollback: None,
             locals: BTreeMap::new(),
             capture: BTreeMap::new(),
+            secret_capture: Default::default(),
             timeout_secs: None,
             retries: 0,
             retry_delay_secs: 1.0,
@@ -356,6 +357,11 @@ impl PlanBuilder<'_> {
                 spec.capture.clone()
             } else {
                 BTreeMap::new()
+            },
+            secret_capture: if carries_action {
+                spec.secret_capture.clone()
+            } else {
+                Default::default()
             },
             timeout_secs: spec.timeout_secs,
             retries: spec.retries,

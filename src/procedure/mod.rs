@@ -106,6 +106,8 @@ pub(crate) struct PhaseSpec {
     pub(crate) action: Option<ActionSpec>,
     pub(crate) rollback: Option<ActionSpec>,
     pub(crate) capture: BTreeMap<String, String>,
+    /// The names of `capture` marked `secret: true`.
+    pub(crate) secret_capture: BTreeSet<String>,
     pub(crate) timeout_secs: Option<f64>,
     pub(crate) retries: u32,
     pub(crate) retry_delay_secs: f64,

@@ -9,6 +9,7 @@
 //! 3. `tests.rs` asks the loader itself, for every mapping, which keys it accepts and checks
 //!    that the schema has exactly those properties, so the two cannot drift apart silently.
 
+pub mod capture;
 pub mod inventory;
 pub mod procedure;
 pub mod scalars;

@@ -90,8 +90,9 @@ pub struct Phase {
     pub phases: Option<Vec<Phase>>,
     /// The action that undoes this phase, run by `medic plan rollback`.
     pub rollback: Option<Rollback>,
-    /// Names set from the action's result: `{member_id: json.id}`.
-    pub capture: Option<BTreeMap<String, String>>,
+    /// Names set from the action's result: `{member_id: json.id}`, or
+    /// `{token: {from: "stdout | trim", secret: true}}` for a secret.
+    pub capture: Option<BTreeMap<String, super::capture::Capture>>,
     /// How long the action may take.
     pub timeout: Option<Duration>,
     /// How many times a failed action is tried again (at most 100).
@@ -119,6 +120,8 @@ pub struct Phase {
     pub pause: Option<String>,
     /// Runs a command until it succeeds.
     pub wait: Option<Wait>,
+    /// Checks the SSH host key a node offers; trusts a new one only if it is the expected one.
+    pub ssh_host_key: Option<super::capture::SshHostKey>,
 }
 
 /// What a phase does is exactly one of: an action, `phases:` or `include:`; and a phase with
@@ -173,6 +176,7 @@ pub struct Rollback {
     pub check: Option<Check>,
     pub pause: Option<String>,
     pub wait: Option<Wait>,
+    pub ssh_host_key: Option<super::capture::SshHostKey>,
 }
 
 #[derive(JsonSchema)]

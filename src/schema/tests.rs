@@ -188,6 +188,28 @@ fn every_procedure_mapping_has_the_loaders_keys() {
 }
 
 #[test]
+fn a_secret_capture_and_the_host_key_action_have_the_loaders_keys() {
+    let schema = super::procedure();
+    for (phase, path) in [
+        (
+            "{id: a, ssh_host_key: {node: n, PROBE: 1}}",
+            vec!["phases", "[]", "ssh_host_key"],
+        ),
+        (
+            "{id: a, pause: x, capture: {t: {from: x, PROBE: 1}}}",
+            vec!["phases", "[]", "capture", "*"],
+        ),
+    ] {
+        let yaml = with_phase(phase);
+        assert_eq!(
+            schema_keys(&schema, &path),
+            loader_keys(&procedure_diagnostics(&yaml), &yaml),
+            "schema properties (left) and loader keys (right) differ at {path:?}"
+        );
+    }
+}
+
+#[test]
 fn an_include_phase_has_the_loaders_keys() {
     let yaml = with_phase("{id: a, include: {procedure: q}, PROBE: 1}");
     let diags = procedure_diagnostics(&yaml);

@@ -23,20 +23,35 @@ use crate::inventory::{HostKeyChecking, NodeEntry};
 pub(crate) const SERVER_ALIVE_SECS: u64 = 5;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT_SECS: f64 = 10.0;
 
-/// The known-hosts files ssh checks the node's host key against.
+/// The known-hosts files ssh checks the node's host key against: the inventory's (or the
+/// user's own), and medic's own file of keys trusted by `ssh_host_key` once it exists.
 pub(crate) fn known_hosts_files(node: &NodeEntry) -> Vec<PathBuf> {
-    match &node.ssh.known_hosts {
-        Some(path) => vec![path.clone()],
-        None => std::env::var_os("HOME")
-            .map(|home| vec![PathBuf::from(home).join(".ssh/known_hosts")])
-            .unwrap_or_default(),
-    }
+    files_with(node, crate::action::ssh_host_key::medic_known_hosts())
 }
 
-/// Whether the known-hosts files are the inventory's (passed to ssh) rather than the user's
-/// defaults (left to ssh and `~/.ssh/config`).
+fn files_with(node: &NodeEntry, medic: Option<PathBuf>) -> Vec<PathBuf> {
+    let mut files = match &node.ssh.known_hosts {
+        Some(path) => vec![path.clone()],
+        None => std::env::var_os("HOME")
+            .map(|home| {
+                let ssh = PathBuf::from(home).join(".ssh");
+                // ssh's own default when UserKnownHostsFile is not given.
+                let mut files = vec![ssh.join("known_hosts")];
+                if medic.is_some() {
+                    files.push(ssh.join("known_hosts2"));
+                }
+                files
+            })
+            .unwrap_or_default(),
+    };
+    files.extend(medic);
+    files
+}
+
+/// Whether ssh is told which known-hosts files to read (the inventory names one, or medic's
+/// own file exists) rather than left to its defaults and `~/.ssh/config`.
 fn known_hosts_configured(node: &NodeEntry) -> bool {
-    node.ssh.known_hosts.is_some()
+    node.ssh.known_hosts.is_some() || crate::action::ssh_host_key::medic_known_hosts().is_some()
 }
 
 /// The connect timeout ssh gets, in seconds.
@@ -194,6 +209,29 @@ mod tests {
         assert_ne!(key, socket_key(&other_address));
         std::fs::write(&kh, "b\n").unwrap();
         assert_ne!(key, socket_key(&node(base)), "known_hosts contents changed");
+    }
+
+    #[test]
+    fn medics_own_file_is_read_besides_the_inventorys_or_the_users() {
+        let medic = PathBuf::from("/state/known_hosts");
+        let mut n = NodeEntry {
+            name: "n".into(),
+            address: "10.0.0.1".into(),
+            roles: vec![],
+            ssh: Default::default(),
+        };
+        n.ssh.known_hosts = Some(PathBuf::from("/inv/kh"));
+        assert_eq!(files_with(&n, None), [PathBuf::from("/inv/kh")]);
+        assert_eq!(
+            files_with(&n, Some(medic.clone())),
+            [PathBuf::from("/inv/kh"), medic.clone()]
+        );
+        n.ssh.known_hosts = None;
+        let files = files_with(&n, Some(medic.clone()));
+        assert_eq!(files.len(), 3, "{files:?}");
+        assert!(files[0].ends_with(".ssh/known_hosts"));
+        assert!(files[1].ends_with(".ssh/known_hosts2"));
+        assert_eq!(files[2], medic);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A drill cluster for end-to-end tests: `medic drill up` in a temp directory (real etcd
-//! members, one sshd, the API emulator), medic pointed at its inventory, `medic drill down` on
+//! members, an sshd per node, the API emulator), medic pointed at its inventory, `medic drill down` on
 //! drop.
 
 use std::path::PathBuf;
@@ -86,6 +86,30 @@ impl DrillCluster {
                 ]
             })
             .collect()
+    }
+
+    /// `medic drill provision NODE`; returns the new SSH host key's fingerprint it printed.
+    pub fn provision(&self, node: &str) -> String {
+        let out = self.medic(&["drill", "provision", node]).run().code(0);
+        out.stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("new SSH host key: "))
+            .unwrap_or_else(|| panic!("no fingerprint in\n{}", out.stdout))
+            .to_string()
+    }
+
+    /// The SHA256 fingerprint of a node's current host key, read from the drill's key file.
+    pub fn host_key_fingerprint(&self, node: &str) -> String {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(self.dir.join("ssh").join(format!("host_key-{node}.pub")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
     }
 
     pub fn secret(&self, name: &str) -> String {

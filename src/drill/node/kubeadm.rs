@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use super::{drill_err, flag, option, parse_version, positional, Reply, Result2};
+use super::join_config::JoinArgs;
+use super::{drill_err, flag, parse_version, positional, Reply, Result2};
 use crate::drill::etcd::{add_member, etcd_client, wait_etcd_healthy};
 use crate::drill::kubelet::{api_nodes, set_kubelet};
 use crate::drill::state::{kubelet_version_of, Drill, DrillNode};
@@ -24,15 +25,22 @@ pub(super) async fn kubeadm(drill: &mut Drill, node: &str, args: &[String]) -> R
             );
             Ok(Reply::ok(format!("{v}\n")))
         }
-        ["token", "create", ..] if flag(args, &["--print-join-command"]) => Ok(Reply::ok(format!(
-            "{} --token {}\n",
-            drill.join_command(),
-            drill.token
-        ))),
-        ["init", "phase", "upload-certs", ..] => Ok(Reply::ok(format!(
-            "[upload-certs] Using certificate key:\n{}\n",
-            drill.certificate_key
-        ))),
+        ["token", "create", ..] if flag(args, &["--print-join-command"]) => {
+            admin_conf(drill, node)?;
+            Ok(Reply::ok(format!(
+                "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}\n",
+                drill.api_endpoint(),
+                drill.token,
+                drill.ca_cert_hash
+            )))
+        }
+        ["init", "phase", "upload-certs", ..] if flag(args, &["--upload-certs"]) => {
+            admin_conf(drill, node)?;
+            Ok(Reply::ok(format!(
+                "[upload-certs] Storing the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace\n[upload-certs] Using certificate key:\n{}\n",
+                drill.certificate_key
+            )))
+        }
         ["upgrade", "plan", ..] => Ok(Reply::ok(format!(
             "[upgrade/versions] Cluster version: v{}\n[upgrade/versions] kubeadm version: {}\n",
             drill.cluster_version,
@@ -54,6 +62,19 @@ pub(super) async fn kubeadm(drill: &mut Drill, node: &str, args: &[String]) -> R
             ),
         )),
     }
+}
+
+/// `token create` and `upload-certs` need the cluster's admin credentials, which only a joined
+/// control-plane node has.
+fn admin_conf(drill: &Drill, node: &str) -> Result<(), Reply> {
+    let n = drill.node(node).map_err(drill_err)?;
+    if n.control_plane && n.joined {
+        return Ok(());
+    }
+    Err(Reply::err(
+        1,
+        "failed to load admin kubeconfig: open /etc/kubernetes/admin.conf: no such file or directory\n",
+    ))
 }
 
 fn kubeadm_upgrade(drill: &mut Drill, node: &str, target: Option<&str>) -> Result2 {
@@ -140,35 +161,32 @@ async fn kubeadm_join(drill: &mut Drill, node: &str, args: &[String]) -> Result2
     Ok(Reply::ok(out))
 }
 
-/// The join's endpoint, token, CA hash and (with `--control-plane`) certificate key, refused
-/// as kubeadm refuses them; returns whether the join is a control-plane join.
+/// The join's endpoint, token, CA hash and (with `--control-plane`) certificate key, from the
+/// flags or a `--config` file, refused as kubeadm refuses them; returns whether the join is a
+/// control-plane join.
 fn check_join_secrets(drill: &Drill, args: &[String]) -> Result<bool, Reply> {
-    let pos = positional(args);
-    let endpoint = pos.get(1).copied().unwrap_or_default();
+    let given = JoinArgs::read(args)?;
+    let endpoint = given.endpoint.as_str();
     if endpoint != drill.api_endpoint() {
         return Err(Reply::err(
             1,
             format!("error execution phase preflight: couldn't validate the identity of the API Server: Get \"https://{endpoint}/api/v1/namespaces/kube-public/configmaps/cluster-info\": dial tcp {endpoint}: connect: connection refused\n"),
         ));
     }
-    if option(args, "--token").as_deref() != Some(drill.token.as_str()) {
+    if given.token.as_deref() != Some(drill.token.as_str()) {
         return Err(Reply::err(
             1,
             "error execution phase preflight: couldn't validate the identity of the API Server: could not find a JWS signature in the cluster-info ConfigMap for token ID (the token is wrong or expired)\n",
         ));
     }
-    if option(args, "--discovery-token-ca-cert-hash").as_deref()
-        != Some(drill.ca_cert_hash.as_str())
-    {
+    if given.ca_cert_hash.as_deref() != Some(drill.ca_cert_hash.as_str()) {
         return Err(Reply::err(
             1,
             "error execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap does not match the --discovery-token-ca-cert-hash\n",
         ));
     }
-    let control_plane = flag(args, &["--control-plane"]);
-    if control_plane
-        && option(args, "--certificate-key").as_deref() != Some(drill.certificate_key.as_str())
-    {
+    let control_plane = given.control_plane;
+    if control_plane && given.certificate_key.as_deref() != Some(drill.certificate_key.as_str()) {
         return Err(Reply::err(
             1,
             "error execution phase control-plane-prepare/download-certs: error downloading certs: error decoding certificate key: the certificate key is wrong or the uploaded certificates expired\n",

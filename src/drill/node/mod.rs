@@ -26,6 +26,7 @@ use crate::template::shell_quote;
 
 mod apt;
 mod etcd_unit;
+mod join_config;
 mod kubeadm;
 mod systemctl;
 

@@ -124,6 +124,7 @@ fn read_phase_body(
         action: None,
         rollback: None,
         capture: BTreeMap::new(),
+        secret_capture: Default::default(),
         timeout_secs: None,
         retries: 0,
         retry_delay_secs: 1.0,
@@ -170,7 +171,9 @@ fn read_work(fields: &Fields<'_>, spec: &mut PhaseSpec, what: &str, r: &mut Read
         spec.rollback = super::rollback::read_rollback(n, has_phases, what, r);
     }
     if let Some(n) = fields.get("capture") {
-        spec.capture = super::capture::read_capture(n, has_phases, what, r);
+        let capture = super::capture::read_capture(n, has_phases, what, r);
+        spec.capture = capture.exprs;
+        spec.secret_capture = capture.secret;
     }
     let group = has_phases || spec.foreach.is_some();
     read_parallel(fields, spec, what, group, r);
