@@ -141,6 +141,8 @@ struct Shared {
 pub(crate) struct Engine {
     shared: Arc<Shared>,
     force: bool,
+    /// Every failure is recorded and the run goes on (`medic status`); see [`Engine::tolerates`].
+    keep_going: bool,
 }
 
 /// Everything the engine needs to run an operation.
@@ -201,6 +203,7 @@ impl Engine {
                 store_failure: Mutex::new(None),
             }),
             force,
+            keep_going: false,
         })
     }
 
@@ -237,6 +240,7 @@ impl Engine {
                 store_failure: Mutex::new(None),
             }),
             force: false,
+            keep_going: false,
         }
     }
 
@@ -326,8 +330,9 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            scheduler.finished(leaf, ok);
-            if !ok && first_failure.is_none() {
+            let tolerated = !ok && self.tolerates(leaf);
+            scheduler.finished(leaf, ok || tolerated);
+            if !ok && !tolerated && first_failure.is_none() {
                 first_failure = Some(leaf);
             }
         }
@@ -503,3 +508,5 @@ impl Engine {
 /// Why rolling back a phase that was skipped does nothing.
 const SKIPPED_ROLLBACK: &str =
     "it was skipped (its `when:` was false), so there is nothing to undo; recorded as rolled back";
+
+mod keep_going;

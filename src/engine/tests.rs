@@ -58,6 +58,8 @@ fn node(id: &str, action: Option<ActionSpec>) -> crate::plan::PlanNode<ActionSpe
         retry_delay_secs: 0.0,
         idempotent: true,
         when: None,
+        may_fail: false,
+        probe: None,
     }
 }
 

@@ -10,6 +10,7 @@
 //!    that the schema has exactly those properties, so the two cannot drift apart silently.
 
 pub mod inventory;
+pub mod probe;
 pub mod procedure;
 pub mod scalars;
 #[cfg(test)]

@@ -119,6 +119,10 @@ pub struct Phase {
     pub pause: Option<String>,
     /// Runs a command until it succeeds.
     pub wait: Option<Wait>,
+    /// What a failure of this phase means to `medic status`: name, severity, finding, remedy.
+    pub probe: Option<super::probe::Probe>,
+    /// A failure is recorded and the run goes on.
+    pub may_fail: Option<Flag>,
 }
 
 /// What a phase does is exactly one of: an action, `phases:` or `include:`; and a phase with
