@@ -17,6 +17,7 @@ mod plan;
 mod procedures;
 mod schema;
 mod start;
+mod status;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -274,6 +275,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
             complete::candidates(&ctx, *what, operation.as_deref())
         }
         Command::Schema { document } => schema::print(*document),
+        Command::Status(args) => status::status(&ctx, args).await,
     }
 }
 

@@ -509,4 +509,4 @@ impl Engine {
 const SKIPPED_ROLLBACK: &str =
     "it was skipped (its `when:` was false), so there is nothing to undo; recorded as rolled back";
 
-mod keep_going;
+mod probe;

@@ -39,6 +39,20 @@ pub(super) mod builtin {
             "upgrade-kubernetes-node",
             include_str!("../../plans/upgrade-kubernetes-node.yaml"),
         ),
+        ("node-health", include_str!("../../plans/node-health.yaml")),
+        (
+            "kubernetes-health",
+            include_str!("../../plans/kubernetes-health.yaml"),
+        ),
+        ("etcd-health", include_str!("../../plans/etcd-health.yaml")),
+        (
+            "cluster-health",
+            include_str!("../../plans/cluster-health.yaml"),
+        ),
+        (
+            "restart-kubelet",
+            include_str!("../../plans/restart-kubelet.yaml"),
+        ),
     ];
 }
 

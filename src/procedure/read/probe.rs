@@ -101,7 +101,11 @@ fn read_probe_fields(n: &Node, what: &str, r: &mut Reader) -> Option<Probe> {
     let finding = match fields.get("finding") {
         Some(n) => {
             let s = r.scalar(n, "probe.finding")?;
-            r.template(s, TemplateKind::Text)
+            // The finding also sees the phase's error (`engine/probe.rs`).
+            r.locals.push("error".into());
+            let finding = r.template(s, TemplateKind::Text);
+            r.locals.pop();
+            finding
         }
         None => {
             r.error(
