@@ -84,7 +84,7 @@ pub(super) async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<i32, CliError
             (results, None)
         };
         let active = active_operations(ctx);
-        let summary = Summary::of(&results);
+        let summary = Summary::of(&results, inventory.as_ref().map_or(0, |i| i.nodes.len()));
         if ctx.json() {
             print_json(&json!({
                 "status": summary.status,
@@ -106,7 +106,7 @@ pub(super) async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<i32, CliError
                 )
             })
             .collect();
-        let mut text = status::render_text(&results, &lines);
+        let mut text = status::render_text(&summary, &results, &lines);
         if let Some(op) = &recorded {
             text.push_str(&format!(
                 "\nrecorded as operation {} (`medic plan history --operation {}`)\n",

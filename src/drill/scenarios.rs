@@ -19,6 +19,16 @@ pub enum Scenario {
     NodeLost,
     /// The next package upgrade on the node fails.
     UpgradeFails,
+    /// The node's clock runs 5 s ahead (`medic status`: node/clock-offset-critical).
+    ClockDrift,
+    /// The node's disks are 97% full (node/disk-critical).
+    DiskFull,
+    /// net.ipv4.ip_forward is 0 on the node (node/sysctl-ip-forward).
+    Sysctl,
+    /// br_netfilter is not loaded on the node (node/kernel-modules).
+    Module,
+    /// The node's container runtime (containerd) is stopped (node/runtime-active).
+    RuntimeDown,
 }
 
 pub(crate) async fn break_node(
@@ -33,6 +43,9 @@ pub(crate) async fn break_node(
         return Err(DrillError::Usage(format!(
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
+    }
+    if let Some(done) = super::triage::break_host(&drill, scenario, name) {
+        return done;
     }
     // Breaking what is already broken changes nothing and is refused (exit 2), so a typo'd
     // node or a repeated command does not pass for a fresh failure.
@@ -109,6 +122,7 @@ pub(crate) async fn break_node(
             drill.save()?;
             Ok(format!("the next package upgrade on {name} will fail"))
         }
+        _ => unreachable!("host scenarios are acted out by drill/triage.rs above"),
     }
 }
 

@@ -271,7 +271,7 @@ fn render_remedy(
                 .collect();
             let mut command = format!("medic start {procedure}");
             for (k, v) in &params {
-                command.push_str(&format!(" --set {}", shell_quote(&format!("{k}={v}"))));
+                command.push_str(&format!(" --set {}", shell_word(&format!("{k}={v}"))));
             }
             command.push_str(" --dry-run");
             RemedyView {
@@ -284,9 +284,29 @@ fn render_remedy(
     }
 }
 
+/// `word` as one shell word: as it is when only plain characters, else quoted.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._,:/=@+-".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        shell_quote(word)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{matches, shell_word};
+
+    #[test]
+    fn remedy_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("node=cp-2"), "node=cp-2");
+        assert_eq!(shell_word("node=a b"), "'node=a b'");
+        assert_eq!(shell_word("x=$(rm)"), "'x=$(rm)'");
+    }
 
     #[test]
     fn patterns_match_a_name_or_a_component() {

@@ -22,7 +22,8 @@ pub(crate) struct Summary {
 }
 
 impl Summary {
-    pub(crate) fn of(results: &[ProbeResult]) -> Summary {
+    /// The counts of `results`, on a cluster of `nodes` nodes.
+    pub(crate) fn of(results: &[ProbeResult], nodes: usize) -> Summary {
         let failed = |s: Severity| {
             results
                 .iter()
@@ -30,7 +31,6 @@ impl Summary {
                 .count()
         };
         let count = |s: ProbeState| results.iter().filter(|r| r.state == s).count();
-        let nodes: BTreeSet<&str> = results.iter().filter_map(|r| r.node.as_deref()).collect();
         let (critical, warning) = (failed(Severity::Critical), failed(Severity::Warning));
         Summary {
             status: if critical > 0 {
@@ -45,7 +45,7 @@ impl Summary {
             passed: count(ProbeState::Pass),
             unknown: count(ProbeState::Unknown),
             skipped: count(ProbeState::Skipped),
-            nodes: nodes.len(),
+            nodes,
         }
     }
 
@@ -104,8 +104,11 @@ fn styled(r: &ProbeResult, text: String) -> String {
 
 /// The whole report: summary line, table (component, then node), what to do, and the active
 /// operations (`operations`: one line each).
-pub(crate) fn render_text(results: &[ProbeResult], operations: &[String]) -> String {
-    let summary = Summary::of(results);
+pub(crate) fn render_text(
+    summary: &Summary,
+    results: &[ProbeResult],
+    operations: &[String],
+) -> String {
     let mut out = String::new();
     let headline = match summary.status {
         "degraded" => console::style(summary.line()).red().bold(),

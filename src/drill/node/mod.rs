@@ -21,6 +21,7 @@ use super::state::{write_file, Drill, DrillLock};
 use crate::template::shell_quote;
 
 mod apt;
+pub(crate) mod host;
 mod kubeadm;
 mod systemctl;
 
@@ -157,6 +158,7 @@ pub(super) fn write_shims(drill: &Drill) -> Result<(), DrillError> {
             0o755,
         )?;
     }
+    host::write_host_shims(drill)?;
     Ok(())
 }
 

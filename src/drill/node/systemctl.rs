@@ -26,6 +26,10 @@ pub(super) async fn systemctl(drill: &mut Drill, node: &str, args: &[String]) ->
     let mut out = Reply::ok("");
     for unit in units {
         let unit = unit_name(unit);
+        if unit == "containerd" {
+            out = super::host::containerd(drill, node, verb, quiet)?;
+            continue;
+        }
         if unit != "kubelet" {
             return Err(Reply::err(
                 5,
