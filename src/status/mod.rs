@@ -260,6 +260,9 @@ fn render_remedy(
             ),
         },
         Remedy::Procedure { procedure, with } => {
+            let procedure = &templates
+                .render(procedure, false, ctx)
+                .unwrap_or_else(|_| procedure.clone());
             let params: BTreeMap<String, String> = with
                 .iter()
                 .map(|(k, v)| {

@@ -142,7 +142,9 @@ fn read_remedy(n: &Node, what: &str, r: &mut Reader) -> Option<Remedy> {
         );
         return None;
     };
-    let procedure = r.string(p, "remedy.procedure")?.as_str().to_string();
+    // A template: the remedy may depend on the node (a control-plane or a worker node).
+    let name = r.scalar(p, "remedy.procedure")?;
+    let procedure = r.template(name, TemplateKind::Text);
     let mut with = BTreeMap::new();
     if let Some(w) = fields.get("with") {
         let Node::Mapping(map) = w else {
