@@ -44,8 +44,8 @@ pub(crate) async fn break_node(
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
     }
-    if let Some(done) = super::triage::break_host(&drill, scenario, name) {
-        return done;
+    if let Some(fault) = host_fault(scenario) {
+        return super::triage::break_host(&drill, fault, name);
     }
     // Breaking what is already broken changes nothing and is refused (exit 2), so a typo'd
     // node or a repeated command does not pass for a fresh failure.
@@ -163,4 +163,17 @@ pub(crate) fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
     Ok(format!(
         "{name} is a fresh machine: reachable over SSH, kubeadm/kubelet/kubectl {pkg} installed, not joined to the cluster"
     ))
+}
+
+/// The scenarios acted out on a node's host view (`triage.rs`).
+fn host_fault(scenario: Scenario) -> Option<super::triage::HostFault> {
+    use super::triage::HostFault;
+    match scenario {
+        Scenario::ClockDrift => Some(HostFault::ClockDrift),
+        Scenario::DiskFull => Some(HostFault::DiskFull),
+        Scenario::Sysctl => Some(HostFault::Sysctl),
+        Scenario::Module => Some(HostFault::Module),
+        Scenario::RuntimeDown => Some(HostFault::RuntimeDown),
+        _ => None,
+    }
 }

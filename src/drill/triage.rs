@@ -5,7 +5,6 @@
 
 use super::error::{setup, DrillError};
 use super::node::host::view_dir;
-use super::scenarios::Scenario;
 use super::state::Drill;
 
 /// How far `clock-drift` sets the node's clock off (critical: a second or more).
@@ -13,52 +12,61 @@ pub(crate) const CLOCK_DRIFT_SECS: f64 = 5.0;
 /// The disk usage `disk-full` leaves (critical: 95% or more).
 pub(crate) const DISK_FULL_PERCENT: u32 = 97;
 
-/// Acts out a host scenario on node `name`; `None` for the scenarios `scenarios.rs` owns.
+/// What goes wrong on a node's host (the `medic drill break` scenarios of this file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HostFault {
+    ClockDrift,
+    DiskFull,
+    Sysctl,
+    Module,
+    RuntimeDown,
+}
+
+/// Acts out `fault` on node `name`; refused (nothing changed) when it is already so.
 pub(crate) fn break_host(
     drill: &Drill,
-    scenario: Scenario,
+    fault: HostFault,
     name: &str,
-) -> Option<Result<String, DrillError>> {
+) -> Result<String, DrillError> {
     let view = view_dir(drill, name);
-    let (file, text, done, already): (&str, String, String, &str) = match scenario {
-        Scenario::ClockDrift => (
+    let (file, text, done, already): (&str, String, String, &str) = match fault {
+        HostFault::ClockDrift => (
             "clock-offset",
             format!("{CLOCK_DRIFT_SECS}\n"),
             format!("the clock of {name} now runs {CLOCK_DRIFT_SECS} s ahead"),
             "the clock already drifts",
         ),
-        Scenario::DiskFull => (
+        HostFault::DiskFull => (
             "disk-use",
             format!("{DISK_FULL_PERCENT}\n"),
             format!("the disks of {name} are {DISK_FULL_PERCENT}% full"),
             "the disks are already full",
         ),
-        Scenario::Sysctl => (
+        HostFault::Sysctl => (
             "sysctl/net.ipv4.ip_forward",
             "0\n".into(),
             format!("net.ipv4.ip_forward is 0 on {name}"),
             "net.ipv4.ip_forward is already 0",
         ),
-        Scenario::Module => (
+        HostFault::Module => (
             "unloaded-br_netfilter",
             "unloaded\n".into(),
             format!("br_netfilter is not loaded on {name}"),
             "br_netfilter is already unloaded",
         ),
-        Scenario::RuntimeDown => (
+        HostFault::RuntimeDown => (
             "runtime-down",
             "stopped\n".into(),
             format!("containerd is stopped on {name}"),
             "containerd is already stopped",
         ),
-        _ => return None,
     };
     let path = view.join(file);
     let current = std::fs::read_to_string(&path).ok();
     if current.as_deref() == Some(text.as_str()) {
-        return Some(Err(DrillError::Usage(format!(
+        return Err(DrillError::Usage(format!(
             "{already} on {name}; nothing was changed"
-        ))));
+        )));
     }
     let write = path
         .parent()
@@ -66,5 +74,5 @@ pub(crate) fn break_host(
         .unwrap_or(Ok(()))
         .and_then(|_| std::fs::write(&path, text))
         .map_err(setup("write the node's host view"));
-    Some(write.map(|_| done))
+    write.map(|_| done)
 }
