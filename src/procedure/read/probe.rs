@@ -176,6 +176,58 @@ pub(crate) fn valid_probe_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::valid_probe_name;
+    use crate::plan::{Remedy, Severity};
+    use crate::procedure::Procedure;
+
+    fn errors(text: &str) -> String {
+        match Procedure::parse("p.yaml", text, None) {
+            Ok(_) => panic!("loaded:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_probe_is_read_with_its_remedy() {
+        let p = Procedure::parse(
+            "p.yaml",
+            "name: p\nparams: {node: {default: n1}}\nphases:\n  - id: a\n    check: \"{{ false }}\"\n    may_fail: true\n    probe: {name: node/x, severity: warning, finding: \"{{ node }}: {{ error }}\", remedy: {procedure: fix, with: {node: \"{{ node }}\"}}}\n",
+            None,
+        )
+        .unwrap();
+        let phase = &p.phases[0];
+        assert!(phase.may_fail);
+        let probe = phase.probe.as_ref().unwrap();
+        assert_eq!(probe.severity, Severity::Warning);
+        assert!(
+            matches!(&probe.remedy, Some(Remedy::Procedure { procedure, with }) if procedure == "fix" && with["node"] == "{{ node }}")
+        );
+    }
+
+    #[test]
+    fn bad_probes_are_refused_with_their_position() {
+        let e = errors("name: p\nphases:\n  - id: a\n    check: x\n    probe: {name: x, severity: fatal, finding: f}\n");
+        assert!(
+            e.contains("p.yaml:5:19: phase `a`: probe name `x` must be a component and a check"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "p.yaml:5:32: phase `a`: probe severity `fatal` must be `warning` or `critical`"
+            ),
+            "{e}"
+        );
+        let e = errors("name: p\nphases:\n  - id: g\n    probe: {name: a/b, severity: warning, finding: f}\n    phases: [{id: a, check: x}]\n");
+        assert!(
+            e.contains("p.yaml:4:12: phase `g`: `probe:` describes a phase with an action"),
+            "{e}"
+        );
+        let e = errors("name: p\nphases:\n  - id: a\n    check: x\n    probe: {name: a/b, severity: warning}\n");
+        assert!(e.contains("needs `finding:`"), "{e}");
+        let e = errors("name: p\nphases:\n  - id: a\n    check: x\n    probe: {name: a/b, severity: warning, finding: \"{{ nope }}\"}\n");
+        assert!(e.contains("undefined name `nope`"), "{e}");
+        let e = errors("name: p\nphases:\n  - id: a\n    check: x\n    probe: {name: a/b, severity: warning, finding: f, remedy: {with: {}}}\n");
+        assert!(e.contains("a remedy needs `procedure:`"), "{e}");
+    }
 
     #[test]
     fn probe_names_are_component_and_check() {
