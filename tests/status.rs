@@ -303,6 +303,13 @@ fn record_stores_a_cluster_health_operation_whose_history_shows_the_run() {
         probe(&v, "node/sysctl-ip-forward", Some("worker-1"))["state"],
         "fail"
     );
+    // The run went on after the failure: every other probe has a verdict, and passed.
+    assert_eq!(failed(&v).len(), 1, "{v:#}");
+    assert_eq!(v["summary"]["unknown"], 0, "{v:#}");
+    assert_eq!(
+        probe(&v, "node/clock-offset-warning", Some("worker-1"))["state"],
+        "pass"
+    );
     let ops = drill
         .medic(&["-o", "json", "operations"])
         .run()
