@@ -67,8 +67,9 @@ best() {
     BEST[$label]=$min
 }
 
-say "1. cargo build --release"
-build_medic
+say "1. cargo build --release (MEDIC_BIN=PATH uses that binary instead)"
+if [[ -n "${MEDIC_BIN:-}" ]]; then MEDIC=$MEDIC_BIN; else build_medic; fi
+"$MEDIC" --version
 
 say "2. medic status on a drill (5 nodes)"
 "$MEDIC" drill up --dir "$TMP/drill" --state-dir "$TMP/drill-state" >/dev/null
@@ -124,7 +125,12 @@ best "medic status, $N nodes" "$MEDIC" --state-dir "$TMP/state" --inventory "$TM
 head -1 "$TMP/last.out"
 
 say "6. ansible -m raw, one task per probe group"
-ensure_ansible
+if ! (ensure_ansible) >"$TMP/ansible-install.log" 2>&1; then
+    echo "  ansible-core could not be installed (no network?); its row is left out:" >&2
+    tail -3 "$TMP/ansible-install.log" >&2
+    NO_ANSIBLE=1
+fi
+VENV="$CACHE/venv"
 FACTS=$(sed -n '/^      run: |$/,/^    capture: {facts: json}$/p' "$ROOT/plans/node-health.yaml" | sed '1d;$d' | sed 's/^        //')
 export ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_SSH_ARGS="-o UserKnownHostsFile=$TMP/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
 ansible_run() {
@@ -133,21 +139,22 @@ ansible_run() {
     ANSIBLE_SSH_CONTROL_PATH_DIR=$(mktemp -d "$TMP/cp.XXXX") "$VENV/bin/ansible" all -i "$TMP/hosts.ini" \
         -u "$USER_NAME" --private-key "$TMP/user_key" -e "ansible_port=$PORT" -f "$N" -m raw -a 'date +%s%3N' >/dev/null
 }
-best "ansible raw, $N nodes" ansible_run
+[[ -n "${NO_ANSIBLE:-}" ]] || best "ansible raw, $N nodes" ansible_run
 
 say "7. results"
 floor=${BEST["plain ssh x$N (floor)"]}
 medic=${BEST["medic status, $N nodes"]}
-ansible=${BEST["ansible raw, $N nodes"]}
+ansible=${BEST["ansible raw, $N nodes"]:-0}
 printf '  %-34s %8s\n' "what (best of $RUNS)" "ms"
 for k in "medic status, drill (5 nodes)" "plain ssh x$N (floor)" "medic status, $N nodes" "ansible raw, $N nodes"; do
-    printf '  %-34s %8d\n' "$k" "${BEST[$k]}"
+    printf '  %-34s %8s\n' "$k" "${BEST[$k]:-n/a}"
 done
 miss=0
 row() { printf '  %-58s %s\n' "$1" "$2"; [[ $2 == PASS* ]] || miss=1; }
 (( medic <= 2 * floor )) && r=PASS || r=FAIL
 row "target: $N-node status within 2x the floor ($medic vs $((2 * floor)) ms)" "$r"
 (( medic * 3 <= ansible )) && r=PASS || r=FAIL
+(( ansible > 0 )) || r="FAIL (not measured)"
 row "target: >= 3x faster than ansible raw ($medic vs $ansible ms)" "$r"
 [[ "${BENCH_STRICT:-0}" == 1 && $miss == 1 ]] && exit 1
 exit 0

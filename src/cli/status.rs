@@ -95,24 +95,7 @@ pub(super) async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<i32, CliError
             }));
             return Ok(status::exit_code(&summary, args.strict));
         }
-        let lines: Vec<String> = active
-            .iter()
-            .map(|o| {
-                format!(
-                    "{} {} {}",
-                    o["id"].as_str().unwrap_or_default(),
-                    o["procedure"].as_str().unwrap_or_default(),
-                    o["progress"].as_str().unwrap_or_default()
-                )
-            })
-            .collect();
-        let mut text = status::render_text(&summary, &results, &lines);
-        if let Some(op) = &recorded {
-            text.push_str(&format!(
-                "\nrecorded as operation {} (`medic plan history --operation {}`)\n",
-                op.id, op.id
-            ));
-        }
+        let text = report_text(&summary, &results, &active, recorded.as_ref());
         if !watch {
             print!("{text}");
             return Ok(status::exit_code(&summary, args.strict));
@@ -128,6 +111,34 @@ pub(super) async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<i32, CliError
             _ = tokio::signal::ctrl_c() => return Ok(status::exit_code(&summary, args.strict)),
         }
     }
+}
+
+/// The report as text, with the recorded operation, if any.
+fn report_text(
+    summary: &Summary,
+    results: &[status::ProbeResult],
+    active: &[serde_json::Value],
+    recorded: Option<&crate::store::Operation>,
+) -> String {
+    let lines: Vec<String> = active
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {} {}",
+                o["id"].as_str().unwrap_or_default(),
+                o["procedure"].as_str().unwrap_or_default(),
+                o["progress"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    let mut text = status::render_text(summary, results, &lines);
+    if let Some(op) = recorded {
+        text.push_str(&format!(
+            "\nrecorded as operation {} (`medic plan history --operation {}`)\n",
+            op.id, op.id
+        ));
+    }
+    text
 }
 
 /// The active operations, as `medic operations -o json` shows them; none when there is no
