@@ -285,6 +285,19 @@ fn an_unreachable_node_fails_alone_and_the_others_are_probed() {
         failed(&v),
         [("node/reachable".to_string(), "ghost".to_string())]
     );
+
+    // A lost control-plane node: its replacement is the remedy.
+    drill
+        .medic(&["drill", "break", "node-lost", "cp-1"])
+        .run()
+        .code(0);
+    let v = status_json(&drill, &["--only", "node/"], 1);
+    let reach = probe(&v, "node/reachable", Some("cp-1"));
+    assert_eq!(reach["severity"], "critical");
+    assert_eq!(
+        reach["remedy"]["command"],
+        "medic start replace-control-plane-node --set node=cp-1 --dry-run"
+    );
 }
 
 #[test]
