@@ -307,7 +307,7 @@ pub(crate) struct StatusArgs {
     /// Run again every INTERVAL and redraw in place, until Ctrl-C (a terminal only).
     #[arg(long)]
     pub(crate) watch: bool,
-    /// Seconds between runs with --watch.
+    /// Time between runs with --watch.
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub(crate) interval: String,
     /// How long the probes of one component or node may take; slower ones show as unknown.
