@@ -21,5 +21,6 @@ pub mod schema;
 pub mod shell_placement;
 pub mod source;
 pub mod ssh;
+mod status;
 pub mod store;
 pub mod template;

@@ -109,6 +109,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SshCommand,
     },
+    /// Run the health probes on every node and component: what is wrong, how bad, and which
+    /// `medic start …` repairs it (exit 0 healthy, 1 on a critical finding).
+    Status(StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,4 +353,33 @@ pub(crate) enum SshCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// Run only these probes: a name (node/swap-off) or a component (node/, node/*); repeatable.
+    #[arg(long, value_name = "PROBE")]
+    pub(crate) only: Vec<String>,
+    /// Waive a probe (kubeadm's --ignore-preflight-errors): shown as waived, never counted;
+    /// a name or a component; repeatable.
+    #[arg(long, value_name = "PROBE")]
+    pub(crate) skip: Vec<String>,
+    /// Run the per-node probes on this node only; repeatable.
+    #[arg(long = "node", value_name = "NODE")]
+    pub(crate) nodes: Vec<String>,
+    /// Exit 1 on warnings too (for CI gates).
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// Store the run as an operation of cluster-health (history shows it, and the waivers).
+    #[arg(long, conflicts_with = "watch")]
+    pub(crate) record: bool,
+    /// Run again every INTERVAL and redraw in place, until Ctrl-C (a terminal only).
+    #[arg(long)]
+    pub(crate) watch: bool,
+    /// Time between runs with --watch.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub(crate) interval: String,
+    /// How long the probes of one component or node may take; slower ones show as unknown.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub(crate) timeout: String,
 }

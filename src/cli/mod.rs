@@ -21,6 +21,7 @@ mod set;
 mod signals;
 mod ssh;
 mod start;
+mod status;
 mod stop;
 mod tail;
 
@@ -284,6 +285,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Schema { document } => schema::print(*document),
         Command::Attach { operation } => tail::attach(&ctx, operation.as_deref()).await,
         Command::Ssh { command } => ssh::ssh_command(&ctx, command),
+        Command::Status(args) => status::status(&ctx, args).await,
     }
 }
 

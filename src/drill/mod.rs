@@ -25,6 +25,7 @@ mod scenarios;
 mod seed;
 mod sshd;
 mod state;
+mod triage;
 
 pub(crate) use seed::read_seed;
 

@@ -22,6 +22,16 @@ pub enum Scenario {
     /// Every other etcd member killed and its data dir wiped: the node's member survives
     /// alone, without quorum (rehearses `etcd-restore-snapshot`; `medic drill snapshot` first).
     QuorumLost,
+    /// The node's clock runs 5 s ahead (`medic status`: node/clock-offset-critical).
+    ClockDrift,
+    /// The node's disks are 97% full (node/disk-critical).
+    DiskFull,
+    /// net.ipv4.ip_forward is 0 on the node (node/sysctl-ip-forward).
+    Sysctl,
+    /// br_netfilter is not loaded on the node (node/kernel-modules).
+    Module,
+    /// The node's container runtime (containerd) is stopped (node/runtime-active).
+    RuntimeDown,
 }
 
 pub(crate) async fn break_node(
@@ -39,6 +49,9 @@ pub(crate) async fn break_node(
         return Err(DrillError::Usage(format!(
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
+    }
+    if let Some(fault) = host_fault(scenario) {
+        return super::triage::break_host(&drill, fault, name);
     }
     // Breaking what is already broken changes nothing and is refused (exit 2), so a typo'd
     // node or a repeated command does not pass for a fresh failure.
@@ -116,6 +129,7 @@ pub(crate) async fn break_node(
             Ok(format!("the next package upgrade on {name} will fail"))
         }
         Scenario::QuorumLost => unreachable!("handled above"),
+        _ => unreachable!("host scenarios are acted out by drill/triage.rs above"),
     }
 }
 
@@ -160,4 +174,17 @@ pub(crate) fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
          new SSH host key: {fingerprint}\n\
          (as after a reinstall, known_hosts still has the old key: pass this fingerprint as replacement_host_key)"
     ))
+}
+
+/// The scenarios acted out on a node's host view (`triage.rs`).
+fn host_fault(scenario: Scenario) -> Option<super::triage::HostFault> {
+    use super::triage::HostFault;
+    match scenario {
+        Scenario::ClockDrift => Some(HostFault::ClockDrift),
+        Scenario::DiskFull => Some(HostFault::DiskFull),
+        Scenario::Sysctl => Some(HostFault::Sysctl),
+        Scenario::Module => Some(HostFault::Module),
+        Scenario::RuntimeDown => Some(HostFault::RuntimeDown),
+        _ => None,
+    }
 }

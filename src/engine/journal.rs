@@ -223,6 +223,10 @@ impl Shared {
         ) {
             next.summary = detail.as_ref().map(|d| self.redactor.redact(d));
         }
+        if t == Transition::Fail && detail.is_some() {
+            // A failed probe's finding (`engine/probe.rs`).
+            next.summary = detail.as_ref().map(|d| self.redactor.redact(d));
+        }
         let event = match t {
             Transition::Start => "start",
             Transition::Restart => "restart",

@@ -190,15 +190,18 @@ impl Shared {
                     Transition::Fail
                 };
                 let error = self.redactor.redact(&error);
+                let finding = (!rollback)
+                    .then(|| self.probe_finding(leaf, &error))
+                    .flatten();
                 let record =
-                    self.record_transition(leaf, t, Some((kind, error.clone())), None, None)?;
+                    self.record_transition(leaf, t, Some((kind, error.clone())), finding, None)?;
                 self.sink.emit(&Event::PhaseFinished {
                     id,
                     state: record.state,
                     rollback,
                     elapsed_secs,
                     error: Some(error),
-                    summary: None,
+                    summary: record.summary.clone(),
                 });
                 Ok(false)
             }

@@ -145,6 +145,8 @@ pub(crate) struct Engine {
     force: bool,
     /// Taken by the first run's request listener (`control.rs`).
     control: Mutex<Option<Control>>,
+    /// Every failure is recorded and the run goes on (`medic status`); see [`Engine::tolerates`].
+    keep_going: bool,
 }
 
 /// Everything the engine needs to run an operation.
@@ -207,6 +209,7 @@ impl Engine {
             }),
             force,
             control: Mutex::new(Some(control)),
+            keep_going: false,
         })
     }
 
@@ -245,6 +248,7 @@ impl Engine {
             }),
             force: false,
             control: Mutex::new(Some(control)),
+            keep_going: false,
         }
     }
 
@@ -335,8 +339,9 @@ impl Engine {
                 Ok(r) => r,
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             };
-            scheduler.finished(leaf, ok);
-            if !ok && first_failure.is_none() {
+            let tolerated = !ok && self.tolerates(leaf);
+            scheduler.finished(leaf, ok || tolerated);
+            if !ok && !tolerated && first_failure.is_none() {
                 first_failure = Some(leaf);
             }
         }
@@ -515,3 +520,5 @@ impl Engine {
 /// Why rolling back a phase that was skipped does nothing.
 const SKIPPED_ROLLBACK: &str =
     "it was skipped (its `when:` was false), so there is nothing to undo; recorded as rolled back";
+
+mod probe;

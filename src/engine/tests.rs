@@ -59,6 +59,8 @@ fn node(id: &str, action: Option<ActionSpec>) -> crate::plan::PlanNode<ActionSpe
         retry_delay_secs: 0.0,
         idempotent: true,
         when: None,
+        may_fail: false,
+        probe: None,
     }
 }
 
@@ -433,4 +435,50 @@ async fn rolling_back_a_phase_a_started_one_depends_on_is_refused() {
             if dependents == &[(PhaseId::parse("/a"), PhaseState::Completed)]),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn a_phase_that_may_fail_is_recorded_failed_with_its_finding_and_the_run_goes_on() {
+    let mut nodes = plan(
+        false,
+        vec![
+            ("/probe", check("1 == 2"), &[]),
+            ("/next", check("1 == 1"), &[]),
+        ],
+    );
+    nodes[1].may_fail = true;
+    nodes[1].probe = Some(crate::plan::Probe {
+        name: "x/y".into(),
+        severity: crate::plan::Severity::Warning,
+        finding: "found {{ 1 + 1 }} ({{ error }})".into(),
+        remedy: None,
+    });
+    let (tolerant, _sink, _dir) = engine(fixture(nodes.clone(), vec![]), false);
+    assert_eq!(tolerant.execute(&root()).await.unwrap(), Outcome::Completed);
+    let (records, _) = tolerant.results();
+    let probe = &records[&PhaseId::parse("/probe")];
+    assert_eq!(probe.state, PhaseState::Failed);
+    assert!(
+        probe
+            .summary
+            .as_deref()
+            .unwrap()
+            .starts_with("found 2 (check `1 == 2` is false)"),
+        "{probe:?}"
+    );
+    assert_eq!(
+        records[&PhaseId::parse("/next")].state,
+        PhaseState::Completed
+    );
+
+    // Without may_fail the run stops at the failure, unless the engine keeps going.
+    nodes[1].may_fail = false;
+    let (strict, _sink, _dir) = engine(fixture(nodes.clone(), vec![]), false);
+    assert!(matches!(
+        strict.execute(&root()).await.unwrap(),
+        Outcome::Failed { .. }
+    ));
+    let (going, _sink, _dir) = engine(fixture(nodes, vec![]), false);
+    let going = going.keep_going();
+    assert_eq!(going.execute(&root()).await.unwrap(), Outcome::Completed);
 }

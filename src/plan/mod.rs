@@ -18,12 +18,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+mod probe;
 pub(crate) mod requires;
 mod scheduler;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use crate::phase_id::{valid_phase_segment, PhaseId, PhaseIdError};
+pub(crate) use probe::{Probe, Remedy, Severity};
 pub(crate) use scheduler::{Scheduler, SchedulerMode};
 
 /// The stored state of a leaf phase.
@@ -360,6 +362,12 @@ pub struct PlanNode<A> {
     /// Run the action only if this holds at execution time (`when:`); else the phase is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) when: Option<Condition>,
+    /// A failure is recorded but does not stop the run (`may_fail: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) may_fail: bool,
+    /// What a failure of this phase means (`probe:`), for `medic status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) probe: Option<Probe>,
 }
 
 /// A leaf's `when:`: an expression over the phase's variables, and why it is skipped when false.

@@ -34,6 +34,8 @@ fn leaf(id: &str) -> PlanNode<Step> {
         retry_delay_secs: 1.0,
         idempotent: true,
         when: None,
+        may_fail: false,
+        probe: None,
     }
 }
 

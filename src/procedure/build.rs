@@ -63,6 +63,8 @@ impl Procedure {
             retry_delay_secs: 1.0,
             idempotent: true,
             when: None,
+            may_fail: false,
+            probe: None,
         });
         builder.add_children(0, &self.phases, &BTreeMap::new());
         if builder.over_limit {
@@ -369,6 +371,12 @@ impl PlanBuilder<'_> {
             idempotent,
             when: if carries_action {
                 spec.when.clone()
+            } else {
+                None
+            },
+            may_fail: carries_action && spec.may_fail,
+            probe: if carries_action {
+                spec.probe.clone()
             } else {
                 None
             },

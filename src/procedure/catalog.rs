@@ -12,6 +12,11 @@ use crate::source::{self, closest, Diagnostic};
 pub(super) mod builtin {
     pub(crate) const BUILTIN_PLANS: &[(&str, &str)] = &[
         (
+            "cluster-health",
+            include_str!("../../plans/cluster-health.yaml"),
+        ),
+        ("etcd-health", include_str!("../../plans/etcd-health.yaml")),
+        (
             "etcd-remove-member",
             include_str!("../../plans/etcd-remove-member.yaml"),
         ),
@@ -20,9 +25,14 @@ pub(super) mod builtin {
             include_str!("../../plans/etcd-restore-snapshot.yaml"),
         ),
         (
+            "kubernetes-health",
+            include_str!("../../plans/kubernetes-health.yaml"),
+        ),
+        (
             "local-preflight",
             include_str!("../../plans/local-preflight.yaml"),
         ),
+        ("node-health", include_str!("../../plans/node-health.yaml")),
         (
             "node-maintenance",
             include_str!("../../plans/node-maintenance.yaml"),
@@ -34,6 +44,10 @@ pub(super) mod builtin {
         (
             "replace-worker-node",
             include_str!("../../plans/replace-worker-node.yaml"),
+        ),
+        (
+            "restart-kubelet",
+            include_str!("../../plans/restart-kubelet.yaml"),
         ),
         (
             "upgrade-kubernetes",

@@ -115,6 +115,10 @@ pub(crate) struct PhaseSpec {
     pub(crate) when: Option<Condition>,
     /// `include:` — a group whose children are another procedure's phases.
     pub(crate) include: Option<Include>,
+    /// `may_fail: true`: a failure is recorded and the run goes on.
+    pub(crate) may_fail: bool,
+    /// `probe:`: what a failure means and what repairs it (`read/probe.rs`).
+    pub(crate) probe: Option<crate::plan::Probe>,
 }
 
 /// The keys a phase with `include:` may have besides it; the loader refuses the others and

@@ -11,6 +11,7 @@
 
 pub mod capture;
 pub mod inventory;
+pub mod probe;
 pub mod procedure;
 pub mod scalars;
 #[cfg(test)]

@@ -122,6 +122,10 @@ pub struct Phase {
     pub wait: Option<Wait>,
     /// Checks the SSH host key a node offers; trusts a new one only if it is the expected one.
     pub ssh_host_key: Option<super::capture::SshHostKey>,
+    /// What a failure of this phase means to `medic status`: name, severity, finding, remedy.
+    pub probe: Option<super::probe::Probe>,
+    /// A failure is recorded and the run goes on.
+    pub may_fail: Option<Flag>,
 }
 
 /// What a phase does is exactly one of: an action, `phases:` or `include:`; and a phase with

@@ -145,6 +145,14 @@ fn every_procedure_mapping_has_the_loaders_keys() {
             with_phase("{id: a, kube: {PROBE: 1}}"),
             vec!["phases", "[]", "kube"],
         ),
+        (
+            with_phase("{id: a, pause: x, probe: {name: a/b, PROBE: 1}}"),
+            vec!["phases", "[]", "probe"],
+        ),
+        (
+            with_phase("{id: a, pause: x, probe: {name: a/b, severity: warning, finding: x, remedy: {procedure: q, PROBE: 1}}}"),
+            vec!["phases", "[]", "probe", "remedy"],
+        ),
     ];
     let etcd_ops = [
         "member_list",

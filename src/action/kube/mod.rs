@@ -272,7 +272,14 @@ impl Action for KubeSpec {
             KubeSpec::Cordon(_) => node::cordon(&nodes, &node).await,
             KubeSpec::Uncordon(_) => node::uncordon(&nodes, &node).await,
             KubeSpec::DeleteNode(_) => node::delete(&nodes, &node).await,
-            KubeSpec::Nodes => node::list(&nodes).await,
+            KubeSpec::Nodes => {
+                // The API server's own version too, for the version-skew probe.
+                let mut out = node::list(&nodes).await?;
+                if let Ok(v) = client.apiserver_version().await {
+                    out.result["server_version"] = serde_json::json!(v.git_version);
+                }
+                Ok(out)
+            }
             KubeSpec::NodeInfo(_) => node::info(&nodes, &node).await,
             KubeSpec::Drain(d) => {
                 let d = d.resolve(ctx.scope)?;

@@ -319,5 +319,7 @@ fn node_info(n: &K8sNode) -> serde_json::Value {
         "addresses": status.addresses.unwrap_or_default().into_iter().map(|a| json!({"type": a.type_, "address": a.address})).collect::<Vec<_>>(),
         "kubelet_version": status.node_info.map(|i| i.kubelet_version),
         "labels": n.metadata.labels,
+        // The conditions that hold (Ready, MemoryPressure, DiskPressure, PIDPressure, ...).
+        "conditions": status.conditions.unwrap_or_default().into_iter().filter(|c| c.status == "True").map(|c| c.type_).collect::<Vec<_>>(),
     })
 }

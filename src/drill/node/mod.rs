@@ -26,6 +26,7 @@ use crate::template::shell_quote;
 
 mod apt;
 mod etcd_unit;
+pub(crate) mod host;
 mod join_config;
 mod kubeadm;
 mod systemctl;
@@ -169,6 +170,7 @@ pub(super) fn write_shims(drill: &Drill) -> Result<(), DrillError> {
             0o755,
         )?;
     }
+    host::write_host_shims(drill)?;
     Ok(())
 }
 

@@ -30,6 +30,10 @@ pub(super) async fn systemctl(drill: &mut Drill, node: &str, args: &[String]) ->
             super::etcd_unit::etcd_unit(drill, node, verb, quiet, &mut out).await?;
             continue;
         }
+        if unit == "containerd" {
+            out = super::host::containerd(drill, node, verb, quiet)?;
+            continue;
+        }
         if unit != "kubelet" {
             return Err(Reply::err(
                 5,

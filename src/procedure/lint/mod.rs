@@ -9,6 +9,7 @@
 //!    is passed to [`rules::lint`].
 //! 3. The result is a flat list of [`LintDiagnostic`]s; the CLI prints them.
 
+mod remedy;
 mod rules;
 
 use std::path::{Path, PathBuf};
@@ -58,18 +59,26 @@ impl LintReport {
     fn add(&mut self, catalog: &Catalog, name: &str) {
         self.files += 1;
         match catalog.get(name) {
-            Ok(procedure) => self
-                .diagnostics
-                .extend(lint(&procedure).into_iter().map(|w| LintDiagnostic {
-                    file: w.location.file,
-                    line: Some(w.location.line),
-                    column: Some(w.location.column),
-                    severity: Severity::Warning,
-                    code: w.code.as_str(),
-                    message: w.message,
-                })),
+            Ok(procedure) => {
+                let known: Vec<&str> = catalog.names().collect();
+                let mut warnings = lint(&procedure);
+                warnings.extend(remedy::unknown_remedies(&procedure, &known));
+                self.extend_warnings(warnings)
+            }
             Err(e) => self.load_error(&catalog.label(name), e),
         }
+    }
+
+    fn extend_warnings(&mut self, warnings: Vec<rules::Warning>) {
+        self.diagnostics
+            .extend(warnings.into_iter().map(|w| LintDiagnostic {
+                file: w.location.file,
+                line: Some(w.location.line),
+                column: Some(w.location.column),
+                severity: Severity::Warning,
+                code: w.code.as_str(),
+                message: w.message,
+            }));
     }
 
     fn load_error(&mut self, file: &str, error: ProcedureError) {

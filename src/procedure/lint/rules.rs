@@ -24,6 +24,7 @@ pub(crate) enum LintCode {
     Irreversible,
     UnusedParam,
     SecretInDescription,
+    UnknownRemedy,
 }
 
 impl LintCode {
@@ -34,6 +35,7 @@ impl LintCode {
             LintCode::Irreversible => "irreversible",
             LintCode::UnusedParam => "unused-param",
             LintCode::SecretInDescription => "secret-in-description",
+            LintCode::UnknownRemedy => "unknown-remedy",
         }
     }
 }

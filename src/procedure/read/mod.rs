@@ -8,6 +8,7 @@ mod foreach;
 mod include;
 mod params;
 mod phase;
+pub(crate) mod probe;
 mod retry;
 mod rollback;
 

@@ -29,6 +29,8 @@ const PHASE_KEYS: &[&str] = &[
     "idempotent",
     "when",
     "include",
+    "probe",
+    "may_fail",
 ];
 
 pub(super) fn read_phases(node: &Node, r: &mut Reader) -> Vec<PhaseSpec> {
@@ -131,6 +133,8 @@ fn read_phase_body(
         idempotent: None,
         when: None,
         include: None,
+        may_fail: false,
+        probe: None,
     };
     spec.foreach = super::foreach::read_foreach(fields, what, r);
     // The foreach item is a name inside this phase only.
@@ -178,6 +182,7 @@ fn read_work(fields: &Fields<'_>, spec: &mut PhaseSpec, what: &str, r: &mut Read
     let group = has_phases || spec.foreach.is_some();
     read_parallel(fields, spec, what, group, r);
     super::retry::read_retry(fields, spec, what, r);
+    super::probe::read_probe(fields, spec, spec.action.is_some(), what, r);
     if let Some(n) = fields.get("when") {
         if has_phases {
             r.error(

@@ -1,0 +1,354 @@
+//! `medic status` end to end on drill clusters: every probe passes on a healthy drill (text
+//! snapshot), each break scenario is found by the right probe with its severity, finding and
+//! remedy, a printed remedy repairs what it names, an unreachable node fails alone, and
+//! `-o json`, `--only`, `--skip` and `--record`.
+
+mod common;
+
+use common::drill::DrillCluster;
+
+/// `medic status -o json` (exit `code`) and its probes.
+fn status_json(drill: &DrillCluster, args: &[&str], code: i32) -> serde_json::Value {
+    let mut full = vec!["-o", "json", "status"];
+    full.extend_from_slice(args);
+    drill.medic(&full).run().no_panic().code(code).json()
+}
+
+fn probes(v: &serde_json::Value) -> &Vec<serde_json::Value> {
+    v["probes"].as_array().expect("probes")
+}
+
+/// The probe `name` (on `node`, when given).
+fn probe<'a>(v: &'a serde_json::Value, name: &str, node: Option<&str>) -> &'a serde_json::Value {
+    probes(v)
+        .iter()
+        .find(|p| p["name"] == name && node.is_none_or(|n| p["node"] == n))
+        .unwrap_or_else(|| panic!("no probe {name} on {node:?} in {v:#}"))
+}
+
+fn failed(v: &serde_json::Value) -> Vec<(String, String)> {
+    probes(v)
+        .iter()
+        .filter(|p| p["state"] == "fail")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["node"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
+    let drill = DrillCluster::up(&[]);
+    let out = drill.medic(&["status"]).run().no_panic().code(0);
+    insta::assert_snapshot!("healthy_drill", out.stdout);
+
+    let v = status_json(&drill, &[], 0);
+    assert_eq!(v["status"], "healthy");
+    assert!(probes(&v).len() >= 60, "{v:#}");
+    for p in probes(&v) {
+        assert_eq!(p["state"], "pass", "{p:#}");
+        for key in [
+            "name",
+            "component",
+            "node",
+            "severity",
+            "finding",
+            "data",
+            "procedure",
+            "phase",
+        ] {
+            assert!(p.get(key).is_some(), "probe lacks {key}: {p:#}");
+        }
+    }
+    let kubelet = probe(&v, "node/kubelet-active", Some("worker-1"));
+    assert_eq!(kubelet["severity"], "critical");
+    assert_eq!(kubelet["data"]["facts"]["kubelet"], "active");
+    assert_eq!(v["summary"]["nodes"], 5);
+    assert_eq!(v["active_operations"], serde_json::json!([]));
+
+    // --only a component, and one node.
+    let v = status_json(&drill, &["--only", "node/", "--node", "cp-2"], 0);
+    assert!(
+        probes(&v)
+            .iter()
+            .all(|p| p["component"] == "node" && p["node"] == "cp-2"),
+        "{v:#}"
+    );
+    assert_eq!(probes(&v).len(), 11);
+    let v = status_json(&drill, &["--only", "etcd/leader"], 0);
+    assert_eq!(probes(&v).len(), 1, "{v:#}");
+
+    // A waived probe is shown as skipped and never counted, even when it fails.
+    drill
+        .medic(&["drill", "break", "kubelet-down", "worker-2"])
+        .run()
+        .code(0);
+    let v = status_json(
+        &drill,
+        &[
+            "--skip",
+            "node/kubelet-active",
+            "--skip",
+            "kubernetes/nodes-ready",
+        ],
+        0,
+    );
+    assert_eq!(
+        probe(&v, "node/kubelet-active", Some("worker-2"))["state"],
+        "skipped"
+    );
+    assert_eq!(v["summary"]["skipped"], 6, "{v:#}");
+    assert_eq!(v["status"], "healthy");
+    status_json(&drill, &[], 1);
+}
+
+/// (scenario, node, probe, severity, words of the finding, words of the remedy)
+const SCENARIOS: &[(&str, &str, &str, &str, &str, &str)] = &[
+    (
+        "clock-drift",
+        "cp-2",
+        "node/clock-offset-critical",
+        "critical",
+        "ms off this machine's (±",
+        "Synchronise the clock of cp-2",
+    ),
+    (
+        "disk-full",
+        "cp-3",
+        "node/disk-critical",
+        "critical",
+        "cp-3: / at 97% space",
+        "Free space on cp-3",
+    ),
+    (
+        "sysctl",
+        "worker-2",
+        "node/sysctl-ip-forward",
+        "critical",
+        "worker-2: net.ipv4.ip_forward = 0, want 1",
+        "sysctl -w net.ipv4.ip_forward=1",
+    ),
+    (
+        "module",
+        "cp-1",
+        "node/kernel-modules",
+        "critical",
+        "cp-1: loaded overlay; br_netfilter and overlay are needed",
+        "modprobe br_netfilter overlay",
+    ),
+    (
+        "runtime-down",
+        "worker-1",
+        "node/runtime-active",
+        "critical",
+        "worker-1: containerd is inactive",
+        "systemctl start containerd",
+    ),
+    (
+        "etcd-down",
+        "cp-3",
+        "etcd/member-health",
+        "critical",
+        "unhealthy: cp-3",
+        "medic start etcd-remove-member --set node=cp-3 --dry-run",
+    ),
+];
+
+#[test]
+fn each_break_scenario_is_found_with_its_severity_finding_and_remedy() {
+    let drill = DrillCluster::up(&[]);
+    for (scenario, node, name, severity, finding, remedy) in SCENARIOS {
+        drill
+            .medic(&["drill", "break", scenario, node])
+            .run()
+            .code(0);
+        let v = status_json(&drill, &[], 1);
+        assert_eq!(v["status"], "degraded", "{scenario}: {v:#}");
+        let on = name.starts_with("node/").then_some(*node);
+        let p = probe(&v, name, on);
+        assert_eq!(p["state"], "fail", "{scenario}: {p:#}");
+        assert_eq!(p["severity"], *severity, "{scenario}: {p:#}");
+        let text = p["finding"].as_str().unwrap();
+        assert!(
+            text.contains(finding),
+            "{scenario}: finding {text:?} lacks {finding:?}"
+        );
+        let shown = serde_json::to_string(&p["remedy"]).unwrap();
+        assert!(
+            shown.contains(remedy),
+            "{scenario}: remedy {shown} lacks {remedy:?}"
+        );
+        let out = drill.medic(&["status"]).run().code(1);
+        assert!(out.stdout.starts_with("degraded: "), "{}", out.stdout);
+        assert!(
+            out.stdout.contains(remedy),
+            "{scenario}: what to do lacks {remedy:?}\n{}",
+            out.stdout
+        );
+    }
+    // Each scenario fails only its own probes (and what follows from them).
+    let v = status_json(&drill, &["--only", "node/"], 1);
+    let mut names = failed(&v);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("node/clock-offset-critical", "cp-2"),
+            ("node/clock-offset-warning", "cp-2"),
+            ("node/disk-critical", "cp-3"),
+            ("node/disk-warning", "cp-3"),
+            ("node/kernel-modules", "cp-1"),
+            ("node/runtime-active", "worker-1"),
+            ("node/sysctl-ip-forward", "worker-2"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[test]
+fn the_printed_remedy_for_a_stopped_kubelet_repairs_it() {
+    let drill = DrillCluster::up(&[]);
+    drill
+        .medic(&["drill", "break", "kubelet-down", "worker-1"])
+        .run()
+        .code(0);
+    let v = status_json(&drill, &[], 1);
+    let p = probe(&v, "node/kubelet-active", Some("worker-1"));
+    assert_eq!(p["finding"], "worker-1: kubelet is inactive");
+    let command = p["remedy"]["command"].as_str().unwrap();
+    assert_eq!(
+        command,
+        "medic start restart-kubelet --set node=worker-1 --dry-run"
+    );
+    drill
+        .medic(&["status"])
+        .run()
+        .code(1)
+        .stdout_contains(command);
+    // Run exactly what was printed, without --dry-run.
+    let words: Vec<&str> = command
+        .split(' ')
+        .skip(1)
+        .filter(|w| *w != "--dry-run")
+        .collect();
+    drill.medic(&words).run().code(0);
+    drill
+        .medic(&["status"])
+        .run()
+        .code(0)
+        .stdout_contains("healthy: ");
+}
+
+#[test]
+fn an_unreachable_node_fails_alone_and_the_others_are_probed() {
+    let drill = DrillCluster::up(&["--control-planes", "1", "--workers", "1"]);
+    let inventory = std::fs::read_to_string(drill.dir.join("cluster.yaml")).unwrap();
+    let ghost = inventory.replace(
+        "nodes:\n",
+        "nodes:\n  - {name: ghost, address: 10.255.255.1, roles: [worker], ssh: {connect_timeout: 2s}}\n",
+    );
+    let path = drill.env.path().join("ghost.yaml");
+    std::fs::write(&path, ghost).unwrap();
+    let out = drill
+        .medic(&["-o", "json", "status", "--only", "node/"])
+        .env("MEDIC_INVENTORY", path.to_str().unwrap())
+        .run()
+        .no_panic()
+        .code(1);
+    let v = out.json();
+    let reach = probe(&v, "node/reachable", Some("ghost"));
+    assert_eq!(reach["state"], "fail", "{reach:#}");
+    assert!(
+        reach["finding"]
+            .as_str()
+            .unwrap()
+            .starts_with("ghost: not reachable over SSH"),
+        "{reach:#}"
+    );
+    assert_eq!(
+        reach["remedy"]["command"],
+        "medic start replace-worker-node --set node=ghost --dry-run"
+    );
+    assert_eq!(
+        probe(&v, "node/kubelet-active", Some("ghost"))["state"],
+        "unknown"
+    );
+    for node in ["cp-1", "worker-1"] {
+        for p in probes(&v).iter().filter(|p| p["node"] == node) {
+            assert_eq!(p["state"], "pass", "{p:#}");
+        }
+    }
+    assert_eq!(
+        failed(&v),
+        [("node/reachable".to_string(), "ghost".to_string())]
+    );
+
+    // A lost control-plane node: its replacement is the remedy.
+    drill
+        .medic(&["drill", "break", "node-lost", "cp-1"])
+        .run()
+        .code(0);
+    let v = status_json(&drill, &["--only", "node/"], 1);
+    let reach = probe(&v, "node/reachable", Some("cp-1"));
+    assert_eq!(reach["severity"], "critical");
+    assert_eq!(
+        reach["remedy"]["command"],
+        "medic start replace-control-plane-node --set node=cp-1 --dry-run"
+    );
+}
+
+#[test]
+fn record_stores_a_cluster_health_operation_whose_history_shows_the_run() {
+    let drill = DrillCluster::up(&["--control-planes", "1", "--workers", "1"]);
+    drill
+        .medic(&["drill", "break", "sysctl", "worker-1"])
+        .run()
+        .code(0);
+    let v = status_json(&drill, &["--record", "--skip", "node/swap-off"], 1);
+    let id = v["recorded_operation"]
+        .as_str()
+        .expect("recorded operation")
+        .to_string();
+    assert_eq!(
+        probe(&v, "node/sysctl-ip-forward", Some("worker-1"))["state"],
+        "fail"
+    );
+    // The run went on after the failure: every other probe has a verdict, and passed.
+    assert_eq!(failed(&v).len(), 1, "{v:#}");
+    assert_eq!(v["summary"]["unknown"], 0, "{v:#}");
+    assert_eq!(
+        probe(&v, "node/clock-offset-warning", Some("worker-1"))["state"],
+        "pass"
+    );
+    let ops = drill
+        .medic(&["-o", "json", "operations"])
+        .run()
+        .code(0)
+        .json();
+    let op = &ops["operations"][0];
+    assert_eq!(op["id"], id.as_str());
+    assert_eq!(op["procedure"], "cluster-health");
+    assert_eq!(op["state"], "failed", "{op:#}");
+    let history = drill
+        .medic(&["-o", "json", "plan", "history", "--operation", &id])
+        .run()
+        .code(0)
+        .json();
+    let text = history.to_string();
+    assert!(text.contains("waived: node/swap-off"), "{text}");
+    assert!(
+        text.contains("worker-1: net.ipv4.ip_forward = 0, want 1"),
+        "the failed probe's finding is in history: {text}"
+    );
+    // Without --record nothing is stored.
+    status_json(&drill, &[], 1);
+    let ops = drill
+        .medic(&["-o", "json", "operations"])
+        .run()
+        .code(0)
+        .json();
+    assert_eq!(ops["operations"].as_array().unwrap().len(), 1);
+}
