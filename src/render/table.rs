@@ -6,7 +6,7 @@
 //!    interrupted, failed); [`PlanView::json_string`] serializes them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::fmt::Write;
 
 use console::style;
 
@@ -87,9 +87,16 @@ impl PlanView<'_> {
 
     /// The plan as JSON for `medic plan -o json`, serialized straight from the rows.
     pub(crate) fn json_string(&self) -> String {
+        let mut out = Vec::new();
+        let _ = self.write_json(&mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// The same JSON, streamed to `out` as it is serialized (no copy of the whole document).
+    pub(crate) fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let rows = self.node_rows();
         let doc = self.document(&rows, rows.iter().skip(1).collect::<Vec<_>>());
-        serde_json::to_string(&doc).expect("plan serializes")
+        serde_json::to_writer(out, &doc).map_err(std::io::Error::from)
     }
 
     pub(super) fn document<'r, P: serde::Serialize>(
@@ -117,8 +124,14 @@ impl PlanView<'_> {
 
     /// The plan table for `medic plan`; `short` keeps top-level phases only.
     pub(crate) fn to_text(&self, short: bool) -> String {
-        let rows = self.node_rows();
         let mut out = String::new();
+        self.write_text(&mut out, short);
+        out
+    }
+
+    /// The plan table written to `out` row by row (a buffered stdout streams it).
+    pub(crate) fn write_text(&self, out: &mut impl Write, short: bool) {
+        let rows = self.node_rows();
         let op = self.operation;
         let leaves = rows.iter().filter(|r| r.leaf).count();
         let done = rows
@@ -138,9 +151,9 @@ impl PlanView<'_> {
             .filter(|r| !short || r.depth <= 1)
             .collect();
         if short {
-            write_short_list(&mut out, &shown);
+            write_short_list(out, &shown);
         } else {
-            write_table(&mut out, &shown, now_ms());
+            write_table(out, &shown, now_ms());
         }
         if let Some(lease) = self.lease.filter(|l| l.is_alive()) {
             let _ = writeln!(
@@ -151,11 +164,10 @@ impl PlanView<'_> {
             );
         }
         if !short {
-            write_skipped_hints(&mut out, &shown);
+            write_skipped_hints(out, &shown);
         }
-        write_interrupted_hints(&mut out, &rows);
-        write_failed_hint(&mut out, &rows);
-        out
+        write_interrupted_hints(out, &rows);
+        write_failed_hint(out, &rows);
     }
 }
 
@@ -196,7 +208,7 @@ fn time_of(r: &NodeRow, now: u64) -> String {
 }
 
 /// `medic plan --short`: one line per top-level phase, its marker, ID and state.
-fn write_short_list(out: &mut String, shown: &[&NodeRow]) {
+fn write_short_list(out: &mut impl Write, shown: &[&NodeRow]) {
     let width = shown.iter().map(|r| r.id.len()).max().unwrap_or(5).max(5);
     for r in shown {
         let _ = writeln!(
@@ -233,7 +245,7 @@ fn cells_of(r: &NodeRow, now: u64) -> [String; 6] {
 }
 
 /// The full plan table: a header and one aligned row per node (styled when colours are on).
-fn write_table(out: &mut String, shown: &[&NodeRow], now: u64) {
+fn write_table(out: &mut impl Write, shown: &[&NodeRow], now: u64) {
     let headers = [
         "PHASE",
         "STATE",
@@ -280,7 +292,7 @@ fn write_table(out: &mut String, shown: &[&NodeRow], now: u64) {
 }
 
 /// Why each skipped phase did not run its action.
-fn write_skipped_hints(out: &mut String, shown: &[&NodeRow]) {
+fn write_skipped_hints(out: &mut impl Write, shown: &[&NodeRow]) {
     for r in shown {
         if let Some(reason) = &r.skipped {
             let _ = writeln!(
@@ -294,7 +306,7 @@ fn write_skipped_hints(out: &mut String, shown: &[&NodeRow]) {
 }
 
 /// The interrupted hint: each leaf whose executor is gone, and how to run it again.
-fn write_interrupted_hints(out: &mut String, rows: &[NodeRow]) {
+fn write_interrupted_hints(out: &mut impl Write, rows: &[NodeRow]) {
     for r in rows.iter().filter(|r| r.leaf && r.state == "interrupted") {
         let _ = writeln!(
             out,
@@ -306,7 +318,7 @@ fn write_interrupted_hints(out: &mut String, rows: &[NodeRow]) {
 }
 
 /// The first failed leaf, its error and where its logs are.
-fn write_failed_hint(out: &mut String, rows: &[NodeRow]) {
+fn write_failed_hint(out: &mut impl Write, rows: &[NodeRow]) {
     if let Some(r) = rows.iter().find(|r| r.leaf && r.state == "failed") {
         let _ = writeln!(
             out,

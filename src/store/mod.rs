@@ -44,11 +44,11 @@ use crate::plan::{PhaseId, PhaseRecord};
 
 pub use error::StoreError;
 use error::{classify_io, classify_sled};
+use format::{StoredActor, StoredEntry, StoredRecord};
 use host::process_command;
 pub(crate) use host::{
     format_time, hostname, now_ms, process_is_stopped, process_start_ticks, username,
 };
-use format::{StoredActor, StoredEntry, StoredRecord};
 use identity::{identity_of, Identity, Lost};
 pub(crate) use logs::LOG_HEAD_BYTES;
 pub use logs::{LogLine, OutputCap};
@@ -379,7 +379,10 @@ impl Store {
                     n
                 }
             };
-            batch.insert(seq_key("hist", op, hist_seq), encode(&StoredEntry::of(entry, n)));
+            batch.insert(
+                seq_key("hist", op, hist_seq),
+                encode(&StoredEntry::of(entry, n)),
+            );
             hist_seq += 1;
         }
         if let Some(v) = &commit.vars {
