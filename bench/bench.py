@@ -7,8 +7,10 @@
   bench.py measure RESULTS LABEL RUNS OUT -- CMD...
                                        run CMD RUNS times (stdout to OUT, stderr to OUT.err),
                                        append one JSON line per run to RESULTS
+  bench.py dir-size RESULTS LABEL DIR  record the bytes DIR takes on disk
   bench.py summary RESULTS PHASES TASKS TASK_KIND
-                                       print the table of figures
+                                       print the table of figures (a column for the
+                                       "before: " labels too when they were measured)
 Each run is measured on its own: wall time, CPU time and peak RSS (ru_maxrss of the child and
 the descendants it reaped, KiB) come from bench/rusage.rs when $RUSAGE_BIN names it, else from
 os.wait4 here (then RSS has python's own ~15 MiB as a floor).
@@ -85,11 +87,15 @@ def measure(results, label, runs, out, cmd):
 
 
 def summary(results, phases, tasks, kind):
+    """The figures of this binary ("" labels) and, when measured, of the before binary
+    ("before: " labels) side by side, with issue 18's targets (verdicts for this binary)."""
     by = {}
     with open(results) as f:
         for line in f:
             r = json.loads(line)
             by.setdefault(r["label"], []).append(r)
+    sides = [("before: ", "before")] if "before: medic start N" in by else []
+    sides.append(("", "this"))
 
     def best(label):
         return min(r["wall_ms"] for r in by[label])
@@ -100,57 +106,88 @@ def summary(results, phases, tasks, kind):
     def rss(label):
         return max(r["maxrss_kb"] for r in by[label]) / 1024.0
 
-    rows = []  # (metric, value, target, verdict)
+    rows = []  # (metric, values per side, target, verdict)
 
-    def add(metric, value, target="", ok=None):
+    def add(metric, values, target="", ok=None):
         verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-        rows.append((metric, value, target, verdict))
+        rows.append((metric, values, target, verdict))
 
-    m_total = by["medic start N"][0]["wall_ms"]
-    m_base = by["medic start 1"][0]["wall_ms"]
-    m_per = m_total / phases
-    m_marg = (m_total - m_base) / max(phases - 1, 1)
-    add(f"medic start, {phases} phases: wall", f"{m_total / 1000:.2f} s")
-    add("medic start: user+sys CPU",
-        f"{(by['medic start N'][0]['user_ms'] + by['medic start N'][0]['sys_ms']) / 1000:.2f} s")
-    add("medic start: peak RSS", f"{rss('medic start N'):.1f} MiB")
-    add("medic start, 1 phase (startup): wall", f"{m_base:.1f} ms")
-    add("medic ms/phase (total / N)", f"{m_per:.3f} ms")
-    add("medic ms/phase (marginal, minus 1-phase run)", f"{m_marg:.3f} ms")
+    def per_side(fn):
+        return [fn(p) for p, _ in sides]
 
     a_total = by["ansible-playbook N"][0]["wall_ms"]
     a_base = by["ansible-playbook 1"][0]["wall_ms"]
     a_per = a_total / tasks
     a_marg = (a_total - a_base) / max(tasks - 1, 1)
-    add(f"ansible-playbook, {tasks} {kind} tasks: wall", f"{a_total / 1000:.2f} s")
-    add("ansible-playbook: peak RSS", f"{rss('ansible-playbook N'):.1f} MiB")
-    add("ansible-playbook, 1 task (startup): wall", f"{a_base:.1f} ms")
-    add("ansible ms/task (total / N)", f"{a_per:.3f} ms")
-    add("ansible ms/task (marginal, minus 1-task run)", f"{a_marg:.3f} ms")
-    ratio = a_per / m_per
-    add("ratio ansible ms/task / medic ms/phase", f"{ratio:.1f}x", ">= 20x", ratio >= 20)
-    if m_marg > 0:
-        add("ratio, marginal per step", f"{a_marg / m_marg:.1f}x", "(info)")
 
-    for label in ("medic plan", "medic plan -o json"):
-        b, m, r = best(label), med(label), rss(label)
+    def m_per(p):
+        return by[p + "medic start N"][0]["wall_ms"] / phases
+
+    def m_marg(p):
+        total, base = by[p + "medic start N"][0]["wall_ms"], by[p + "medic start 1"][0]["wall_ms"]
+        return (total - base) / max(phases - 1, 1)
+
+    def cpu(p):
+        r = by[p + "medic start N"][0]
+        return (r["user_ms"] + r["sys_ms"]) / 1000
+
+    add(f"medic start, {phases} phases: wall",
+        per_side(lambda p: f"{by[p + 'medic start N'][0]['wall_ms'] / 1000:.2f} s"))
+    add("medic start: user+sys CPU", per_side(lambda p: f"{cpu(p):.2f} s"))
+    add("medic start: peak RSS", per_side(lambda p: f"{rss(p + 'medic start N'):.1f} MiB"))
+    add("medic start, 1 phase (startup): wall",
+        per_side(lambda p: f"{by[p + 'medic start 1'][0]['wall_ms']:.1f} ms"))
+    add("medic ms/phase (total / N)", per_side(lambda p: f"{m_per(p):.3f} ms"),
+        "<= 0.25 ms", m_per("") <= 0.25)
+    add("medic ms/phase (marginal, minus 1-phase run)", per_side(lambda p: f"{m_marg(p):.3f} ms"))
+    add("state dir after the run", per_side(
+        lambda p: f"{by[p + 'state dir'][0]['bytes'] / 1e6:.1f} MB"),
+        "<= 10 MB", by["state dir"][0]["bytes"] <= 10e6)
+
+    add(f"ansible-playbook, {tasks} {kind} tasks: wall", [f"{a_total / 1000:.2f} s"] * len(sides))
+    add("ansible-playbook: peak RSS", [f"{rss('ansible-playbook N'):.1f} MiB"] * len(sides))
+    add("ansible ms/task (total / N)", [f"{a_per:.3f} ms"] * len(sides))
+    add("ansible ms/task (marginal, minus 1-task run)", [f"{a_marg:.3f} ms"] * len(sides))
+    add("ratio ansible ms/task / medic ms/phase", per_side(lambda p: f"{a_per / m_per(p):.1f}x"),
+        ">= 100x", a_per / m_per("") >= 100)
+    add("ratio, marginal per step",
+        per_side(lambda p: f"{a_marg / m_marg(p):.1f}x" if m_marg(p) > 0 else "-"), "(info)")
+
+    for label in ("medic plan", "medic plan -o json", "medic plan --short"):
         n = len(by[label])
-        add(f"{label}: best / median of {n}", f"{b:.1f} / {m:.1f} ms", "< 100 ms", m < 100)
-        add(f"{label}: peak RSS", f"{r:.1f} MiB", "< 50 MB", r * 1024 * 1024 < 50e6)
-        add(f"{label}: output size", f"{by[label][0]['out_bytes'] / 1024:.0f} KiB")
+        add(f"{label}: best / median of {n}",
+            per_side(lambda p: f"{best(p + label):.1f} / {med(p + label):.1f} ms"),
+            "<= 40 ms median", med(label) <= 40)
+        add(f"{label}: peak RSS", per_side(lambda p: f"{rss(p + label):.1f} MiB"),
+            "<= 30 MiB", rss(label) <= 30)
+        add(f"{label}: output size",
+            per_side(lambda p: f"{by[p + label][0]['out_bytes'] / 1024:.0f} KiB"))
 
-    via = {r.get("rss_via") for rs in by.values() for r in rs}
-    add("peak RSS measured with", ", ".join(sorted(via)))
+    via = {r.get("rss_via") for rs in by.values() for r in rs if "rss_via" in r}
+    add("peak RSS measured with", [", ".join(sorted(via))] * len(sides))
 
-    w = [max(len(str(r[i])) for r in rows + [("metric", "value", "target", "")]) for i in range(4)]
+    header = ("metric", *[name for _, name in sides], "target", "")
+    table = [(m, *v, t, ok) for m, v, t, ok in rows]
+    w = [max(len(str(r[i])) for r in table + [header]) for i in range(len(header))]
     line = "+-" + "-+-".join("-" * x for x in w) + "-+"
     print(line)
-    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(("metric", "value", "target", ""))) + " |")
+    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(header)) + " |")
     print(line)
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w[i]) if i != 1 else str(c).rjust(w[i])
+    for r in table:
+        print("| " + " | ".join(str(c).rjust(w[i]) if 0 < i <= len(sides) else str(c).ljust(w[i])
                                 for i, c in enumerate(r)) + " |")
     print(line)
+
+
+def dir_size(results, label, path):
+    """Records the bytes the files under `path` take on disk (as du counts them)."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    with open(results, "a") as f:
+        f.write(json.dumps({"label": label, "bytes": total}) + "\n")
+    print(f"{label}: {total / 1e6:.1f} MB")
 
 
 def main():
@@ -164,6 +201,8 @@ def main():
     elif a[0] == "measure":
         sep = a.index("--")
         measure(a[1], a[2], int(a[3]), a[4], a[sep + 1:])
+    elif a[0] == "dir-size":
+        dir_size(a[1], a[2], a[3])
     elif a[0] == "summary":
         summary(a[1], int(a[2]), int(a[3]), a[4])
     else:

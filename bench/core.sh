@@ -3,6 +3,8 @@
 # of `medic plan` on a large finished operation.
 #
 #   bench/core.sh
+#   MEDIC_BEFORE=/path/to/old/medic bench/core.sh   # the same medic figures for another binary,
+#                                                   # side by side, from the same run
 #
 # Steps:
 #   1. cargo build --release (reuses target/, or $CARGO_TARGET_DIR).
@@ -12,9 +14,12 @@
 #      ansible-playbook on $BENCH_TASKS (1000) tasks of $BENCH_ANSIBLE_TASK (debug: msg=x, an
 #      in-controller action like medic's in-process check; or `command`, which runs `true` through
 #      a module), localhost, connection: local, gather_facts: false. Ratio of per-step times.
-#   4. medic plan and medic plan -o json on the finished 10000-phase operation, $BENCH_PLAN_RUNS (5)
-#      runs each: best/median wall time and peak RSS.
-#   5. A summary table with the targets (ratio >= 20x; plan < 100 ms median and < 50 MB).
+#   4. medic plan, plan -o json and plan --short on the finished 10000-phase operation,
+#      $BENCH_PLAN_RUNS (7) runs each (after one untimed open): best/median wall time and peak RSS.
+#   5. A summary table with issue 18's targets: <= 0.25 ms per durable phase and >= 100x
+#      ansible-playbook per task; plan <= 40 ms median and <= 30 MiB; state dir <= 10 MB.
+#   Steps 2 and 4 run for $MEDIC_BEFORE too when it is set (its own state dir), so before and
+#   after come from one run on the same machine.
 #
 # Wall time, CPU time and peak RSS of each run come from bench/rusage.rs, a tiny helper built
 # here with rustc (no GNU time needed); see bench/bench.py for the fallback.
@@ -28,7 +33,7 @@ source "$ROOT/bench/lib.sh"
 BENCH="$ROOT/bench/bench.py"
 PHASES=${BENCH_PHASES:-10000}
 TASKS=${BENCH_TASKS:-1000}
-PLAN_RUNS=${BENCH_PLAN_RUNS:-5}
+PLAN_RUNS=${BENCH_PLAN_RUNS:-7}
 TASK_KIND=${BENCH_ANSIBLE_TASK:-debug}
 CACHE=${MEDIC_BENCH_CACHE:-$HOME/.cache/medic-bench}
 PY=${PYTHON:-python3}
@@ -64,16 +69,27 @@ NAME=bench-core
 "$PY" "$BENCH" gen-procedure "$NAME-one" 1 "$TMP/plans/$NAME-one.yaml"
 echo "procedure: $(wc -c <"$TMP/plans/$NAME.yaml") bytes"
 cd "$TMP/work"   # medic's default ./cluster.yaml and ./state would be looked up here
-m() { "$MEDIC" --plans-dir "$TMP/plans" "$@"; }
-"$PY" "$BENCH" measure "$RESULTS" "medic start 1" 1 "$TMP/start1.out" -- \
-    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state1" start "$NAME-one"
-"$PY" "$BENCH" measure "$RESULTS" "medic start N" 1 "$TMP/start.out" -- \
-    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state" start "$NAME"
-tail -n 1 "$TMP/start.out"
-done_count=$(m --state-dir "$TMP/state" plan -o json | "$PY" -c \
-    'import json,sys; print(json.load(sys.stdin)["progress"]["completed"])')
-echo "phases completed: $done_count of $PHASES; state dir: $(du -sh "$TMP/state" | cut -f1)"
-[[ "$done_count" == "$PHASES" ]] || { echo "not every phase completed" >&2; exit 1; }
+
+# engine_run PREFIX BIN: the 1-phase and N-phase runs of BIN, its state dir's size.
+engine_run() {
+    local p=$1 bin=$2 dir="$TMP/state-${1%: }"
+    "$PY" "$BENCH" measure "$RESULTS" "${p}medic start 1" 1 "$TMP/start1.out" -- \
+        "$bin" --plans-dir "$TMP/plans" --state-dir "$dir-1" start "$NAME-one"
+    "$PY" "$BENCH" measure "$RESULTS" "${p}medic start N" 1 "$TMP/start.out" -- \
+        "$bin" --plans-dir "$TMP/plans" --state-dir "$dir" start "$NAME"
+    tail -n 1 "$TMP/start.out"
+    "$PY" "$BENCH" dir-size "$RESULTS" "${p}state dir" "$dir"
+    local done_count
+    done_count=$("$bin" --state-dir "$dir" plan -o json | "$PY" -c \
+        'import json,sys; print(json.load(sys.stdin)["progress"]["completed"])')
+    echo "${p}phases completed: $done_count of $PHASES"
+    [[ "$done_count" == "$PHASES" ]] || { echo "not every phase completed" >&2; exit 1; }
+}
+if [[ -n "${MEDIC_BEFORE:-}" ]]; then
+    echo "before: $MEDIC_BEFORE ($("$MEDIC_BEFORE" --version))"
+    engine_run "before: " "$MEDIC_BEFORE"
+fi
+engine_run "" "$MEDIC"
 
 say "3. ansible-playbook on $TASKS $TASK_KIND tasks"
 ensure_ansible
@@ -93,10 +109,22 @@ grep -qE "^localhost +: ok=$TASKS " "$TMP/ansible.out" \
     || { echo "ansible did not report ok=$TASKS" >&2; exit 1; }
 
 say "4. medic plan on the finished $PHASES-phase operation, $PLAN_RUNS runs each"
-"$PY" "$BENCH" measure "$RESULTS" "medic plan" "$PLAN_RUNS" "$TMP/plan.out" -- \
-    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state" plan
-"$PY" "$BENCH" measure "$RESULTS" "medic plan -o json" "$PLAN_RUNS" "$TMP/plan.json" -- \
-    "$MEDIC" --plans-dir "$TMP/plans" --state-dir "$TMP/state" plan -o json
+# plan_runs PREFIX BIN: each view of the plan, timed (the first open after a run replays
+# sled's log and is left out: an operator looks at a plan many times per run).
+plan_runs() {
+    local p=$1 bin=$2 dir="$TMP/state-${1%: }"
+    "$bin" --state-dir "$dir" plan >/dev/null
+    "$PY" "$BENCH" measure "$RESULTS" "${p}medic plan" "$PLAN_RUNS" "$TMP/plan.out" -- \
+        "$bin" --state-dir "$dir" plan
+    "$PY" "$BENCH" measure "$RESULTS" "${p}medic plan -o json" "$PLAN_RUNS" "$TMP/plan.json" -- \
+        "$bin" --state-dir "$dir" plan -o json
+    "$PY" "$BENCH" measure "$RESULTS" "${p}medic plan --short" "$PLAN_RUNS" "$TMP/plan.short" -- \
+        "$bin" --state-dir "$dir" plan --short
+}
+if [[ -n "${MEDIC_BEFORE:-}" ]]; then
+    plan_runs "before: " "$MEDIC_BEFORE"
+fi
+plan_runs "" "$MEDIC"
 
 say "5. summary ($(nproc) CPUs, $(uname -m), medic $("$MEDIC" --version | awk '{print $2}'))"
 status=0

@@ -221,14 +221,19 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
         interrupted: &interrupted,
         may_have_done: &may_have_done,
     };
-    if ctx.json() {
-        let mut out = std::io::stdout().lock();
+    // Streamed through one buffer: no copy of a 10,000-row table or document in memory.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    if ctx.json() && !yaml_output() {
+        let _ = view.write_json(&mut out);
+        let _ = writeln!(out);
+    } else if ctx.json() {
         let text = json_text_as_output(view.json_string());
         let _ = out.write_all(text.trim_end().as_bytes());
         let _ = writeln!(out);
     } else {
-        print!("{}", view.to_text(short));
+        view.write_text(&mut FmtToIo(&mut out), short);
     }
+    let _ = out.flush();
     Ok(())
 }
 
@@ -255,6 +260,15 @@ pub(super) fn may_have_done(
         inventory.as_deref(),
     )?;
     Ok(done)
+}
+
+/// Lets the plan table (written with `std::fmt::Write`) go straight to an `io::Write`.
+struct FmtToIo<'a, W: std::io::Write>(&'a mut W);
+
+impl<W: std::io::Write> std::fmt::Write for FmtToIo<'_, W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| std::fmt::Error)
+    }
 }
 
 /// `medic plan complete`: closes the operation (`crate::operation::complete`) and says how.

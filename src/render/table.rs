@@ -6,7 +6,7 @@
 //!    interrupted, failed); [`PlanView::json_string`] serializes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
+use std::fmt::Write;
 
 use console::style;
 
@@ -95,9 +95,16 @@ impl PlanView<'_> {
 
     /// The plan as JSON for `medic plan -o json`, serialized straight from the rows.
     pub(crate) fn json_string(&self) -> String {
+        let mut out = Vec::new();
+        let _ = self.write_json(&mut out);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+
+    /// The same JSON, streamed to `out` as it is serialized (no copy of the whole document).
+    pub(crate) fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let rows = self.node_rows();
         let doc = self.document(&rows, rows.iter().skip(1).collect::<Vec<_>>());
-        serde_json::to_string(&doc).expect("plan serializes")
+        serde_json::to_writer(out, &doc).map_err(std::io::Error::from)
     }
 
     pub(super) fn document<'r, P: serde::Serialize>(
@@ -125,8 +132,14 @@ impl PlanView<'_> {
 
     /// The plan table for `medic plan`; `short` keeps top-level phases only.
     pub(crate) fn to_text(&self, short: bool) -> String {
-        let rows = self.node_rows();
         let mut out = String::new();
+        self.write_text(&mut out, short);
+        out
+    }
+
+    /// The plan table written to `out` row by row (a buffered stdout streams it).
+    pub(crate) fn write_text(&self, out: &mut impl Write, short: bool) {
+        let rows = self.node_rows();
         let op = self.operation;
         let leaves = rows.iter().filter(|r| r.leaf).count();
         let done = rows
@@ -146,9 +159,9 @@ impl PlanView<'_> {
             .filter(|r| !short || r.depth <= 1)
             .collect();
         if short {
-            write_short_list(&mut out, &shown);
+            write_short_list(out, &shown);
         } else {
-            write_table(&mut out, &shown, now_ms());
+            write_table(out, &shown, now_ms());
         }
         if let Some(lease) = self.lease.filter(|l| l.is_alive()) {
             let _ = writeln!(
@@ -159,11 +172,10 @@ impl PlanView<'_> {
             );
         }
         if !short {
-            write_skipped_hints(&mut out, &shown);
+            write_skipped_hints(out, &shown);
         }
-        self.write_interrupted_hints(&mut out, &rows);
-        write_failed_hint(&mut out, &rows);
-        out
+        self.write_interrupted_hints(out, &rows);
+        write_failed_hint(out, &rows);
     }
 }
 
@@ -171,7 +183,7 @@ impl PlanView<'_> {
     /// The interrupted hints: each leaf whose executor is gone, and exactly what to run. An
     /// idempotent action runs again with `resume`; any other may have had its effect, so the
     /// hint shows what it may have done and the two ways on (`--force`, or roll it back).
-    fn write_interrupted_hints(&self, out: &mut String, rows: &[NodeRow]) {
+    fn write_interrupted_hints(&self, out: &mut impl Write, rows: &[NodeRow]) {
         // Rows are the plan's nodes, in order.
         for (i, r) in rows.iter().enumerate() {
             if !(r.leaf && r.state == "interrupted") {
@@ -218,7 +230,7 @@ impl PlanView<'_> {
 }
 
 /// The rendered action lines of a hint, indented under it.
-fn write_action_lines(out: &mut String, lines: Option<&Vec<String>>) {
+fn write_action_lines(out: &mut impl Write, lines: Option<&Vec<String>>) {
     for line in lines.into_iter().flatten() {
         let _ = writeln!(out, "    {line}");
     }
@@ -261,7 +273,7 @@ fn time_of(r: &NodeRow, now: u64) -> String {
 }
 
 /// `medic plan --short`: one line per top-level phase, its marker, ID and state.
-fn write_short_list(out: &mut String, shown: &[&NodeRow]) {
+fn write_short_list(out: &mut impl Write, shown: &[&NodeRow]) {
     let width = shown.iter().map(|r| r.id.len()).max().unwrap_or(5).max(5);
     for r in shown {
         let _ = writeln!(
@@ -298,7 +310,7 @@ fn cells_of(r: &NodeRow, now: u64) -> [String; 6] {
 }
 
 /// The full plan table: a header and one aligned row per node (styled when colours are on).
-fn write_table(out: &mut String, shown: &[&NodeRow], now: u64) {
+fn write_table(out: &mut impl Write, shown: &[&NodeRow], now: u64) {
     let headers = [
         "PHASE",
         "STATE",
@@ -345,7 +357,7 @@ fn write_table(out: &mut String, shown: &[&NodeRow], now: u64) {
 }
 
 /// Why each skipped phase did not run its action.
-fn write_skipped_hints(out: &mut String, shown: &[&NodeRow]) {
+fn write_skipped_hints(out: &mut impl Write, shown: &[&NodeRow]) {
     for r in shown {
         if let Some(reason) = &r.skipped {
             let _ = writeln!(
@@ -359,7 +371,7 @@ fn write_skipped_hints(out: &mut String, shown: &[&NodeRow]) {
 }
 
 /// The first failed leaf, its error and where its logs are.
-fn write_failed_hint(out: &mut String, rows: &[NodeRow]) {
+fn write_failed_hint(out: &mut impl Write, rows: &[NodeRow]) {
     if let Some(r) = rows.iter().find(|r| r.leaf && r.state == "failed") {
         let _ = writeln!(
             out,

@@ -12,7 +12,9 @@
 //! 4. Each change is one atomic batch, flushed before the call returns.
 //!
 //! A marker file beside the database records the format version; a database that is missing its
-//! version while the marker exists is reported as damaged, never silently recreated.
+//! version while the marker exists is reported as damaged, never silently recreated. Format 2
+//! ([`format`]) keeps records and history compact and each plan in its own tree (written once,
+//! never beside keys that change); a version-1 database is migrated when opened ([`migrate`]).
 //!
 //! Files by concern: [`error`] (failures and exit codes), [`records`] (operations, history,
 //! lease, commits), [`logs`] (chunked phase output, head and tail cap), [`lock`] (the holder
@@ -20,10 +22,12 @@
 //! open and the read copy), [`host`] (clock, names, processes).
 
 mod error;
+mod format;
 mod host;
 mod identity;
 mod lock;
 mod logs;
+mod migrate;
 mod open;
 mod records;
 mod stop;
@@ -37,10 +41,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::action::Plan;
-use crate::plan::{FailureKind, PhaseId, PhaseRecord};
+use crate::plan::{PhaseId, PhaseRecord};
 
 pub use error::StoreError;
 use error::{classify_io, classify_sled};
+use format::{StoredActor, StoredEntry, StoredRecord};
 use host::process_command;
 pub(crate) use host::{
     format_time, hostname, now_ms, process_is_stopped, process_start_ticks, username,
@@ -55,8 +60,10 @@ pub(crate) use records::LEASE_STALE_MS;
 pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
 pub(crate) use stop::StopRequest;
 
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 const VERSION_KEY: &[u8] = b"format_version";
+/// The sled tree holding each operation's plan under its ID (format 2).
+const PLANS_TREE: &[u8] = b"plans";
 
 pub struct Store {
     dir: PathBuf,
@@ -64,6 +71,8 @@ pub struct Store {
     db: Option<sled::Db>,
     last_wanted_check: Instant,
     next_seq: HashMap<(String, &'static str), u64>,
+    /// The number of each actor this store wrote, per operation (see [`format`]).
+    actors: HashMap<(String, StoredActor), u64>,
     /// A deferred commit is written but not yet flushed.
     /// The state directory and data file as first opened; checked on every reopen and commit.
     identity: Option<Identity>,
@@ -99,26 +108,12 @@ fn decode<T: for<'de> Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T, StoreEr
     })
 }
 
-/// Fills in the typed fields of a record written before they existed, from its message text:
-/// the skip reason (once only in the summary, "skipped: <reason>") and the failure on some
-/// nodes ("N of M nodes failed: ..."). Done once, here, so that nothing else reads text.
-fn upgrade_legacy_record(r: &mut PhaseRecord) {
-    if r.skipped && r.skip_reason.is_none() {
-        r.skip_reason = r
-            .summary
-            .as_deref()
-            .map(|s| s.strip_prefix("skipped: ").unwrap_or(s).to_string());
-    }
-    if matches!(r.failure, None | Some(FailureKind::Other)) {
-        let counts = r.error.as_deref().and_then(|e| {
-            let (counts, _) = e.split_once(" nodes failed")?;
-            let (failed, total) = counts.split_once(" of ")?;
-            Some((failed.parse().ok()?, total.parse().ok()?))
-        });
-        if let Some((failed, total)) = counts {
-            r.failure = Some(FailureKind::NodesFailed { failed, total });
-        }
-    }
+/// The sequence number at the end of a `kind/op/SEQ` key.
+fn seq_of(hex: &[u8]) -> u64 {
+    std::str::from_utf8(hex)
+        .ok()
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -138,6 +133,7 @@ impl Store {
             db: None,
             last_wanted_check: Instant::now(),
             next_seq: HashMap::new(),
+            actors: HashMap::new(),
             identity: None,
             lost: None,
             poisoned: None,
@@ -182,18 +178,26 @@ impl Store {
         self.db.is_some()
     }
 
+    /// Checks the format version, migrating a version-1 database to this one. A read copy
+    /// (see [`Store::open_read_copy`]) is checked and migrated too, but leaves no marker.
     fn check_version(&self, db: &sled::Db) -> Result<(), StoreError> {
         let marker = std::fs::read_to_string(self.marker_path()).ok();
+        let own_files = self.read_copy.is_none();
         match db.get(VERSION_KEY)? {
             Some(v) => {
                 let found = String::from_utf8_lossy(&v).into_owned();
-                if found != FORMAT_VERSION.to_string() {
+                if found == "1" {
+                    migrate::from_v1(db).map_err(|e| match e {
+                        StoreError::Sled(e) => classify_sled(&self.dir, e),
+                        other => other,
+                    })?;
+                } else if found != FORMAT_VERSION.to_string() {
                     return Err(StoreError::UnknownVersion {
                         path: self.db_path(),
                         found,
                     });
                 }
-                if marker.is_none() {
+                if own_files && marker.as_deref() != Some(&FORMAT_VERSION.to_string()) {
                     let _ = std::fs::write(self.marker_path(), FORMAT_VERSION.to_string());
                 }
                 Ok(())
@@ -234,7 +238,7 @@ impl Store {
 
     pub(crate) fn plan(&mut self, id: &str) -> Result<Plan, StoreError> {
         let k = key("plan", id);
-        match self.db()?.get(&k)? {
+        match self.db()?.open_tree(PLANS_TREE)?.get(id.as_bytes())? {
             Some(v) => Plan::from_json(&v).map_err(|source| StoreError::Decode {
                 key: String::from_utf8_lossy(&k).into_owned(),
                 source,
@@ -252,10 +256,9 @@ impl Store {
         let mut out = HashMap::new();
         for item in db.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
-            let phase = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let mut record = decode(&k, &v)?;
-            upgrade_legacy_record(&mut record);
-            out.insert(PhaseId::parse(&phase), record);
+            let phase = String::from_utf8_lossy(&k[prefix.len()..]);
+            let record: StoredRecord = decode(&k, &v)?;
+            out.insert(PhaseId::parse(&phase), record.into());
         }
         Ok(out)
     }
@@ -288,12 +291,21 @@ impl Store {
     }
 
     pub(crate) fn history(&mut self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        let prefix = format!("hist/{id}/");
         let db = self.db()?;
+        let actor_prefix = format!("actor/{id}/");
+        let mut actors = HashMap::new();
+        for item in db.scan_prefix(actor_prefix.as_bytes()) {
+            let (k, v) = item?;
+            let n = seq_of(&k[actor_prefix.len()..]);
+            actors.insert(n, decode::<StoredActor>(&k, &v)?);
+        }
+        let prefix = format!("hist/{id}/");
         let mut out = Vec::new();
         for item in db.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;
-            out.push(decode(&k, &v)?);
+            let entry: StoredEntry = decode(&k, &v)?;
+            let actor = actors.get(&entry.actor());
+            out.push(entry.into_entry(seq_of(&k[prefix.len()..]), actor));
         }
         Ok(out)
     }
@@ -310,10 +322,7 @@ impl Store {
             .next_back()
             .transpose()?;
         let next = match last {
-            Some((k, _)) => {
-                let hex = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                u64::from_str_radix(&hex, 16).unwrap_or(0) + 1
-            }
+            Some((k, _)) => seq_of(&k[prefix.len()..]) + 1,
             None => 0,
         };
         Ok(next)
@@ -324,24 +333,58 @@ impl Store {
         if commit.is_empty() {
             return Ok(());
         }
+        if self.read_copy.is_some() {
+            return Err(StoreError::ReadOnly {
+                path: self.dir.clone(),
+            });
+        }
         let mut hist_seq = self.next_seq("hist", op)?;
         let mut log_seq = self.next_seq("log", op)?;
+        let mut actor_seq = self.next_seq("actor", op)?;
+        let mut new_actors = Vec::new();
         let mut batch = sled::Batch::default();
         if let Some(o) = &commit.operation {
             batch.insert(key("op", op), encode(o));
         }
         if let Some(p) = &commit.plan {
-            batch.insert(key("plan", op), p.clone());
+            // Its own tree: the plan is never rewritten with the records that change beside
+            // it. Written before the batch (an orphan plan is harmless), flushed with it.
+            let written = self
+                .db()?
+                .open_tree(PLANS_TREE)
+                .and_then(|t| t.insert(op.as_bytes(), p.as_slice()));
+            if let Err(e) = written {
+                return Err(self.write_failure(e));
+            }
         }
         if let Some(s) = &commit.secrets {
             batch.insert(key("secret", op), encode(s));
         }
         for (phase, record) in &commit.records {
-            batch.insert(format!("ph/{op}/{phase}").into_bytes(), encode(record));
+            batch.insert(
+                format!("ph/{op}/{phase}").into_bytes(),
+                encode(&StoredRecord::from(record)),
+            );
         }
         for entry in &mut commit.history {
             entry.seq = hist_seq;
-            batch.insert(seq_key("hist", op, hist_seq), encode(entry));
+            let actor = StoredActor::of(entry);
+            let cache_key = (op.to_string(), actor);
+            let n = match self.actors.get(&cache_key) {
+                Some(n) => *n,
+                None => {
+                    let n = actor_seq;
+                    actor_seq += 1;
+                    batch.insert(seq_key("actor", op, n), encode(&cache_key.1));
+                    self.actors.insert(cache_key.clone(), n);
+                    new_actors.push(cache_key);
+                    n
+                }
+            };
+            batch.insert(
+                seq_key("hist", op, hist_seq),
+                encode(&StoredEntry::of(entry, n)),
+            );
             hist_seq += 1;
         }
         if let Some(v) = &commit.vars {
@@ -367,11 +410,6 @@ impl Store {
             Some(None) => batch.remove(key("lease", op)),
             None => {}
         }
-        if self.read_copy.is_some() {
-            return Err(StoreError::ReadOnly {
-                path: self.dir.clone(),
-            });
-        }
         let db = self.db()?;
         let written = db.apply_batch(batch).and_then(|()| {
             if commit.defer_flush {
@@ -381,6 +419,10 @@ impl Store {
             }
         });
         if let Err(e) = written {
+            // Not written: the next commit writes these actors again.
+            for k in new_actors {
+                self.actors.remove(&k);
+            }
             return Err(self.write_failure(e));
         }
         // Written into the files this store opened: make sure they are still the state
@@ -388,6 +430,7 @@ impl Store {
         self.verify_identity()?;
         self.next_seq.insert((op.to_string(), "hist"), hist_seq);
         self.next_seq.insert((op.to_string(), "log"), log_seq);
+        self.next_seq.insert((op.to_string(), "actor"), actor_seq);
         Ok(())
     }
 }

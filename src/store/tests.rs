@@ -1,10 +1,12 @@
 //! Unit tests of the store: logs, leases, commits, damage and identity checks.
 
 use super::logs::LOG_TAIL_BYTES;
+use super::migrate::upgrade_legacy_record;
 use super::open::sweep_read_copies;
 use super::records::LEASE_STALE_MS;
 use super::*;
 use crate::action::Stream;
+use crate::plan::FailureKind;
 
 /// Every log line of operation `id`, read batch by batch as `medic plan logs` does.
 fn all_logs(store: &mut Store, id: &str) -> Result<Vec<LogLine>, StoreError> {
