@@ -180,7 +180,13 @@ phases:
         .code(0)
         .json();
     let grow_id = ops["operations"][0]["id"].as_str().unwrap().to_string();
+    // Two operations changing the membership collide at start...
     env.medic(&["start", "grow2"])
+        .run()
+        .code(3)
+        .stderr_contains("also acts on the etcd membership");
+    // ...and forced past that, the etcd guard still refuses the second add.
+    env.medic(&["start", "grow2", "--force"])
         .run()
         .code(3)
         .stdout_contains("add-before-remove");
