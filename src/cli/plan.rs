@@ -330,16 +330,10 @@ fn export(
     let vars = store.vars(&op.id)?;
     // Secret values are never exported: only their names go in, with placeholders (secret
     // parameters, and values captured from phases that used a secret).
-    let params = Params {
-        values: op.params.clone(),
-        secrets: op
-            .secret_params
-            .iter()
-            .cloned()
-            .chain(store.secrets(&op.id)?.into_keys())
-            .map(|k| (k, String::new()))
-            .collect(),
-    };
+    let params = Params::shown(
+        op.params.clone(),
+        op.secret_params.iter().cloned().chain(store.secrets(&op.id)?.into_keys()),
+    );
     store.release();
     let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
     let view = PlanView {

@@ -148,16 +148,10 @@ pub(crate) fn shown_values(
         .secrets(&op.id)
         .map_err(OperationError::ReadState)?
         .into_keys();
-    let params = Params {
-        values: op.params.clone(),
-        secrets: op
-            .secret_params
-            .iter()
-            .cloned()
-            .chain(secret_names)
-            .map(|k| (k, String::new()))
-            .collect(),
-    };
+    let params = Params::shown(
+        op.params.clone(),
+        op.secret_params.iter().cloned().chain(secret_names),
+    );
     Ok((params, vars))
 }
 

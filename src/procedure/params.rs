@@ -51,6 +51,25 @@ impl Params {
         }
         out
     }
+
+    /// The parameters of a stored operation as a display shows them: secret values are never
+    /// read, so each secret name holds its placeholder (an empty value would mean "an optional
+    /// secret that was not given", which a display cannot know).
+    pub(crate) fn shown(
+        values: BTreeMap<String, serde_json::Value>,
+        secret_names: impl IntoIterator<Item = String>,
+    ) -> Params {
+        Params {
+            values,
+            secrets: secret_names
+                .into_iter()
+                .map(|k| {
+                    let shown = secret_placeholder(&k);
+                    (k, shown)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The shortest secret value medic accepts (and searches output for).
