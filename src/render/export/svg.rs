@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 
 use super::Export;
+use crate::render::table::NodeRow;
 
 /// State → (fill, stroke), shared with the Mermaid classes.
 pub(super) const STATE_COLOURS: [(&str, &str, &str); 6] = [
@@ -24,7 +25,7 @@ pub(super) const STATE_COLOURS: [(&str, &str, &str); 6] = [
     ("interrupted", "#ffe0b2", "#ef6c00"),
 ];
 
-const ROW: f64 = 44.0;
+const ROW: f64 = 48.0;
 const INDENT: f64 = 18.0;
 const MARGIN: f64 = 12.0;
 const CHAR: f64 = 7.2;
@@ -86,7 +87,6 @@ impl Export<'_> {
         );
         for (i, row) in rows.iter().enumerate().skip(1) {
             let leaf = plan.node(i).is_leaf();
-            let (fill, stroke) = colours(&row.state);
             let last = plan.subtree(i).end - 1;
             let (x, y) = (left(i), top(i) + 4.0);
             let w = right_of(i) - x;
@@ -99,30 +99,7 @@ impl Export<'_> {
                 .unwrap_or(0)
                 .min(3) as f64;
             let h = top(last) + ROW - 8.0 + below * 2.0 - y;
-            let kind = if leaf { "leaf" } else { "group" };
-            let _ = writeln!(
-                out,
-                "<g class=\"phase {kind} state-{state}\" data-phase=\"{id}\" data-state=\"{state}\">\
-                 <title>{id} — {state}{desc}</title>\
-                 <rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"6\" \
-                 fill=\"{fill}\" fill-opacity=\"{opacity}\" stroke=\"{stroke}\"/>\
-                 <text x=\"{tx:.1}\" y=\"{ty:.1}\" font-weight=\"bold\">{id}</text>\
-                 <text x=\"{sx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"{stroke}\">{state}</text>\
-                 <text x=\"{tx:.1}\" y=\"{dy:.1}\" fill=\"#555\" font-size=\"11\">{short}</text></g>",
-                state = escape(&row.state),
-                id = escape(&row.id),
-                desc = if row.description.is_empty() {
-                    String::new()
-                } else {
-                    format!(" — {}", escape(&row.description))
-                },
-                opacity = if leaf { "1" } else { "0.35" },
-                tx = x + 8.0,
-                ty = y + 15.0,
-                sx = x + w - 8.0,
-                dy = y + 30.0,
-                short = escape(&shorten(&row.description)),
-            );
+            draw_phase(&mut out, row, leaf, Rect { x, y, w, h });
         }
         for (from, to) in &edges {
             let (x1, y1) = (right_of(*from), top(*from) + ROW / 2.0);
@@ -142,6 +119,44 @@ impl Export<'_> {
         out.push_str("</svg>\n");
         out
     }
+}
+
+/// A box on the drawing.
+struct Rect {
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+}
+
+/// One phase: a `<g>` with its tooltip, box, ID, state and shortened description.
+fn draw_phase(out: &mut String, row: &NodeRow, leaf: bool, r: Rect) {
+    let Rect { x, y, w, h } = r;
+    let (fill, stroke) = colours(&row.state);
+    let kind = if leaf { "leaf" } else { "group" };
+    let _ = writeln!(
+        out,
+        "<g class=\"phase {kind} state-{state}\" data-phase=\"{id}\" data-state=\"{state}\">\
+         <title>{id} — {state}{desc}</title>\
+         <rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" rx=\"6\" \
+         fill=\"{fill}\" fill-opacity=\"{opacity}\" stroke=\"{stroke}\"/>\
+         <text x=\"{tx:.1}\" y=\"{ty:.1}\" font-weight=\"bold\">{id}</text>\
+         <text x=\"{sx:.1}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"{stroke}\">{state}</text>\
+         <text x=\"{tx:.1}\" y=\"{dy:.1}\" fill=\"#555\" font-size=\"11\">{short}</text></g>",
+        state = escape(&row.state),
+        id = escape(&row.id),
+        desc = if row.description.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", escape(&row.description))
+        },
+        opacity = if leaf { "1" } else { "0.35" },
+        tx = x + 8.0,
+        ty = y + 15.0,
+        sx = x + w - 8.0,
+        dy = y + 30.0,
+        short = escape(&shorten(&row.description)),
+    );
 }
 
 /// How far right an arc spanning `span` rows reaches.
