@@ -25,7 +25,7 @@ pub(crate) struct Section {
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:80em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .5em;\
-text-align:left;vertical-align:top}pre{background:#f6f8fa;padding:.5em;overflow-x:auto}\
+text-align:left;vertical-align:top;overflow-wrap:anywhere}pre{background:#f6f8fa;padding:.5em;overflow-x:auto}\
 .graph{overflow-x:auto}.secret{font-style:italic;color:#777}code{font-family:monospace}";
 
 impl Export<'_> {

@@ -98,7 +98,7 @@ impl Export<'_> {
                 .max()
                 .unwrap_or(0)
                 .min(3) as f64;
-            let h = top(last) + ROW - 8.0 + below * 2.0 - y;
+            let h = top(last) + ROW - 4.0 + below * 2.5 - y;
             draw_phase(&mut out, row, leaf, Rect { x, y, w, h });
         }
         for (from, to) in &edges {
