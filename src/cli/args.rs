@@ -288,6 +288,10 @@ pub(crate) enum ExportFormat {
     Markdown,
     Json,
     Dot,
+    /// One self-contained page: the drawing, parameters, actions, history.
+    Html,
+    /// The drawing of the phase graph alone.
+    Svg,
 }
 
 #[derive(Args, Debug)]

@@ -328,6 +328,10 @@ fn export(
     let records = store.records(&op.id)?;
     let lease = store.lease(&op.id)?;
     let vars = store.vars(&op.id)?;
+    let history = match format {
+        ExportFormat::Html => store.history(&op.id)?,
+        _ => Vec::new(),
+    };
     // Secret values are never exported: only their names go in, with placeholders (secret
     // parameters, and values captured from phases that used a secret).
     let params = Params::shown(
@@ -358,8 +362,18 @@ fn export(
         }
         (ExportFormat::Markdown, false) => print!("{}", export.to_markdown()),
         (ExportFormat::Dot, false) => print!("{}", export.to_dot()),
+        (ExportFormat::Html, false) => {
+            print!("{}", export.to_html(&history, &review_sections()))
+        }
+        (ExportFormat::Svg, false) => print!("{}", export.to_svg()),
     }
     Ok(0)
+}
+
+/// The sections of the HTML export besides the plan itself: approvals and drift facts go
+/// here (`render::Section`, plain text that the page escapes).
+fn review_sections() -> Vec<crate::render::Section> {
+    Vec::new()
 }
 
 /// Prints the operation's log batch by batch: the database is released while each batch is

@@ -1,5 +1,10 @@
 //! The change-review exports of a plan (`medic plan export`): Markdown, JSON with each phase's
-//! rendered action and rollback, and Graphviz dot.
+//! rendered action and rollback, Graphviz dot; a Mermaid flowchart inside the Markdown
+//! (`export/mermaid.rs`), the SVG drawing (`export/svg.rs`) and the HTML page (`export/html.rs`).
+
+mod html;
+mod mermaid;
+mod svg;
 
 use std::fmt::Write as _;
 
@@ -10,6 +15,8 @@ use crate::plan::PhaseState;
 use crate::procedure::Params;
 use crate::store::format_time;
 use crate::template::Templates;
+
+pub(crate) use html::Section;
 
 /// Export of a plan for change review.
 pub(crate) struct Export<'a> {
@@ -136,7 +143,8 @@ impl Export<'_> {
                 r.state
             );
         }
-        let _ = writeln!(out, "\n## Actions\n");
+        let _ = writeln!(out, "\n## Graph\n\n{}", self.mermaid());
+        let _ = writeln!(out, "## Actions\n");
         for i in plan.leaves() {
             let node = plan.node(i);
             let (action, rollback) = self.actions(i);
@@ -150,23 +158,7 @@ impl Export<'_> {
                     format!(" — {}", node.description)
                 }
             );
-            let mut facts = vec![format!(
-                "idempotent: {}",
-                if node.idempotent { "yes" } else { "no" }
-            )];
-            if let Some(t) = node.timeout_secs {
-                facts.push(format!("timeout: {}", crate::action::wait::human_secs(t)));
-            }
-            if node.retries > 0 {
-                facts.push(format!("retries: {}", node.retries));
-            }
-            if !node.capture.is_empty() {
-                facts.push(format!(
-                    "captures: {}",
-                    node.capture.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
-            let _ = writeln!(out, "{}\n", facts.join(" · "));
+            let _ = writeln!(out, "{}\n", phase_facts(node).join(" · "));
             let _ = writeln!(out, "```\n{}\n```\n", action.join("\n"));
             if rollback.is_empty() {
                 let _ = writeln!(out, "Rollback: none (recorded as a no-op).\n");
@@ -225,6 +217,28 @@ impl Export<'_> {
         out.push_str("}\n");
         out
     }
+}
+
+/// What a review needs to know about a leaf besides its action: idempotence, timeout,
+/// retries, captures.
+fn phase_facts(node: &crate::action::PlanNode) -> Vec<String> {
+    let mut facts = vec![format!(
+        "idempotent: {}",
+        if node.idempotent { "yes" } else { "no" }
+    )];
+    if let Some(t) = node.timeout_secs {
+        facts.push(format!("timeout: {}", crate::action::wait::human_secs(t)));
+    }
+    if node.retries > 0 {
+        facts.push(format!("retries: {}", node.retries));
+    }
+    if !node.capture.is_empty() {
+        facts.push(format!(
+            "captures: {}",
+            node.capture.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    facts
 }
 
 #[derive(serde::Serialize)]

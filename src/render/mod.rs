@@ -22,7 +22,7 @@ use console::{style, Style};
 
 use crate::plan::PhaseState;
 
-pub(crate) use export::Export;
+pub(crate) use export::{Export, Section};
 pub(crate) use json::{operation_json, JsonCollector};
 pub(crate) use live::TextRenderer;
 pub(crate) use table::PlanView;
