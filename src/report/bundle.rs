@@ -174,7 +174,9 @@ impl Bundle {
             error: c.error.map(|e| self.scrubber.scrub(&e)),
             stderr_tail: c.stderr_tail.map(|e| self.scrubber.scrub(&e)),
         };
-        if let Some(path) = c.path {
+        // A command that failed without output leaves no (empty) file: the manifest says why.
+        let nothing = c.data.is_empty() && item.error.is_some();
+        if let Some(path) = c.path.filter(|_| !nothing) {
             if self.full() {
                 item.error = Some("not written: the total budget (--max-size) was spent".into());
             } else {

@@ -148,6 +148,7 @@ pub(crate) async fn collect(
             std::fs::read(&opts.inventory_path).map_err(|e| e.to_string()),
         )],
         MedicItem::Status => vec![status(path, opts, started).await],
+        _ if ops.is_empty() => Vec::new(),
         per_op => {
             let mut store = match Store::open_with(&opts.state_dir, Access::Read) {
                 Ok(s) => s,
