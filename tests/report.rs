@@ -312,6 +312,8 @@ fn a_lost_node_is_recorded_unreachable_and_the_rest_is_collected() {
 }
 
 const BOOTSTRAP: &str = "abcdef.0123456789abcdef";
+/// A bootstrap token medic never saw: only the patterns can remove it.
+const UNKNOWN: &str = "zyxwvu.9876543210zyxwvu";
 
 /// A procedure on one node with a secret parameter: it prints a join command with the
 /// token (stored redacted) and captures a value derived from it (a secret capture).
@@ -339,14 +341,15 @@ fn no_secret_and_no_bootstrap_token_reaches_the_bundle_and_operation_scopes_it()
     let reversed: String = BOOTSTRAP.chars().rev().collect();
 
     // The secrets reach what the bundle collects: a node's annotations (the derived value,
-    // which only medic's own secrets know) and a process's command line (the token).
+    // which only medic's own secrets know) and a process's command line (a token medic never
+    // saw, which only the bootstrap-token and `--token` patterns find).
     drill
         .kubectl(&["annotate", "node", "cp-1", &format!("leak={reversed}")])
         .code(0);
     let mut ps = std::process::Command::new("bash")
         .args([
             "-c",
-            &format!("exec -a 'kubeadm join --token {BOOTSTRAP}' sleep 120"),
+            &format!("exec -a 'kubeadm join --token {UNKNOWN}' sleep 120"),
         ])
         .spawn()
         .unwrap();
@@ -373,6 +376,7 @@ fn no_secret_and_no_bootstrap_token_reaches_the_bundle_and_operation_scopes_it()
         for f in files(&top) {
             let text = String::from_utf8_lossy(&std::fs::read(top.join(&f)).unwrap()).into_owned();
             assert!(!text.contains(BOOTSTRAP), "token in {f}");
+            assert!(!text.contains(UNKNOWN), "unknown token in {f}");
             assert!(!text.contains(&reversed), "derived secret in {f}");
             assert!(
                 pattern.find(&text).is_none(),
