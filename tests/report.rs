@@ -268,6 +268,35 @@ fn scope_options_select_what_is_collected() {
         .find(|i| i["path"] == "medic/inventory.yaml")
         .unwrap();
     assert_eq!(item["truncated"], true, "{item}");
+
+    // --max-size: collecting stops when the budget is spent, with a note.
+    let (bundle, out) = report(
+        &drill,
+        "budget.tar.gz",
+        &["--only", "medic", "--max-size", "100"],
+        0,
+    );
+    let m = manifest(&extract(&bundle));
+    let notes = m["notes"].to_string();
+    assert!(notes.contains("--max-size"), "{m:#}");
+    assert!(out.stderr.contains("total budget"), "{}", out.stderr);
+    let written: u64 = items(&m).iter().map(|i| i["bytes"].as_u64().unwrap()).sum();
+    assert!(written <= 100, "{written}");
+
+    // -o json: the dry-run as data.
+    let v = drill
+        .medic(&["-o", "json", "report", "--dry-run", "--only", "etcd"])
+        .run()
+        .code(0)
+        .json();
+    let planned = v["collect"].as_array().unwrap();
+    assert_eq!(planned.len(), 4, "{v:#}");
+    assert!(
+        planned
+            .iter()
+            .all(|p| p["group"] == "etcd" && p["source"] == "etcd"),
+        "{v:#}"
+    );
 }
 
 #[test]

@@ -80,6 +80,8 @@ pub(crate) struct Bundle {
     max_file: u64,
     max_total: u64,
     pub(crate) written: u64,
+    /// A file was cut to fit the total budget: nothing more goes in.
+    spent: bool,
     pub(crate) items: Vec<Item>,
     pub(crate) notes: Vec<String>,
 }
@@ -128,6 +130,7 @@ impl Bundle {
             max_file,
             max_total,
             written: 0,
+            spent: false,
             items: Vec::new(),
             notes: Vec::new(),
         })
@@ -135,7 +138,7 @@ impl Bundle {
 
     /// Whether the total budget (`--max-size`) is spent.
     pub(crate) fn full(&self) -> bool {
-        self.written >= self.max_total
+        self.spent || self.written >= self.max_total
     }
 
     pub(crate) fn scrub(&self, text: &str) -> String {
@@ -188,6 +191,7 @@ impl Bundle {
                 item.bytes = kept.len() as u64;
                 item.sha256 = Some(sha256_hex(kept));
                 item.truncated |= cut;
+                self.spent |= cut && (room as u64) < self.max_file;
                 item.path = Some(path);
             }
         }
