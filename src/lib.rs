@@ -17,6 +17,7 @@ pub mod phase_id;
 pub mod plan;
 pub mod procedure;
 pub mod render;
+mod report;
 pub mod schema;
 pub mod shell_placement;
 pub mod source;

@@ -112,6 +112,10 @@ pub(crate) enum Command {
     /// Run the health probes on every node and component: what is wrong, how bad, and which
     /// `medic start …` repairs it (exit 0 healthy, 1 on a critical finding).
     Status(StatusArgs),
+    /// Write a support bundle (gzip tarball): logs and state from every node over SSH, the
+    /// Kubernetes API, etcd and medic, scoped (--since, --node, --operation), redacted, with a
+    /// MANIFEST.json of every item and its sha256; `medic report verify FILE` re-checks one.
+    Report(ReportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -386,4 +390,52 @@ pub(crate) struct StatusArgs {
     /// How long the probes of one component or node may take; slower ones show as unknown.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub(crate) timeout: String,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ReportArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<ReportCommand>,
+    /// The bundle to write (default medic-report-TIME.tar.gz here). `-o` is the output
+    /// format, as for every command.
+    #[arg(long, short = 'f', value_name = "FILE.tar.gz")]
+    pub(crate) file: Option<PathBuf>,
+    /// Logs and events since: a duration back from now (2h, 30m) or a time
+    /// (2026-12-03 10:00:00); with --operation it replaces the operation's window.
+    #[arg(long, value_name = "DURATION|TIME")]
+    pub(crate) since: Option<String>,
+    /// Collect from this node only; repeatable (default: every inventory node, or those the
+    /// --operation touched).
+    #[arg(long = "node", value_name = "NODE")]
+    pub(crate) nodes: Vec<String>,
+    /// Collect only this group; repeatable.
+    #[arg(long, value_enum, value_name = "GROUP")]
+    pub(crate) only: Vec<crate::report::Group>,
+    /// Scope to an operation: the nodes its plan touched, its start − 15 min … end + 5 min,
+    /// its plan, history and logs.
+    #[arg(long, value_name = "ID")]
+    pub(crate) operation: Option<String>,
+    /// List what would be collected from where, and collect nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Largest file in the bundle; a larger output keeps its tail and is marked truncated.
+    #[arg(long, default_value = "25MiB", value_name = "SIZE")]
+    pub(crate) max_file_size: String,
+    /// Total budget: collecting stops (with a note in the manifest) when the files reach it.
+    #[arg(long, default_value = "1GiB", value_name = "SIZE")]
+    pub(crate) max_size: String,
+    /// How long one command on a node (or a connection) may take.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub(crate) timeout: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ReportCommand {
+    /// Re-check every file of a bundle against the sha256 in its MANIFEST.json (exit 1 on a
+    /// mismatch, naming the file).
+    Verify {
+        /// The bundle (.tar.gz).
+        file: PathBuf,
+    },
 }

@@ -16,6 +16,7 @@ mod drill;
 mod operations;
 mod plan;
 mod procedures;
+mod report;
 mod schema;
 mod set;
 mod signals;
@@ -286,6 +287,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Attach { operation } => tail::attach(&ctx, operation.as_deref()).await,
         Command::Ssh { command } => ssh::ssh_command(&ctx, command),
         Command::Status(args) => status::status(&ctx, args).await,
+        Command::Report(args) => report::report(&ctx, args).await,
     }
 }
 
