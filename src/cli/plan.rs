@@ -336,7 +336,10 @@ fn export(
     // parameters, and values captured from phases that used a secret).
     let params = Params::shown(
         op.params.clone(),
-        op.secret_params.iter().cloned().chain(store.secrets(&op.id)?.into_keys()),
+        op.secret_params
+            .iter()
+            .cloned()
+            .chain(store.secrets(&op.id)?.into_keys()),
     );
     store.release();
     let interrupted = interrupted_phases(&plan, &records, lease.as_ref());

@@ -41,7 +41,7 @@ pub(crate) fn phase_context(
     ctx.extend(pending.placeholders());
     if !reveal {
         // A secret captured later is shown as the secret it will be, never as pending text.
-        for name in plan.nodes().iter().flat_map(|n| &n.secret_capture) {
+        for name in plan.secret_capture_names() {
             if pending.contains(name) {
                 pending.remove(name);
                 ctx.insert(

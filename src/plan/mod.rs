@@ -417,6 +417,9 @@ pub struct Plan<A> {
     /// Every name a phase of the plan captures (computed once: templates ask for it per phase).
     #[serde(skip)]
     capture_names: BTreeSet<String>,
+    /// The names captured as secrets (`secret: true`), computed once for the same reason.
+    #[serde(skip)]
+    secret_capture_names: BTreeSet<String>,
 }
 
 /// How a plan is stored: its nodes, from which [`Plan::new`] derives everything else.
@@ -441,6 +444,7 @@ impl<A: Leaf> Plan<A> {
             position: Vec::new(),
             subtree_end: Vec::new(),
             capture_names: BTreeSet::new(),
+            secret_capture_names: BTreeSet::new(),
         };
         plan.rebuild_index();
         plan
@@ -477,11 +481,21 @@ impl<A: Leaf> Plan<A> {
             .iter()
             .flat_map(|n| n.capture.keys().cloned())
             .collect();
+        self.secret_capture_names = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.secret_capture.iter().cloned())
+            .collect();
     }
 
     /// The names the plan's phases capture, each once.
     pub(crate) fn capture_names(&self) -> &BTreeSet<String> {
         &self.capture_names
+    }
+
+    /// The names the plan's phases capture as secrets, each once.
+    pub(crate) fn secret_capture_names(&self) -> &BTreeSet<String> {
+        &self.secret_capture_names
     }
 
     pub(crate) fn find(&self, id: &PhaseId) -> Option<usize> {
