@@ -211,6 +211,10 @@ pub(crate) struct StartArgs {
     /// how to follow (`medic plan --tail`) and stop it (`medic plan stop`), and return at once.
     #[arg(long, conflicts_with_all = ["dry_run", "manual"])]
     pub(crate) detach: bool,
+    /// Answer `yes` to every phase that asks for confirmation (`confirm: true`); without it
+    /// and without a terminal the run stops at such a phase (exit 3).
+    #[arg(long)]
+    pub(crate) yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -311,6 +315,10 @@ pub(crate) struct RunArgs {
     /// (`medic plan --tail`) and stop it (`medic plan stop`), and return at once.
     #[arg(long, conflicts_with = "dry_run")]
     pub(crate) detach: bool,
+    /// Answer `yes` to every phase that asks for confirmation (`confirm: true`); without it
+    /// and without a terminal the run stops at such a phase (exit 3).
+    #[arg(long)]
+    pub(crate) yes: bool,
 }
 
 /// The shells `medic completions` writes a script for.

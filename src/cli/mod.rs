@@ -11,6 +11,7 @@
 
 mod args;
 mod complete;
+mod confirm;
 mod detach;
 mod drill;
 mod operations;

@@ -35,6 +35,8 @@ pub(super) struct RunRequest {
     pub(super) force: bool,
     pub(super) dry_run: bool,
     pub(super) reason: Option<String>,
+    /// `--yes`: confirm every `confirm: true` phase.
+    pub(super) yes: bool,
 }
 
 /// Takes the lease, runs, releases; prints events as they come (text) or at the end (JSON).
@@ -50,6 +52,7 @@ pub(super) async fn run_operation(
         force,
         dry_run,
         reason,
+        yes,
     } = request;
     let collector = Arc::new(JsonCollector::default());
     let sink: Arc<dyn EventSink> = if ctx.json() {
@@ -65,7 +68,7 @@ pub(super) async fn run_operation(
     }
     let op_id = op.id.clone();
     let ssh = Arc::new(SshPool::new());
-    let engine = Engine::new(EngineSetup {
+    let mut engine = Engine::new(EngineSetup {
         store,
         inventory: inventory.clone(),
         ssh: ssh.clone(),
@@ -76,6 +79,7 @@ pub(super) async fn run_operation(
         control,
         force,
     })?;
+    engine.set_confirmer(super::confirm::confirmer(yes));
     if inventory.is_none() && needs_inventory(engine.plan()) {
         let _ = engine.release();
         return Err(missing_inventory(ctx));
@@ -202,6 +206,7 @@ async fn run_plan_command(
         force: run.force,
         dry_run: run.dry_run,
         reason: args.reason.clone(),
+        yes: run.yes,
     };
     run_operation(ctx, ctx.actor(|a| a.to_string()), store, op, request).await
 }

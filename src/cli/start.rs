@@ -94,6 +94,7 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         force: false,
         dry_run: false,
         reason: args.reason.clone(),
+        yes: args.yes,
     };
     run_operation(ctx, actor, store, operation, request).await
 }
@@ -121,6 +122,9 @@ fn resume_args(ctx: &Ctx, args: &StartArgs, op: &str) -> Vec<std::ffi::OsString>
     ]);
     if let Some(reason) = &args.reason {
         out.extend(["--reason".into(), reason.into()]);
+    }
+    if args.yes {
+        out.push("--yes".into());
     }
     out
 }

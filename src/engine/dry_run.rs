@@ -33,6 +33,9 @@ impl Engine {
                 };
                 let action = dry_run_describe(node.action.as_ref(), &scope);
                 let mut notes = Vec::new();
+                if node.confirm {
+                    notes.push(super::confirm::DRY_RUN_NOTE.to_string());
+                }
                 if node.is_pause() && leaf != t {
                     notes.push(
                         "the run stops here until the operator executes this phase".to_string(),

@@ -119,6 +119,8 @@ pub(crate) struct PhaseSpec {
     pub(crate) may_fail: bool,
     /// `probe:`: what a failure means and what repairs it (`read/probe.rs`).
     pub(crate) probe: Option<crate::plan::Probe>,
+    /// `confirm: true`: the operator confirms before it runs (`read/confirm.rs`).
+    pub(crate) confirm: bool,
 }
 
 /// The keys a phase with `include:` may have besides it; the loader refuses the others and

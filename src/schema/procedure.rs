@@ -102,6 +102,9 @@ pub struct Phase {
     pub retry_delay: Option<Duration>,
     /// Whether running the action again after an interruption is safe.
     pub idempotent: Option<Flag>,
+    /// The operator confirms before the action runs: medic shows the rendered action and asks
+    /// for `yes` on a terminal; `--yes` answers it; without either the run stops there (exit 3).
+    pub confirm: Option<Flag>,
     /// The action runs only when this holds; otherwise the phase is skipped.
     pub when: Option<When>,
     /// Runs another procedure's phases here.

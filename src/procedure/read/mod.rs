@@ -4,6 +4,7 @@
 mod action;
 mod capture;
 mod common;
+mod confirm;
 mod foreach;
 mod include;
 mod params;
