@@ -267,6 +267,11 @@ pub(crate) enum PlanCommand {
     /// Record a leaf phase's state by hand: a step the operator did by hand (completed), or
     /// one that must run again (unstarted). Needs --reason; refused while an executor runs.
     Set(SetArgs),
+    /// Approve the operation's plan (its fingerprint) after reviewing it; records you
+    /// (user@host), the time and --reason (required), and the cluster facts as they are now.
+    Approve,
+    /// List the operation's approvals, its approval policy and whether it may run.
+    Approvals,
 }
 
 #[derive(Args, Debug)]

@@ -20,7 +20,10 @@ use crate::events::EventSink;
 use crate::operation::{self, Completion};
 use crate::plan::PhaseId;
 use crate::procedure::Params;
-use crate::render::{operation_json, Export, JsonCollector, PlanView, TextRenderer};
+use crate::render::{
+    operation_json, review_json, review_markdown, with_review, Export, JsonCollector, PlanView,
+    TextRenderer,
+};
 use crate::ssh::SshPool;
 use crate::store::{format_time, Access, Actor, Operation, Store};
 
@@ -63,6 +66,7 @@ pub(super) async fn run_operation(
     let inventory = inventory_for(ctx, &store.plan(&op.id)?)?;
     let (control, handle) = Control::new();
     if !dry_run {
+        super::approve::gate(&mut store, &op, &actor, force)?;
         super::signals::connect(handle);
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
     }
@@ -113,6 +117,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         None | Some(PlanCommand::Export { .. })
             | Some(PlanCommand::Logs { .. })
             | Some(PlanCommand::History)
+            | Some(PlanCommand::Approvals)
     );
     // A malformed --phase is refused before the state is touched.
     match &args.command {
@@ -123,6 +128,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
             phase_arg(p)?;
         }
         Some(PlanCommand::Set(s)) => super::set::check_args(s, args.reason.as_deref())?,
+        Some(PlanCommand::Approve) => super::approve::check_args(args.reason.as_deref())?,
         _ => {}
     }
     let dry_run = match &args.command {
@@ -167,6 +173,8 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         Some(PlanCommand::Stop { now }) => {
             super::stop::stop(ctx, store, &op, args.reason.clone(), *now).await
         }
+        Some(PlanCommand::Approve) => super::approve::approve(ctx, store, &op, args).await,
+        Some(PlanCommand::Approvals) => super::approve::approvals(ctx, &mut store, &op),
     }
 }
 
@@ -345,7 +353,9 @@ fn export(
             .map(|k| (k, String::new()))
             .collect(),
     };
+    let review = store.review(&op.id)?;
     store.release();
+    let counts = crate::operation::approve::counts(&review, op);
     let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
     let view = PlanView {
         operation: op,
@@ -365,9 +375,14 @@ fn export(
     };
     match (format, ctx.json()) {
         (ExportFormat::Json, _) | (_, true) => {
-            println!("{}", json_text_as_output(export.json_string()).trim_end())
+            let json = with_review(export.json_string(), review_json(&review, op, &counts));
+            println!("{}", json_text_as_output(json).trim_end())
         }
-        (ExportFormat::Markdown, false) => print!("{}", export.to_markdown()),
+        (ExportFormat::Markdown, false) => print!(
+            "{}{}",
+            export.to_markdown(),
+            review_markdown(&review, &counts)
+        ),
         (ExportFormat::Dot, false) => print!("{}", export.to_dot()),
     }
     Ok(0)

@@ -60,6 +60,8 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         args.force,
     )?;
     let operation = operation::create(&mut store, new)?;
+    let policy = operation::approve::policy_for(&procedure, inventory.as_deref());
+    operation::approve::record_start(&mut store, &operation, policy, None)?;
     super::set::say_forced(&forced);
     if !ctx.json() {
         println!(

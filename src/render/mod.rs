@@ -12,6 +12,7 @@
 mod export;
 mod json;
 mod live;
+mod review;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use crate::plan::PhaseState;
 pub(crate) use export::Export;
 pub(crate) use json::{operation_json, JsonCollector};
 pub(crate) use live::TextRenderer;
+pub(crate) use review::{review_json, review_markdown, with_review};
 pub(crate) use table::PlanView;
 
 /// The state shown for a node: stored/derived state, or interrupted.
