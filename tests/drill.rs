@@ -534,3 +534,58 @@ fn etcd_remove_member_and_node_maintenance_work_on_the_drill() {
     assert_eq!(drill.node_status("worker-1")["unschedulable"], false);
     assert_eq!(drill.node_status("worker-1")["node"], "Ready");
 }
+
+#[test]
+fn an_etcd_member_down_after_approval_stops_the_removal_until_it_is_approved_again() {
+    let drill = DrillCluster::up(&["--control-planes", "4", "--workers", "0"]);
+    drill
+        .medic(&[
+            "start",
+            "etcd-remove-member",
+            "--set",
+            "node=cp-4",
+            "--manual",
+        ])
+        .run()
+        .code(0);
+    drill
+        .medic(&["plan", "approve", "--reason", "CHG-7"])
+        .run()
+        .code(0);
+    drill
+        .medic(&["plan", "drift"])
+        .run()
+        .code(0)
+        .stdout_contains("no drift");
+    drill
+        .medic(&["drill", "break", "etcd-down", "cp-3"])
+        .run()
+        .code(0);
+    // The checks still pass (3 survivors, 2 healthy), the drift gate refuses the removal.
+    drill
+        .medic(&["plan", "resume", "--yes"])
+        .run()
+        .code(3)
+        .stderr_contains("etcd: member cp-3 was healthy at approve, now unhealthy")
+        .stderr_contains("medic plan drift");
+    assert_eq!(state_of(&drill.env, "/etcd/remove"), "unstarted");
+    drill
+        .medic(&["plan", "drift"])
+        .run()
+        .code(1)
+        .stdout_contains("etcd: member cp-3: healthy → unhealthy")
+        .stdout_contains("etcd: member cp-4: healthy");
+    // Approved again as it is now: the gate passes; the procedure's own checks decide.
+    drill
+        .medic(&[
+            "plan",
+            "approve",
+            "--reason",
+            "CHG-7, cp-3 is being repaired",
+        ])
+        .run()
+        .code(0);
+    let out = drill.medic(&["plan", "resume", "--yes"]).run();
+    assert!(!out.stderr.contains("the cluster changed"), "{out:?}");
+    assert_eq!(state_of(&drill.env, "/etcd/remove"), "completed", "{out:?}");
+}

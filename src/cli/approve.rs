@@ -6,9 +6,11 @@ use serde_json::json;
 
 use super::args::PlanArgs;
 use super::{print_json, CliError, Ctx};
+use crate::engine::{differences, read_facts};
 use crate::operation::approve::{self, ApproveError};
 use crate::render::review_json;
-use crate::store::{Actor, Operation, Store};
+use crate::ssh::SshPool;
+use crate::store::{format_time, Actor, Facts, Operation, Store};
 
 impl From<ApproveError> for CliError {
     fn from(e: ApproveError) -> Self {
@@ -62,7 +64,8 @@ pub(super) async fn approve(
 ) -> Result<i32, CliError> {
     let reason = args.reason.clone().unwrap_or_default();
     let actor = ctx.actor(|a| a.to_string());
-    let approval = approve::approve(&mut store, op, &actor, &reason, None)?;
+    let facts = current_facts(ctx, &mut store, op, "approve").await?;
+    let approval = approve::approve(&mut store, op, &actor, &reason, Some(facts))?;
     let review = store.review(&op.id)?;
     store.release();
     let have = approve::counted(&review, op).len();
@@ -151,4 +154,78 @@ pub(super) fn approvals(ctx: &Ctx, store: &mut Store, op: &Operation) -> Result<
         }
     );
     Ok(0)
+}
+
+/// The facts of the operation's plan as they are now (the database released meanwhile).
+async fn current_facts(
+    ctx: &Ctx,
+    store: &mut Store,
+    op: &Operation,
+    at: &str,
+) -> Result<Facts, CliError> {
+    let plan = store.plan(&op.id)?;
+    store.release();
+    let inventory = super::inventory_for(ctx, &plan)?;
+    let ssh = SshPool::new();
+    let facts = read_facts(inventory.as_deref(), &plan, &ssh, at).await;
+    ssh.close_all().await;
+    Ok(facts)
+}
+
+/// `medic plan drift`: every fact recorded at start or approve against the cluster now;
+/// exit 0 when nothing changed, 1 when something did.
+pub(super) async fn drift(ctx: &Ctx, mut store: Store, op: &Operation) -> Result<i32, CliError> {
+    let recorded = store.review(&op.id)?.facts;
+    let Some(recorded) = recorded else {
+        store.release();
+        if ctx.json() {
+            print_json(&json!({"operation": op.id, "recorded": null, "differences": []}));
+        } else {
+            println!("no facts were recorded for operation {}", op.id);
+        }
+        return Ok(0);
+    };
+    let now = current_facts(ctx, &mut store, op, "now").await?;
+    let diff = differences(&recorded, &now);
+    if ctx.json() {
+        print_json(&json!({
+            "operation": op.id,
+            "recorded": recorded,
+            "now": now,
+            "differences": diff,
+        }));
+        return Ok(i32::from(!diff.is_empty()));
+    }
+    println!(
+        "facts recorded at {} ({}) against now:",
+        recorded.at,
+        format_time(recorded.taken_at)
+    );
+    let keys: std::collections::BTreeSet<&String> =
+        recorded.items.keys().chain(now.items.keys()).collect();
+    for key in keys {
+        let was = recorded.items.get(key).map_or("-", |s| s.as_str());
+        let is = now.items.get(key).map_or("-", |s| s.as_str());
+        if was == is {
+            println!("  {key}: {was}");
+        } else {
+            println!("{} {key}: {was} → {is}", console::style("!").red().bold());
+        }
+    }
+    if diff.is_empty() {
+        println!("{}", console::style("no drift").green());
+    } else {
+        println!(
+            "{}",
+            console::style(format!("{} difference(s):", diff.len())).red()
+        );
+        for d in &diff {
+            println!("  {d}");
+        }
+        println!(
+            "if the plan is still right, approve it again: `medic plan approve --operation {} --reason TEXT`",
+            op.id
+        );
+    }
+    Ok(i32::from(!diff.is_empty()))
 }

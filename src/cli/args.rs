@@ -272,6 +272,9 @@ pub(crate) enum PlanCommand {
     Approve,
     /// List the operation's approvals, its approval policy and whether it may run.
     Approvals,
+    /// Compare the facts recorded at start/approve (inventory, etcd members and health) with
+    /// the cluster now; exit 1 when they differ.
+    Drift,
 }
 
 #[derive(Args, Debug)]

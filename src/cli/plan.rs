@@ -118,6 +118,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
             | Some(PlanCommand::Logs { .. })
             | Some(PlanCommand::History)
             | Some(PlanCommand::Approvals)
+            | Some(PlanCommand::Drift)
     );
     // A malformed --phase is refused before the state is touched.
     match &args.command {
@@ -175,6 +176,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         }
         Some(PlanCommand::Approve) => super::approve::approve(ctx, store, &op, args).await,
         Some(PlanCommand::Approvals) => super::approve::approvals(ctx, &mut store, &op),
+        Some(PlanCommand::Drift) => super::approve::drift(ctx, store, &op).await,
     }
 }
 

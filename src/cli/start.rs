@@ -61,7 +61,15 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
     )?;
     let operation = operation::create(&mut store, new)?;
     let policy = operation::approve::policy_for(&procedure, inventory.as_deref());
-    operation::approve::record_start(&mut store, &operation, policy, None)?;
+    store.release();
+    let facts = crate::engine::read_facts(
+        inventory.as_deref(),
+        &plan,
+        &crate::ssh::SshPool::new(),
+        "start",
+    )
+    .await;
+    operation::approve::record_start(&mut store, &operation, policy, Some(facts))?;
     super::set::say_forced(&forced);
     if !ctx.json() {
         println!(

@@ -29,6 +29,7 @@ mod condition;
 mod confirm;
 mod context;
 mod control;
+mod drift;
 mod dry_run;
 mod guards;
 mod journal;
@@ -59,6 +60,7 @@ use crate::template::Templates;
 pub(crate) use confirm::{Answer, ConfirmRequest, Confirmer};
 pub(crate) use context::phase_context;
 pub(crate) use control::{Control, ControlHandle, Request, EXIT_AT_ONCE};
+pub(crate) use drift::{differences, read_facts};
 use guards::{dependents_message, interrupted_message, requirements_message};
 pub(crate) use lease::{acquire_lease, interrupted_phases};
 pub(crate) use redact::Redactor;
@@ -100,6 +102,11 @@ pub(crate) enum EngineError {
         answer: Answer,
         rollback: bool,
     },
+    #[error("{}", drift::drift_message(.operation, .differences))]
+    Drift {
+        operation: String,
+        differences: Vec<String>,
+    },
 }
 
 impl EngineError {
@@ -113,7 +120,7 @@ impl EngineError {
             | EngineError::OperationClosed { .. } => 3,
             EngineError::Store(e) => e.exit_code(),
             EngineError::Illegal(_) => 1,
-            EngineError::NotConfirmed { .. } => 3,
+            EngineError::NotConfirmed { .. } | EngineError::Drift { .. } => 3,
         }
     }
 }
@@ -158,6 +165,8 @@ pub(crate) struct Engine {
     keep_going: bool,
     /// Who confirms `confirm: true` phases (`confirm.rs`).
     confirmer: Arc<dyn Confirmer>,
+    /// The drift gate ran in this engine (`drift.rs`): once, before the first destructive leaf.
+    drift_checked: std::sync::atomic::AtomicBool,
 }
 
 /// Everything the engine needs to run an operation.
@@ -222,6 +231,7 @@ impl Engine {
             control: Mutex::new(Some(control)),
             keep_going: false,
             confirmer: Arc::new(confirm::Unattended),
+            drift_checked: Default::default(),
         })
     }
 
@@ -262,6 +272,7 @@ impl Engine {
             control: Mutex::new(Some(control)),
             keep_going: false,
             confirmer: Arc::new(confirm::Unattended),
+            drift_checked: Default::default(),
         }
     }
 
@@ -383,6 +394,9 @@ impl Engine {
             return None;
         }
         for leaf in scheduler.next_ready() {
+            if let Err(e) = self.check_drift(leaf).await {
+                return Some(e);
+            }
             if let Err(e) = self.confirm_leaf(leaf, false).await {
                 return Some(e);
             }

@@ -4,8 +4,9 @@
 //!
 //! 1. `start` fixes the policy ([`policy_for`]: the procedure's `approval:` and the
 //!    inventory's `policy: {require_approval: true}`) and records it ([`record_start`]).
-//! 2. `plan approve` adds an [`Approval`] (user@host, time, fingerprint, reason) and a history
-//!    entry; the creator's own approval is refused when the policy says distinct.
+//! 2. `plan approve` adds an [`Approval`] (user@host, time, fingerprint, reason; replacing the
+//!    same person's earlier one) and a history entry, and records the facts read now; the
+//!    creator's own approval is refused when the policy says distinct.
 //! 3. Before a run, [`check`] counts the approvals that hold (this fingerprint, distinct
 //!    people, not the creator when distinct) and refuses with who must approve and how;
 //!    `--force` runs anyway and [`record_unapproved`] writes that into history.
@@ -29,12 +30,6 @@ pub(crate) enum ApproveError {
     Unapproved(String),
     #[error("{who} created operation {operation} and its approval must come from someone else (`distinct_from_creator`); ask another person to run `medic plan approve --operation {operation} --reason TEXT`")]
     OwnApproval { who: String, operation: String },
-    #[error("{who} already approved operation {operation} (plan sha256:{fingerprint}); another approval must come from someone else")]
-    AlreadyApproved {
-        who: String,
-        operation: String,
-        fingerprint: String,
-    },
     #[error("operation {operation} is {state}; there is nothing left to approve")]
     Closed { operation: String, state: String },
 }
@@ -115,17 +110,10 @@ pub(crate) fn approve(
             operation: op.id.clone(),
         });
     }
-    if review
+    // Approving again (after drift, say) replaces one's earlier approval of this plan.
+    review
         .approvals
-        .iter()
-        .any(|a| a.who() == who && a.fingerprint == op.fingerprint)
-    {
-        return Err(ApproveError::AlreadyApproved {
-            who,
-            operation: op.id.clone(),
-            fingerprint: op.fingerprint[..16].to_string(),
-        });
-    }
+        .retain(|a| !(a.who() == who && a.fingerprint == op.fingerprint));
     let approval = Approval {
         user: actor.user.clone(),
         host: actor.host.clone(),
