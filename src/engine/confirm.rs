@@ -54,10 +54,6 @@ impl Confirmer for Unattended {
     }
 }
 
-/// What a dry-run says of a phase with `confirm: true`.
-pub(super) const DRY_RUN_NOTE: &str =
-    "CONFIRM: asks for `yes` before it runs (confirm: true; --yes answers it)";
-
 pub(super) fn not_confirmed_message(phase: &PhaseId, answer: &Answer, rollback: bool) -> String {
     let what = if rollback { "its rollback" } else { "it" };
     let how = if rollback {
