@@ -115,6 +115,16 @@ pub struct Inventory {
     /// Where `kubernetes.kubeconfig` is written, for a message when the file is missing.
     #[serde(skip)]
     pub kubeconfig_location: Option<Location>,
+    /// `policy: {require_approval: true}`: every operation on this cluster needs an approval.
+    #[serde(default)]
+    pub require_approval: bool,
+}
+
+/// `policy:` of the inventory: `{require_approval: true}`.
+fn read_policy(n: &YamlNode, r: &mut Reader) -> Option<bool> {
+    let f = Fields::new(n, "policy", &["require_approval"], r)?;
+    f.get("require_approval")
+        .and_then(|v| r.bool(v, "policy.require_approval"))
 }
 
 /// Which nodes an action runs on.
@@ -424,7 +434,7 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
     let f = Fields::new(
         root,
         "the inventory",
-        &["name", "ssh", "nodes", "kubernetes", "etcd"],
+        &["name", "ssh", "nodes", "kubernetes", "etcd", "policy"],
         r,
     )?;
     let name = f
@@ -457,7 +467,12 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         Some(n) => read_etcd(n, r, base, &nodes),
         None => EtcdSettings::default(),
     };
+    let require_approval = f
+        .get("policy")
+        .and_then(|n| read_policy(n, r))
+        .unwrap_or(false);
     Some(Inventory {
+        require_approval,
         name,
         path: path.to_path_buf(),
         nodes,

@@ -11,6 +11,7 @@
 //! 7. [`targets`] and [`collide`]: what an operation acts on, and the active operations a new
 //!    one would collide with; [`hints`]: what an interrupted phase may have done.
 
+pub(crate) mod approve;
 pub(crate) mod collide;
 pub(crate) mod hints;
 pub(crate) mod manual;

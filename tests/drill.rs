@@ -241,6 +241,7 @@ fn replace_control_plane_node_after_node_lost_restores_three_healthy_members() {
     assert!(!out.stdout.contains(&token) && !out.stdout.contains(&key));
     assert!(out.stdout.contains("/etcd/etcd/remove"), "{}", out.stdout);
 
+    args.push("--yes");
     drill.medic(&args).run().code(0);
     assert!(phase_states(&drill.env)
         .iter()
@@ -283,6 +284,7 @@ fn replace_worker_skips_the_drain_of_a_failed_node_and_drains_a_ready_one() {
             &set,
             "--set",
             "delete_emptydir_data=true",
+            "--yes",
         ];
         args.extend(secrets.iter().map(|s| s.as_str()));
         drill.medic(&args).run().code(0);
@@ -337,6 +339,7 @@ fn upgrade_args(drill: &DrillCluster) -> Vec<String> {
         "from_version=1.30.2",
         "--set",
         "delete_emptydir_data=true",
+        "--yes",
     ]
     .map(String::from)
     .to_vec()
@@ -395,6 +398,7 @@ fn upgrade_failing_on_the_second_node_rolls_back_from_the_root() {
             "--phase=/",
             "--reason",
             "apt mirror down",
+            "--yes",
         ])
         .run()
         .code(0);
@@ -454,7 +458,7 @@ fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy
     let mut kills = 0;
     let mut finished = false;
     for round in 0..12 {
-        let mut child = drill.medic(&["plan", "resume"]).spawn_quiet();
+        let mut child = drill.medic(&["plan", "resume", "--yes"]).spawn_quiet();
         // The first kill comes early (the whole procedure takes a second or two), later ones
         // anywhere in the run.
         let window = if round == 0 { 400 } else { 2500 };
@@ -473,7 +477,7 @@ fn sigkill_during_replace_control_plane_node_then_resume_ends_with_three_healthy
         kills += 1;
     }
     if !finished {
-        drill.medic(&["plan", "resume"]).run().code(0);
+        drill.medic(&["plan", "resume", "--yes"]).run().code(0);
     }
     eprintln!("killed medic {kills} times");
     assert!(
@@ -494,7 +498,7 @@ fn etcd_remove_member_and_node_maintenance_work_on_the_drill() {
         .run()
         .code(0);
     drill
-        .medic(&["start", "etcd-remove-member", "--set", "node=cp-3"])
+        .medic(&["start", "etcd-remove-member", "--set", "node=cp-3", "--yes"])
         .run()
         .code(0);
     let st = drill.status();
@@ -529,4 +533,59 @@ fn etcd_remove_member_and_node_maintenance_work_on_the_drill() {
     drill.medic(&["plan", "resume"]).run().code(0);
     assert_eq!(drill.node_status("worker-1")["unschedulable"], false);
     assert_eq!(drill.node_status("worker-1")["node"], "Ready");
+}
+
+#[test]
+fn an_etcd_member_down_after_approval_stops_the_removal_until_it_is_approved_again() {
+    let drill = DrillCluster::up(&["--control-planes", "4", "--workers", "0"]);
+    drill
+        .medic(&[
+            "start",
+            "etcd-remove-member",
+            "--set",
+            "node=cp-4",
+            "--manual",
+        ])
+        .run()
+        .code(0);
+    drill
+        .medic(&["plan", "approve", "--reason", "CHG-7"])
+        .run()
+        .code(0);
+    drill
+        .medic(&["plan", "drift"])
+        .run()
+        .code(0)
+        .stdout_contains("no drift");
+    drill
+        .medic(&["drill", "break", "etcd-down", "cp-3"])
+        .run()
+        .code(0);
+    // The checks still pass (3 survivors, 2 healthy), the drift gate refuses the removal.
+    drill
+        .medic(&["plan", "resume", "--yes"])
+        .run()
+        .code(3)
+        .stderr_contains("etcd: member cp-3 was healthy at approve, now unhealthy")
+        .stderr_contains("medic plan drift");
+    assert_eq!(state_of(&drill.env, "/etcd/remove"), "unstarted");
+    drill
+        .medic(&["plan", "drift"])
+        .run()
+        .code(1)
+        .stdout_contains("etcd: member cp-3: healthy → unhealthy")
+        .stdout_contains("etcd: member cp-4: healthy");
+    // Approved again as it is now: the gate passes; the procedure's own checks decide.
+    drill
+        .medic(&[
+            "plan",
+            "approve",
+            "--reason",
+            "CHG-7, cp-3 is being repaired",
+        ])
+        .run()
+        .code(0);
+    let out = drill.medic(&["plan", "resume", "--yes"]).run();
+    assert!(!out.stderr.contains("the cluster changed"), "{out:?}");
+    assert_eq!(state_of(&drill.env, "/etcd/remove"), "completed", "{out:?}");
 }

@@ -42,6 +42,7 @@ fn remove_failed_member(tls: bool) {
             &format!("node={name}"),
             "--set",
             &format!("snapshot={}", snapshot.display()),
+            "--yes",
         ])
         .run();
     assert_eq!(out.code, 0, "{out:?}");
@@ -253,7 +254,7 @@ fn the_procedure_works_through_the_ssh_transport() {
     ));
     std::fs::write(env.file("cluster.yaml"), inventory).unwrap();
     let out = env
-        .medic(&["start", "etcd-remove-member", "--set", "node=m3"])
+        .medic(&["start", "etcd-remove-member", "--set", "node=m3", "--yes"])
         .run();
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
@@ -280,7 +281,7 @@ fn sigkill_during_the_removal_then_resume_removes_the_member_exactly_once() {
     .code(0);
     let mut delay = 60u64;
     for _ in 0..8 {
-        let child = env.medic(&["plan", "resume"]).spawn_quiet();
+        let child = env.medic(&["plan", "resume", "--yes"]).spawn_quiet();
         std::thread::sleep(Duration::from_millis(delay));
         kill9(child.id());
         let _ = child.wait_with_output();
@@ -290,7 +291,7 @@ fn sigkill_during_the_removal_then_resume_removes_the_member_exactly_once() {
             break;
         }
     }
-    env.medic(&["plan", "resume"]).run().code(0);
+    env.medic(&["plan", "resume", "--yes"]).run().code(0);
     assert_eq!(cluster.member_names(), ["m1", "m2"]);
     let history = common::history(&env);
     let completes = history

@@ -102,6 +102,7 @@ fn a_control_plane_replacement_generates_its_join_material_and_shows_it_nowhere(
         "node=cp-2",
         "--set",
         &key,
+        "--yes",
     ];
     let token = drill.secret("token");
     let cert_key = drill.secret("certificate-key");
@@ -202,7 +203,13 @@ fn a_reinstalled_node_is_trusted_only_with_its_fingerprint() {
         .code(0);
     let new = drill.provision("worker-1");
     let start = |extra: &[&str]| {
-        let mut args = vec!["start", "replace-worker-node", "--set", "node=worker-1"];
+        let mut args = vec![
+            "start",
+            "replace-worker-node",
+            "--set",
+            "node=worker-1",
+            "--yes",
+        ];
         args.extend_from_slice(extra);
         drill.medic(&args).env("HOME", &home).run()
     };

@@ -83,6 +83,7 @@ fn quorum_lost_then_restore_from_the_snapshot_ends_with_three_healthy_members() 
         &set_snapshot,
         "--set",
         "restore_node=cp-1",
+        "--yes",
     ];
     // The dry-run says what the snapshot holds and which phases cannot be undone.
     let mut dry = args.to_vec();
@@ -135,7 +136,7 @@ fn sigkill_during_the_restore_then_resume_ends_with_three_healthy_members() {
     let mut kills = 0;
     let mut finished = false;
     for round in 0..14 {
-        let mut child = drill.medic(&["plan", "resume"]).spawn_quiet();
+        let mut child = drill.medic(&["plan", "resume", "--yes"]).spawn_quiet();
         // The whole restore takes 15-20 s (each learner takes a few to join): kills land
         // early in the first rounds and anywhere later.
         let window = if round < 2 { 1500 } else { 6000 };
@@ -154,7 +155,7 @@ fn sigkill_during_the_restore_then_resume_ends_with_three_healthy_members() {
         kills += 1;
     }
     if !finished {
-        let out = drill.medic(&["plan", "resume"]).run();
+        let out = drill.medic(&["plan", "resume", "--yes"]).run();
         assert_eq!(out.code, 0, "{out:?}");
     }
     eprintln!("killed medic {kills} times");

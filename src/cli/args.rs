@@ -215,6 +215,10 @@ pub(crate) struct StartArgs {
     /// how to follow (`medic plan --tail`) and stop it (`medic plan stop`), and return at once.
     #[arg(long, conflicts_with_all = ["dry_run", "manual"])]
     pub(crate) detach: bool,
+    /// Answer `yes` to every phase that asks for confirmation (`confirm: true`); without it
+    /// and without a terminal the run stops at such a phase (exit 3).
+    #[arg(long)]
+    pub(crate) yes: bool,
 }
 
 #[derive(Args, Debug)]
@@ -267,6 +271,14 @@ pub(crate) enum PlanCommand {
     /// Record a leaf phase's state by hand: a step the operator did by hand (completed), or
     /// one that must run again (unstarted). Needs --reason; refused while an executor runs.
     Set(SetArgs),
+    /// Approve the operation's plan (its fingerprint) after reviewing it; records you
+    /// (user@host), the time and --reason (required), and the cluster facts as they are now.
+    Approve,
+    /// List the operation's approvals, its approval policy and whether it may run.
+    Approvals,
+    /// Compare the facts recorded at start/approve (inventory, etcd members and health) with
+    /// the cluster now; exit 1 when they differ.
+    Drift,
 }
 
 #[derive(Args, Debug)]
@@ -319,6 +331,10 @@ pub(crate) struct RunArgs {
     /// (`medic plan --tail`) and stop it (`medic plan stop`), and return at once.
     #[arg(long, conflicts_with = "dry_run")]
     pub(crate) detach: bool,
+    /// Answer `yes` to every phase that asks for confirmation (`confirm: true`); without it
+    /// and without a terminal the run stops at such a phase (exit 3).
+    #[arg(long)]
+    pub(crate) yes: bool,
 }
 
 /// The shells `medic completions` writes a script for.

@@ -9,8 +9,10 @@
 //! Exit codes: 0 success, 1 a phase or check failed, 2 usage or input error, 3 refused for
 //! safety (unmet requirement, lease held, guard).
 
+mod approve;
 mod args;
 mod complete;
+mod confirm;
 mod detach;
 mod drill;
 mod operations;

@@ -20,7 +20,10 @@ use crate::events::EventSink;
 use crate::operation::{self, Completion};
 use crate::plan::PhaseId;
 use crate::procedure::Params;
-use crate::render::{operation_json, Export, JsonCollector, PlanView, TextRenderer};
+use crate::render::{
+    operation_json, review_json, review_markdown, with_review, Export, JsonCollector, PlanView,
+    TextRenderer,
+};
 use crate::ssh::SshPool;
 use crate::store::{format_time, Access, Actor, Operation, Store};
 
@@ -35,6 +38,8 @@ pub(super) struct RunRequest {
     pub(super) force: bool,
     pub(super) dry_run: bool,
     pub(super) reason: Option<String>,
+    /// `--yes`: confirm every `confirm: true` phase.
+    pub(super) yes: bool,
 }
 
 /// Takes the lease, runs, releases; prints events as they come (text) or at the end (JSON).
@@ -50,6 +55,7 @@ pub(super) async fn run_operation(
         force,
         dry_run,
         reason,
+        yes,
     } = request;
     let collector = Arc::new(JsonCollector::default());
     let sink: Arc<dyn EventSink> = if ctx.json() {
@@ -60,12 +66,13 @@ pub(super) async fn run_operation(
     let inventory = inventory_for(ctx, &store.plan(&op.id)?)?;
     let (control, handle) = Control::new();
     if !dry_run {
+        super::approve::gate(&mut store, &op, &actor, force)?;
         super::signals::connect(handle);
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
     }
     let op_id = op.id.clone();
     let ssh = Arc::new(SshPool::new());
-    let engine = Engine::new(EngineSetup {
+    let mut engine = Engine::new(EngineSetup {
         store,
         inventory: inventory.clone(),
         ssh: ssh.clone(),
@@ -76,6 +83,7 @@ pub(super) async fn run_operation(
         control,
         force,
     })?;
+    engine.set_confirmer(super::confirm::confirmer(yes));
     if inventory.is_none() && needs_inventory(engine.plan()) {
         let _ = engine.release();
         return Err(missing_inventory(ctx));
@@ -109,6 +117,8 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         None | Some(PlanCommand::Export { .. })
             | Some(PlanCommand::Logs { .. })
             | Some(PlanCommand::History)
+            | Some(PlanCommand::Approvals)
+            | Some(PlanCommand::Drift)
     );
     // A malformed --phase is refused before the state is touched.
     match &args.command {
@@ -119,6 +129,7 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
             phase_arg(p)?;
         }
         Some(PlanCommand::Set(s)) => super::set::check_args(s, args.reason.as_deref())?,
+        Some(PlanCommand::Approve) => super::approve::check_args(args.reason.as_deref())?,
         _ => {}
     }
     let dry_run = match &args.command {
@@ -163,6 +174,9 @@ pub(super) async fn plan_command(ctx: &Ctx, args: &PlanArgs) -> Result<i32, CliE
         Some(PlanCommand::Stop { now }) => {
             super::stop::stop(ctx, store, &op, args.reason.clone(), *now).await
         }
+        Some(PlanCommand::Approve) => super::approve::approve(ctx, store, &op, args).await,
+        Some(PlanCommand::Approvals) => super::approve::approvals(ctx, &mut store, &op),
+        Some(PlanCommand::Drift) => super::approve::drift(ctx, store, &op).await,
     }
 }
 
@@ -202,6 +216,7 @@ async fn run_plan_command(
         force: run.force,
         dry_run: run.dry_run,
         reason: args.reason.clone(),
+        yes: run.yes,
     };
     run_operation(ctx, ctx.actor(|a| a.to_string()), store, op, request).await
 }
@@ -341,7 +356,9 @@ fn export(
             .cloned()
             .chain(store.secrets(&op.id)?.into_keys()),
     );
+    let review = store.review(&op.id)?;
     store.release();
+    let counts = crate::operation::approve::counts(&review, op);
     let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
     let view = PlanView {
         operation: op,
@@ -361,22 +378,30 @@ fn export(
     };
     match (format, ctx.json()) {
         (ExportFormat::Json, _) | (_, true) => {
-            println!("{}", json_text_as_output(export.json_string()).trim_end())
+            let json = with_review(export.json_string(), review_json(&review, op, &counts));
+            println!("{}", json_text_as_output(json).trim_end())
         }
-        (ExportFormat::Markdown, false) => print!("{}", export.to_markdown()),
+        (ExportFormat::Markdown, false) => print!(
+            "{}{}",
+            export.to_markdown(),
+            review_markdown(&review, &counts)
+        ),
         (ExportFormat::Dot, false) => print!("{}", export.to_dot()),
         (ExportFormat::Html, false) => {
-            print!("{}", export.to_html(&history, &review_sections()))
+            print!(
+                "{}",
+                export.to_html(&history, &review_sections(&review, &counts))
+            )
         }
         (ExportFormat::Svg, false) => print!("{}", export.to_svg()),
     }
     Ok(0)
 }
 
-/// The sections of the HTML export besides the plan itself: approvals and drift facts go
-/// here (`render::Section`, plain text that the page escapes).
-fn review_sections() -> Vec<crate::render::Section> {
-    Vec::new()
+/// The sections of the HTML export besides the plan itself: the approvals and the facts
+/// recorded for the drift gate (`render::review_sections`, plain text that the page escapes).
+fn review_sections(review: &crate::store::Review, counts: &[bool]) -> Vec<crate::render::Section> {
+    crate::render::review_sections(review, counts)
 }
 
 /// Prints the operation's log batch by batch: the database is released while each batch is

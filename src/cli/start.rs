@@ -60,6 +60,16 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         args.force,
     )?;
     let operation = operation::create(&mut store, new)?;
+    let policy = operation::approve::policy_for(&procedure, inventory.as_deref());
+    store.release();
+    let facts = crate::engine::read_facts(
+        inventory.as_deref(),
+        &plan,
+        &crate::ssh::SshPool::new(),
+        "start",
+    )
+    .await;
+    operation::approve::record_start(&mut store, &operation, policy, Some(facts))?;
     super::set::say_forced(&forced);
     if !ctx.json() {
         println!(
@@ -94,6 +104,7 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
         force: false,
         dry_run: false,
         reason: args.reason.clone(),
+        yes: args.yes,
     };
     run_operation(ctx, actor, store, operation, request).await
 }
@@ -121,6 +132,9 @@ fn resume_args(ctx: &Ctx, args: &StartArgs, op: &str) -> Vec<std::ffi::OsString>
     ]);
     if let Some(reason) = &args.reason {
         out.extend(["--reason".into(), reason.into()]);
+    }
+    if args.yes {
+        out.push("--yes".into());
     }
     out
 }

@@ -33,6 +33,9 @@ impl Engine {
                 };
                 let action = dry_run_describe(node.action.as_ref(), &scope);
                 let mut notes = Vec::new();
+                if node.confirm {
+                    notes.push(CONFIRM_NOTE.to_string());
+                }
                 if node.is_pause() && leaf != t {
                     notes.push(
                         "the run stops here until the operator executes this phase".to_string(),
@@ -151,6 +154,10 @@ impl Engine {
         }
     }
 }
+
+/// What a dry-run says of a phase with `confirm: true` (`confirm.rs`).
+const CONFIRM_NOTE: &str =
+    "CONFIRM: asks for `yes` before it runs (confirm: true; --yes answers it)";
 
 /// A dry-run's lines for an action: `describe`, then its live preview (a drain's pods).
 fn dry_run_describe(action: Option<&ActionSpec>, scope: &RenderScope<'_>) -> Vec<String> {

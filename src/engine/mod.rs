@@ -26,8 +26,10 @@
 
 mod capture;
 mod condition;
+mod confirm;
 mod context;
 mod control;
+mod drift;
 mod dry_run;
 mod guards;
 mod journal;
@@ -55,8 +57,10 @@ use crate::store::{
 };
 use crate::template::Templates;
 
+pub(crate) use confirm::{Answer, ConfirmRequest, Confirmer};
 pub(crate) use context::phase_context;
 pub(crate) use control::{Control, ControlHandle, Request, EXIT_AT_ONCE};
+pub(crate) use drift::{differences, read_facts};
 use guards::{dependents_message, interrupted_message, requirements_message};
 pub(crate) use lease::{acquire_lease, interrupted_phases};
 pub(crate) use redact::Redactor;
@@ -92,6 +96,17 @@ pub(crate) enum EngineError {
     Store(#[from] StoreError),
     #[error("internal error, please report it: {0}")]
     Illegal(#[from] IllegalTransition),
+    #[error("{}", confirm::not_confirmed_message(.phase, .answer, *.rollback))]
+    NotConfirmed {
+        phase: PhaseId,
+        answer: Answer,
+        rollback: bool,
+    },
+    #[error("{}", drift::drift_message(.operation, .differences))]
+    Drift {
+        operation: String,
+        differences: Vec<String>,
+    },
 }
 
 impl EngineError {
@@ -105,6 +120,7 @@ impl EngineError {
             | EngineError::OperationClosed { .. } => 3,
             EngineError::Store(e) => e.exit_code(),
             EngineError::Illegal(_) => 1,
+            EngineError::NotConfirmed { .. } | EngineError::Drift { .. } => 3,
         }
     }
 }
@@ -147,6 +163,10 @@ pub(crate) struct Engine {
     control: Mutex<Option<Control>>,
     /// Every failure is recorded and the run goes on (`medic status`); see [`Engine::tolerates`].
     keep_going: bool,
+    /// Who confirms `confirm: true` phases (`confirm.rs`).
+    confirmer: Arc<dyn Confirmer>,
+    /// The drift gate ran in this engine (`drift.rs`): once, before the first destructive leaf.
+    drift_checked: std::sync::atomic::AtomicBool,
 }
 
 /// Everything the engine needs to run an operation.
@@ -210,6 +230,8 @@ impl Engine {
             force,
             control: Mutex::new(Some(control)),
             keep_going: false,
+            confirmer: Arc::new(confirm::Unattended),
+            drift_checked: Default::default(),
         })
     }
 
@@ -249,6 +271,8 @@ impl Engine {
             force: false,
             control: Mutex::new(Some(control)),
             keep_going: false,
+            confirmer: Arc::new(confirm::Unattended),
+            drift_checked: Default::default(),
         }
     }
 
@@ -330,8 +354,11 @@ impl Engine {
         let mut first_failure: Option<usize> = None;
         let heartbeat = self.spawn_heartbeat();
         let control = self.spawn_control();
+        let mut refused: Option<EngineError> = None;
         loop {
-            self.start_ready_phases(&mut scheduler, &mut tasks);
+            if refused.is_none() {
+                refused = self.start_ready_phases(&mut scheduler, &mut tasks).await;
+            }
             let Some(joined) = tasks.join_next().await else {
                 break;
             };
@@ -349,27 +376,37 @@ impl Engine {
         control.inspect(|c| c.abort());
         self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
         let outcome = self.execute_outcome(&scheduler, first_failure);
         Ok(self.finish(outcome))
     }
 
     /// Starts every leaf the scheduler offers as a task, unless the run is being cancelled or
-    /// the store has failed.
-    fn start_ready_phases(
+    /// the store has failed; a leaf that is not confirmed stops it (returned, nothing more starts).
+    async fn start_ready_phases(
         &self,
         scheduler: &mut Scheduler<'_, ActionSpec>,
         tasks: &mut JoinSet<(usize, bool)>,
-    ) {
+    ) -> Option<EngineError> {
         if self.shared.cancel.borrow().is_some() || self.shared.store_failed() {
-            return;
+            return None;
         }
         for leaf in scheduler.next_ready() {
+            if let Err(e) = self.check_drift(leaf).await {
+                return Some(e);
+            }
+            if let Err(e) = self.confirm_leaf(leaf, false).await {
+                return Some(e);
+            }
             let shared = self.shared.clone();
             tasks.spawn(async move {
                 let ok = shared.run_leaf(leaf, false).await;
                 (leaf, ok)
             });
         }
+        None
     }
 
     /// How an execute ended, once no leaf runs any more: at its first failure (a refusal or
@@ -477,12 +514,17 @@ impl Engine {
         let heartbeat = self.spawn_heartbeat();
         let control = self.spawn_control();
         let mut outcome = Outcome::RolledBack;
+        let mut refused = None;
         for leaf in order {
             if self.shared.cancel.borrow().is_some() {
                 outcome = Outcome::Interrupted;
                 break;
             }
             if self.shared.store_failed() {
+                break;
+            }
+            if let Err(e) = self.confirm_leaf(leaf, true).await {
+                refused = Some(e);
                 break;
             }
             if !self.shared.clone().run_leaf(leaf, true).await {
@@ -496,6 +538,9 @@ impl Engine {
         control.inspect(|c| c.abort());
         self.shared.end_if_store_failed()?;
         self.shared.flush_logs()?;
+        if let Some(e) = refused {
+            return Err(e);
+        }
         Ok(self.finish(outcome))
     }
 

@@ -61,6 +61,7 @@ fn node(id: &str, action: Option<ActionSpec>) -> crate::plan::PlanNode<ActionSpe
         when: None,
         may_fail: false,
         probe: None,
+        confirm: false,
     }
 }
 

@@ -368,6 +368,9 @@ pub struct PlanNode<A> {
     /// What a failure of this phase means (`probe:`), for `medic status`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) probe: Option<Probe>,
+    /// The operator confirms before the action runs (`confirm: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) confirm: bool,
 }
 
 /// A leaf's `when:`: an expression over the phase's variables, and why it is skipped when false.

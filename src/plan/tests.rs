@@ -36,6 +36,7 @@ fn leaf(id: &str) -> PlanNode<Step> {
         when: None,
         may_fail: false,
         probe: None,
+        confirm: false,
     }
 }
 

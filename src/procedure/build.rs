@@ -65,6 +65,7 @@ impl Procedure {
             when: None,
             may_fail: false,
             probe: None,
+            confirm: false,
         });
         builder.add_children(0, &self.phases, &BTreeMap::new());
         if builder.over_limit {
@@ -375,6 +376,7 @@ impl PlanBuilder<'_> {
                 None
             },
             may_fail: carries_action && spec.may_fail,
+            confirm: carries_action && spec.confirm,
             probe: if carries_action {
                 spec.probe.clone()
             } else {

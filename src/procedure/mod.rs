@@ -119,6 +119,8 @@ pub(crate) struct PhaseSpec {
     pub(crate) may_fail: bool,
     /// `probe:`: what a failure means and what repairs it (`read/probe.rs`).
     pub(crate) probe: Option<crate::plan::Probe>,
+    /// `confirm: true`: the operator confirms before it runs (`read/confirm.rs`).
+    pub(crate) confirm: bool,
 }
 
 /// The keys a phase with `include:` may have besides it; the loader refuses the others and
@@ -157,6 +159,16 @@ pub struct Procedure {
     /// Every name this file's templates use (not those of the procedures it includes);
     /// capture expressions are kept in [`PhaseSpec::capture`].
     pub(crate) template_names: BTreeSet<String>,
+    /// `approval:`: who must approve an operation of it before it executes.
+    pub(crate) approval: Option<ApprovalSpec>,
+}
+
+/// A procedure's `approval:` (`read/approval.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ApprovalSpec {
+    pub(crate) required: bool,
+    pub(crate) count: u32,
+    pub(crate) distinct_from_creator: bool,
 }
 
 impl Procedure {

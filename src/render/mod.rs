@@ -3,7 +3,7 @@
 //! drive the engine.
 //!
 //! - [`table`]: the plan table and `medic plan -o json` ([`PlanView`]).
-//! - [`export`]: the change-review exports (Markdown, JSON, dot).
+//! - [`export`]: the change-review exports (Markdown with a Mermaid graph, JSON, dot, HTML, SVG).
 //! - [`live`]: the text renderer of a live run or dry-run ([`TextRenderer`]).
 //! - [`json`]: the `-o json` event collector and the operation as JSON.
 //!
@@ -12,6 +12,7 @@
 mod export;
 mod json;
 mod live;
+mod review;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use crate::plan::PhaseState;
 pub(crate) use export::{Export, Section};
 pub(crate) use json::{operation_json, JsonCollector};
 pub(crate) use live::TextRenderer;
+pub(crate) use review::{review_json, review_markdown, review_sections, with_review};
 pub(crate) use table::PlanView;
 
 /// The state shown for a node: stored/derived state, or interrupted.

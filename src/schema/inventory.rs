@@ -18,6 +18,15 @@ pub struct Inventory {
     pub nodes: Vec<Node>,
     pub kubernetes: Option<Kubernetes>,
     pub etcd: Option<Etcd>,
+    pub policy: Option<Policy>,
+}
+
+/// Rules for every operation on this cluster.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Policy {
+    /// Every operation needs at least one approval (`medic plan approve`) before it executes.
+    pub require_approval: Option<super::scalars::Flag>,
 }
 
 #[derive(JsonSchema)]

@@ -21,6 +21,22 @@ pub struct Procedure {
     /// The phases, run in order unless `requires:` or `parallel:` say otherwise.
     #[schemars(length(min = 1))]
     pub phases: Vec<Phase>,
+    /// Who must approve an operation of this procedure before it executes
+    /// (`medic plan approve`).
+    pub approval: Option<Approval>,
+}
+
+/// `approval: {required: true, count: 1, distinct_from_creator: true}`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Approval {
+    /// Whether approval is required (default true when `approval:` is given).
+    pub required: Option<Flag>,
+    /// How many people must approve (1 to 10, default 1).
+    #[schemars(range(min = 1, max = 10))]
+    pub count: Option<u32>,
+    /// The operation's creator's own approval does not count.
+    pub distinct_from_creator: Option<Flag>,
 }
 
 #[derive(JsonSchema)]
@@ -102,6 +118,9 @@ pub struct Phase {
     pub retry_delay: Option<Duration>,
     /// Whether running the action again after an interruption is safe.
     pub idempotent: Option<Flag>,
+    /// The operator confirms before the action runs: medic shows the rendered action and asks
+    /// for `yes` on a terminal; `--yes` answers it; without either the run stops there (exit 3).
+    pub confirm: Option<Flag>,
     /// The action runs only when this holds; otherwise the phase is skipped.
     pub when: Option<When>,
     /// Runs another procedure's phases here.

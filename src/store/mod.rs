@@ -30,6 +30,7 @@ mod logs;
 mod migrate;
 mod open;
 mod records;
+mod review;
 mod stop;
 #[cfg(test)]
 mod tests;
@@ -58,6 +59,7 @@ use logs::{StoredLog, LOG_CHUNK_LINES};
 #[cfg(test)]
 pub(crate) use records::LEASE_STALE_MS;
 pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
+pub(crate) use review::{Approval, ApprovalPolicy, Facts, Review};
 pub(crate) use stop::StopRequest;
 
 pub(crate) const FORMAT_VERSION: u32 = 2;

@@ -2,8 +2,10 @@
 //! `phases:` (one file per concern of a phase), collecting every problem in the [`Reader`].
 
 mod action;
+mod approval;
 mod capture;
 mod common;
+mod confirm;
 mod foreach;
 mod include;
 mod params;
@@ -174,7 +176,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
     let fields = Fields::new(
         root,
         "the procedure",
-        &["name", "description", "params", "phases"],
+        &["name", "description", "params", "phases", "approval"],
         r,
     )?;
     let name = match fields.get("name") {
@@ -227,6 +229,9 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
             Vec::new()
         }
     };
+    let approval = fields
+        .get("approval")
+        .and_then(|n| approval::read_approval(n, r));
     Some(Procedure {
         name,
         description,
@@ -234,6 +239,7 @@ fn read_procedure(root: &Node, r: &mut Reader, expected_name: Option<&str>) -> O
         params,
         phases,
         template_names: Default::default(),
+        approval,
     })
 }
 

@@ -31,6 +31,7 @@ const PHASE_KEYS: &[&str] = &[
     "include",
     "probe",
     "may_fail",
+    "confirm",
 ];
 
 pub(super) fn read_phases(node: &Node, r: &mut Reader) -> Vec<PhaseSpec> {
@@ -135,6 +136,7 @@ fn read_phase_body(
         include: None,
         may_fail: false,
         probe: None,
+        confirm: false,
     };
     spec.foreach = super::foreach::read_foreach(fields, what, r);
     // The foreach item is a name inside this phase only.
@@ -183,6 +185,7 @@ fn read_work(fields: &Fields<'_>, spec: &mut PhaseSpec, what: &str, r: &mut Read
     read_parallel(fields, spec, what, group, r);
     super::retry::read_retry(fields, spec, what, r);
     super::probe::read_probe(fields, spec, spec.action.is_some(), what, r);
+    super::confirm::read_confirm(fields, spec, has_phases, what, r);
     if let Some(n) = fields.get("when") {
         if has_phases {
             r.error(

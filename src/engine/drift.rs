@@ -1,0 +1,225 @@
+//! The drift gate: the facts a dry-run showed, recorded when the operation was started and
+//! again when it was approved (`crate::store::Facts`), read again before the run's first
+//! destructive phase (not idempotent, or `confirm: true`); a difference refuses the run
+//! (exit 3) unless `--force`, which history records.
+//!
+//! 1. [`read_facts`]: the inventory file's sha256 and, for a plan with etcd actions, each
+//!    etcd member with its health; each fact a readable label and a value.
+//! 2. [`differences`]: pure, old facts against new, one sentence per difference.
+//! 3. `Engine::check_drift` runs once per execute, before the first destructive leaf, as long
+//!    as no destructive leaf of the operation has started (after that the plan itself changes
+//!    the cluster).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::action::Plan;
+use crate::etcd::Transport;
+use crate::inventory::Inventory;
+use crate::plan::PhaseState;
+use crate::ssh::SshPool;
+use crate::store::{now_ms, Facts};
+
+use super::{Engine, EngineError};
+
+/// How long reading the facts may take in all.
+const FACTS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads the facts the plan depends on now; `at` says which step reads them (`start`,
+/// `approve`, `execute`).
+pub(crate) async fn read_facts(
+    inventory: Option<&Inventory>,
+    plan: &Plan,
+    ssh: &SshPool,
+    at: &str,
+) -> Facts {
+    let mut items = BTreeMap::new();
+    if let Some(inv) = inventory {
+        let digest = std::fs::read(&inv.path)
+            .map(|bytes| {
+                Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            })
+            .unwrap_or_else(|e| format!("unreadable ({e})"));
+        items.insert("inventory: sha256".to_string(), digest);
+        let uses_etcd = plan.nodes().iter().any(|n| {
+            [n.action.as_ref(), n.rollback.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|a| a.kind() == "etcd")
+        });
+        if uses_etcd {
+            let etcd = tokio::time::timeout(FACTS_TIMEOUT, etcd_facts(inv, ssh)).await;
+            items.extend(etcd.unwrap_or_else(|_| {
+                BTreeMap::from([("etcd: member list".to_string(), "timed out".to_string())])
+            }));
+        }
+    }
+    Facts {
+        taken_at: now_ms(),
+        at: at.to_string(),
+        items,
+    }
+}
+
+/// Each etcd member and its health (`healthy`, `unhealthy`, with `learner` or `not started`).
+async fn etcd_facts(inv: &Inventory, ssh: &SshPool) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let transport = match Transport::choose(inv, None, None) {
+        Ok(t) => t,
+        Err(e) => {
+            out.insert("etcd: member list".into(), format!("unavailable ({e})"));
+            return out;
+        }
+    };
+    let members = match transport.member_list(ssh).await {
+        Ok(m) => m,
+        Err(e) => {
+            out.insert("etcd: member list".into(), format!("unavailable ({e})"));
+            return out;
+        }
+    };
+    for h in transport.health(ssh, &members).await {
+        let label = if h.name.is_empty() {
+            h.id.clone()
+        } else {
+            h.name.clone()
+        };
+        let mut state = if h.healthy { "healthy" } else { "unhealthy" }.to_string();
+        if h.is_learner {
+            state.push_str(" (learner)");
+        }
+        if !h.started {
+            state.push_str(" (not started)");
+        }
+        out.insert(format!("etcd: member {label}"), state);
+    }
+    out
+}
+
+/// One sentence per fact that differs between `old` (recorded at `old.at`) and `new`.
+pub(crate) fn differences(old: &Facts, new: &Facts) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, was) in &old.items {
+        match new.items.get(key) {
+            Some(now) if now == was => {}
+            Some(now) => out.push(format!("{key} was {was} at {}, now {now}", old.at)),
+            None => out.push(format!("{key} was {was} at {}, now gone", old.at)),
+        }
+    }
+    for (key, now) in &new.items {
+        if !old.items.contains_key(key) {
+            out.push(format!("{key} is new since {}: {now}", old.at));
+        }
+    }
+    out
+}
+
+pub(super) fn drift_message(operation: &str, differences: &[String]) -> String {
+    format!(
+        "the cluster changed since it was reviewed:\n  {}\nsee `medic plan drift --operation {operation}` for every fact; if the plan is still right, approve it again (`medic plan approve --reason TEXT`), or pass --force (recorded in history)",
+        differences.join("\n  ")
+    )
+}
+
+impl Engine {
+    /// Whether a destructive leaf of the operation has started: from then on the plan itself
+    /// changes the cluster, so the facts of the review no longer describe it.
+    fn destructive_work_began(&self) -> bool {
+        let records = self.shared.records.lock().expect("records lock");
+        self.shared.plan.nodes().iter().any(|n| {
+            n.is_leaf()
+                && (!n.idempotent || n.confirm)
+                && records
+                    .get(&n.id)
+                    .is_some_and(|r| r.state != PhaseState::Unstarted)
+        })
+    }
+
+    /// Before the first destructive leaf of this run: the facts recorded at start/approve
+    /// against the cluster now. Refuses on a difference; `--force` records it instead.
+    pub(super) async fn check_drift(&self, leaf: usize) -> Result<(), EngineError> {
+        let node = self.shared.plan.node(leaf);
+        if node.idempotent && !node.confirm {
+            return Ok(());
+        }
+        if self.drift_checked.swap(true, Ordering::SeqCst) || self.destructive_work_began() {
+            return Ok(());
+        }
+        let recorded = {
+            let mut store = self.shared.store.lock().expect("store lock");
+            match store.as_mut() {
+                Some(s) => s.review(&self.shared.op.id)?.facts,
+                None => None,
+            }
+        };
+        let Some(recorded) = recorded else {
+            return Ok(());
+        };
+        let now = read_facts(
+            self.shared.inventory.as_deref(),
+            &self.shared.plan,
+            &self.shared.ssh,
+            "execute",
+        )
+        .await;
+        let differences = differences(&recorded, &now);
+        if differences.is_empty() {
+            return Ok(());
+        }
+        let err = EngineError::Drift {
+            operation: self.shared.op.id.clone(),
+            differences,
+        };
+        if !self.force {
+            return Err(err);
+        }
+        self.record_forced(&node.id.clone(), format!("--force: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(at: &str, items: &[(&str, &str)]) -> Facts {
+        Facts {
+            taken_at: 0,
+            at: at.into(),
+            items: items
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn differences_name_each_changed_gone_and_new_fact() {
+        let old = facts(
+            "approve",
+            &[
+                ("etcd: member cp-2", "healthy"),
+                ("etcd: member cp-3", "healthy"),
+                ("x", "1"),
+            ],
+        );
+        let new = facts(
+            "execute",
+            &[("etcd: member cp-2", "unhealthy"), ("x", "1"), ("y", "2")],
+        );
+        assert_eq!(
+            differences(&old, &new),
+            [
+                "etcd: member cp-2 was healthy at approve, now unhealthy",
+                "etcd: member cp-3 was healthy at approve, now gone",
+                "y is new since approve: 2",
+            ]
+        );
+        assert!(differences(&old, &old).is_empty());
+    }
+}
