@@ -30,6 +30,12 @@ pub(crate) struct PlanView<'a> {
 
 impl PlanView<'_> {
     pub(super) fn node_rows(&self) -> Vec<NodeRow> {
+        self.rows(true)
+    }
+
+    /// The rows; without `full`, only what `--short` shows (ID, state, error, hints): no
+    /// description, target or requirements are copied or computed.
+    fn rows(&self, full: bool) -> Vec<NodeRow> {
         let states = self.plan.states(self.records);
         let mut rows = Vec::with_capacity(self.plan.len());
         for (i, node) in self.plan.nodes().iter().enumerate() {
@@ -43,25 +49,33 @@ impl PlanView<'_> {
                         .any(|d| self.interrupted.contains(&self.plan.node(d).id))
             };
             let record = self.records.get(&node.id);
-            let requires: Vec<String> = self
-                .plan
-                .direct_requirements(i)
-                .into_iter()
-                .map(|r| self.plan.node(r).id.to_string())
-                .collect();
-            let mut target = node
-                .action
-                .as_ref()
-                .and_then(|a| a.target())
-                .unwrap_or_default();
+            let requires: Vec<String> = if full {
+                self.plan
+                    .direct_requirements(i)
+                    .into_iter()
+                    .map(|r| self.plan.node(r).id.to_string())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let mut target = if full {
+                node.action
+                    .as_ref()
+                    .and_then(|a| a.target())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             // Fan-out phases show their node count and failures next to the target.
-            let outcome = record.and_then(|r| match (&r.summary, r.failure) {
-                (_, Some(FailureKind::NodesFailed { failed, total })) => {
-                    Some(format!("{failed} of {total} nodes failed"))
-                }
-                (Some(s), _) if s.contains("node") => Some(s.clone()),
-                _ => None,
-            });
+            let outcome = record
+                .filter(|_| full)
+                .and_then(|r| match (&r.summary, r.failure) {
+                    (_, Some(FailureKind::NodesFailed { failed, total })) => {
+                        Some(format!("{failed} of {total} nodes failed"))
+                    }
+                    (Some(s), _) if s.contains("node") => Some(s.clone()),
+                    _ => None,
+                });
             if let Some(o) = outcome {
                 target = format!("{target} ({o})");
             }
@@ -71,7 +85,11 @@ impl PlanView<'_> {
                 leaf: node.is_leaf(),
                 group: !node.is_leaf(),
                 state: shown_state(states[i], interrupted).to_string(),
-                description: node.description.clone(),
+                description: if full {
+                    node.description.clone()
+                } else {
+                    String::new()
+                },
                 target,
                 requires,
                 started_at: record.and_then(|r| r.started_at),
@@ -139,7 +157,7 @@ impl PlanView<'_> {
 
     /// The plan table written to `out` row by row (a buffered stdout streams it).
     pub(crate) fn write_text(&self, out: &mut impl Write, short: bool) {
-        let rows = self.node_rows();
+        let rows = self.rows(!short);
         let op = self.operation;
         let leaves = rows.iter().filter(|r| r.leaf).count();
         let done = rows
