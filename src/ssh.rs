@@ -34,6 +34,7 @@ use tokio::sync::OnceCell;
 use crate::inventory::NodeEntry;
 
 pub(crate) use control::MasterNote;
+pub(crate) use options::{medic_file, use_medic_known_hosts, MEDIC_KNOWN_HOSTS};
 
 /// How long an unused per-process master stays up after its medic was killed.
 const ORPHAN_IDLE_SECS: u64 = 15;

@@ -26,7 +26,6 @@ use crate::inventory::{HostKeyChecking, NodeEntry};
 use crate::source::{Fields, Reader, TemplateKind};
 
 /// The file name of medic's own known_hosts in the state directory.
-pub(crate) const MEDIC_KNOWN_HOSTS: &str = "known_hosts";
 const KEYSCAN_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,26 +45,6 @@ struct HostKey {
     line: String,
 }
 
-/// medic's own known_hosts (`STATE_DIR/known_hosts`). Process-wide, as the state directory
-/// is: every node entry carrying it would make each one bigger for one path.
-static MEDIC_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Makes every ssh connection of this process read medic's own known_hosts in `state_dir`
-/// besides the inventory's (or the user's) own, and `ssh_host_key` trust keys there.
-pub(crate) fn use_medic_known_hosts(state_dir: &Path) {
-    let _ = MEDIC_FILE.set(state_dir.join(MEDIC_KNOWN_HOSTS));
-}
-
-fn medic_file() -> Option<PathBuf> {
-    MEDIC_FILE.get().cloned()
-}
-
-/// medic's own known_hosts when it exists: ssh reads it besides the node's own files
-/// (`crate::ssh::options::known_hosts_files`).
-pub(crate) fn medic_known_hosts() -> Option<PathBuf> {
-    medic_file().filter(|p| p.is_file())
-}
-
 /// How known_hosts names the node: `ADDRESS`, or `[ADDRESS]:PORT` off port 22.
 fn host_pattern(node: &NodeEntry) -> String {
     match node.ssh.port {
@@ -81,7 +60,7 @@ fn consulted_files(node: &NodeEntry) -> Vec<PathBuf> {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
         });
     user.into_iter()
-        .chain(medic_file())
+        .chain(crate::ssh::medic_file())
         .filter(|p| p.is_file())
         .collect()
 }
@@ -316,14 +295,14 @@ impl Action for SshHostKeySpec {
             Ok(n) => (
                 n.name.clone(),
                 host_pattern(&n),
-                medic_file()
+                crate::ssh::medic_file()
                     .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| MEDIC_KNOWN_HOSTS.to_string()),
+                    .unwrap_or_else(|| crate::ssh::MEDIC_KNOWN_HOSTS.to_string()),
             ),
             Err(_) => (
                 scope.render("ssh_host_key.node", &self.node, false)?,
                 "its address".to_string(),
-                MEDIC_KNOWN_HOSTS.to_string(),
+                crate::ssh::MEDIC_KNOWN_HOSTS.to_string(),
             ),
         };
         let then = if expect.trim().is_empty() {
@@ -404,7 +383,7 @@ impl Action for SshHostKeySpec {
         else {
             return Err(Self::untrusted(&node, &offered, &known, expect.as_deref()));
         };
-        let Some(file) = medic_file() else {
+        let Some(file) = crate::ssh::medic_file() else {
             return Err(ActionError::Failed {
                 message: "ssh_host_key: medic's own known_hosts is not set (no state directory)"
                     .into(),

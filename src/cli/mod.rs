@@ -168,6 +168,30 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// What each interrupted leaf may have done (`crate::operation::hints`), for the hints
+    /// under the plan table; the inventory is read only when something was interrupted.
+    fn may_have_done(
+        &self,
+        store: &mut Store,
+        op: &crate::store::Operation,
+        plan: &crate::action::Plan,
+        records: &std::collections::HashMap<crate::phase_id::PhaseId, crate::plan::PhaseRecord>,
+        interrupted: &std::collections::BTreeSet<crate::phase_id::PhaseId>,
+    ) -> Result<std::collections::BTreeMap<crate::phase_id::PhaseId, Vec<String>>, CliError> {
+        if interrupted.is_empty() {
+            return Ok(Default::default());
+        }
+        let inventory = self.inventory().ok().flatten();
+        Ok(crate::operation::hints::interrupted_actions(
+            store,
+            op,
+            plan,
+            records,
+            interrupted,
+            inventory.as_deref(),
+        )?)
+    }
+
     /// Machine output: `-o json` or `-o yaml` (the same data; see [`print_json`]).
     fn json(&self) -> bool {
         self.cli.output != Format::Text
@@ -204,7 +228,7 @@ impl Ctx {
         if !path.exists() {
             return Ok(None);
         }
-        crate::action::ssh_host_key::use_medic_known_hosts(&self.cli.state_dir);
+        crate::ssh::use_medic_known_hosts(&self.cli.state_dir);
         Inventory::load(path)
             .map(|i| Some(Arc::new(i)))
             .map_err(|e| CliError::usage(e.to_string()))

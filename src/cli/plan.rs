@@ -226,7 +226,7 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
     let records = store.records(&op.id)?;
     let lease = store.lease(&op.id)?;
     let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
-    let may_have_done = may_have_done(ctx, store, op, &plan, &records, &interrupted)?;
+    let may_have_done = ctx.may_have_done(store, op, &plan, &records, &interrupted)?;
     store.release();
     let view = PlanView {
         operation: op,
@@ -250,31 +250,6 @@ fn show_plan(ctx: &Ctx, store: &mut Store, op: &Operation, short: bool) -> Resul
     }
     let _ = out.flush();
     Ok(())
-}
-
-/// What each interrupted leaf may have done (`crate::operation::hints`), for the hints under
-/// the table; the inventory is read only when something was interrupted.
-pub(super) fn may_have_done(
-    ctx: &Ctx,
-    store: &mut Store,
-    op: &Operation,
-    plan: &crate::action::Plan,
-    records: &std::collections::HashMap<PhaseId, crate::plan::PhaseRecord>,
-    interrupted: &std::collections::BTreeSet<PhaseId>,
-) -> Result<std::collections::BTreeMap<PhaseId, Vec<String>>, CliError> {
-    if interrupted.is_empty() {
-        return Ok(Default::default());
-    }
-    let inventory = ctx.inventory().ok().flatten();
-    let done = operation::hints::interrupted_actions(
-        store,
-        op,
-        plan,
-        records,
-        interrupted,
-        inventory.as_deref(),
-    )?;
-    Ok(done)
 }
 
 /// Lets the plan table (written with `std::fmt::Write`) go straight to an `io::Write`.

@@ -45,8 +45,7 @@ pub(super) async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
         let lease = store.lease(op_id)?;
         let new_lines = read_after(&mut store, op_id, &mut cursor)?;
         let interrupted = interrupted_phases(&plan, &records, lease.as_ref());
-        let may_have_done =
-            super::plan::may_have_done(ctx, &mut store, &op, &plan, &records, &interrupted)?;
+        let may_have_done = ctx.may_have_done(&mut store, &op, &plan, &records, &interrupted)?;
         store.release();
         print_logs(ctx, new_lines.iter());
         let view = PlanView {

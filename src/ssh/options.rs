@@ -12,7 +12,7 @@
 //!    and a changed trust file (a key removed, a new key trusted) makes a new master.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -23,10 +23,33 @@ use crate::inventory::{HostKeyChecking, NodeEntry};
 pub(crate) const SERVER_ALIVE_SECS: u64 = 5;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT_SECS: f64 = 10.0;
 
+/// The name of medic's own known_hosts in the state directory.
+pub(crate) const MEDIC_KNOWN_HOSTS: &str = "known_hosts";
+
+/// medic's own known_hosts (`STATE_DIR/known_hosts`). Process-wide, as the state directory
+/// is: every node entry carrying it would make each one bigger for one path.
+static MEDIC_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every ssh connection of this process read medic's own known_hosts in `state_dir`
+/// besides the inventory's (or the user's) own, and `ssh_host_key` trust keys there.
+pub(crate) fn use_medic_known_hosts(state_dir: &Path) {
+    let _ = MEDIC_FILE.set(state_dir.join(MEDIC_KNOWN_HOSTS));
+}
+
+pub(crate) fn medic_file() -> Option<PathBuf> {
+    MEDIC_FILE.get().cloned()
+}
+
+/// medic's own known_hosts when it exists: ssh reads it besides the node's own files
+/// ([`known_hosts_files`]).
+pub(crate) fn medic_known_hosts() -> Option<PathBuf> {
+    medic_file().filter(|p| p.is_file())
+}
+
 /// The known-hosts files ssh checks the node's host key against: the inventory's (or the
 /// user's own), and medic's own file of keys trusted by `ssh_host_key` once it exists.
 pub(crate) fn known_hosts_files(node: &NodeEntry) -> Vec<PathBuf> {
-    files_with(node, crate::action::ssh_host_key::medic_known_hosts())
+    files_with(node, medic_known_hosts())
 }
 
 fn files_with(node: &NodeEntry, medic: Option<PathBuf>) -> Vec<PathBuf> {
@@ -51,7 +74,7 @@ fn files_with(node: &NodeEntry, medic: Option<PathBuf>) -> Vec<PathBuf> {
 /// Whether ssh is told which known-hosts files to read (the inventory names one, or medic's
 /// own file exists) rather than left to its defaults and `~/.ssh/config`.
 fn known_hosts_configured(node: &NodeEntry) -> bool {
-    node.ssh.known_hosts.is_some() || crate::action::ssh_host_key::medic_known_hosts().is_some()
+    node.ssh.known_hosts.is_some() || medic_known_hosts().is_some()
 }
 
 /// The connect timeout ssh gets, in seconds.
