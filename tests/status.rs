@@ -352,3 +352,40 @@ fn record_stores_a_cluster_health_operation_whose_history_shows_the_run() {
         .json();
     assert_eq!(ops["operations"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn an_etcd_nospace_alarm_is_critical_and_its_remedy_clears_it() {
+    let drill = DrillCluster::up(&["--control-planes", "3", "--workers", "0"]);
+    drill
+        .medic(&["drill", "break", "etcd-alarm", "cp-2"])
+        .run()
+        .code(0)
+        .stdout_contains("etcd raised NOSPACE");
+    // Raised by etcd itself, so it is there for etcdctl too.
+    drill
+        .medic(&["drill", "break", "etcd-alarm", "cp-1"])
+        .run()
+        .code(2);
+    let v = status_json(&drill, &["--only", "etcd/"], 1);
+    assert_eq!(v["status"], "degraded", "{v:#}");
+    let p = probe(&v, "etcd/alarms", None);
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "critical");
+    let finding = p["finding"].as_str().unwrap();
+    assert!(
+        finding.starts_with("active alarms: NOSPACE on member ")
+            && finding.ends_with("(etcd refuses writes)"),
+        "{finding}"
+    );
+    assert_eq!(failed(&v), [("etcd/alarms".to_string(), String::new())]);
+    let command = p["remedy"]["command"].as_str().unwrap();
+    assert_eq!(command, "medic start etcd-clear-alarms --dry-run");
+    let words: Vec<&str> = command
+        .split(' ')
+        .skip(1)
+        .filter(|w| *w != "--dry-run")
+        .collect();
+    drill.medic(&words).run().code(0);
+    let v = status_json(&drill, &["--only", "etcd/"], 0);
+    assert_eq!(probe(&v, "etcd/alarms", None)["state"], "pass");
+}

@@ -16,6 +16,7 @@
 pub(crate) mod apiserver;
 mod error;
 mod etcd;
+mod etcd_alarm;
 mod kubelet;
 mod lifecycle;
 pub(crate) mod node;

@@ -32,6 +32,9 @@ pub enum Scenario {
     Module,
     /// The node's container runtime (containerd) is stopped (node/runtime-active).
     RuntimeDown,
+    /// A NOSPACE alarm raised for real: the node's etcd member restarted with a tiny quota and
+    /// written to until it refuses, then restarted with its usual quota (etcd/alarms).
+    EtcdAlarm,
 }
 
 pub(crate) async fn break_node(
@@ -41,6 +44,9 @@ pub(crate) async fn break_node(
 ) -> Result<String, DrillError> {
     if scenario == Scenario::QuorumLost {
         return super::quorum::break_quorum(dir, name).await;
+    }
+    if scenario == Scenario::EtcdAlarm {
+        return super::etcd_alarm::raise_nospace(dir, name).await;
     }
     let _lock = DrillLock::acquire_async(dir).await?;
     let mut drill = Drill::load(dir)?;
@@ -128,7 +134,7 @@ pub(crate) async fn break_node(
             drill.save()?;
             Ok(format!("the next package upgrade on {name} will fail"))
         }
-        Scenario::QuorumLost => unreachable!("handled above"),
+        Scenario::QuorumLost | Scenario::EtcdAlarm => unreachable!("handled above"),
         _ => unreachable!("host scenarios are acted out by drill/triage.rs above"),
     }
 }
