@@ -389,3 +389,106 @@ fn an_etcd_nospace_alarm_is_critical_and_its_remedy_clears_it() {
     let v = status_json(&drill, &["--only", "etcd/"], 0);
     assert_eq!(probe(&v, "etcd/alarms", None)["state"], "pass");
 }
+
+/// Makes kube-system pod `pod` wait with `reason` (its container not Ready, restarted 7 times),
+/// as its kubelet would report it.
+fn make_pod_wait(drill: &DrillCluster, pod: &str, container: &str, reason: &str) {
+    let patch = serde_json::json!({"status": {
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": container, "image": "x", "imageID": "", "ready": false,
+            "restartCount": 7, "state": {"waiting": {"reason": reason}}}],
+    }});
+    drill
+        .kubectl(&[
+            "-n",
+            "kube-system",
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ])
+        .code(0);
+}
+
+#[test]
+fn control_plane_pods_coredns_and_crash_looping_system_pods_are_found() {
+    let drill = DrillCluster::up(&["--control-planes", "2", "--workers", "1"]);
+    let v = status_json(&drill, &["--only", "kubernetes/"], 0);
+    for name in [
+        "kubernetes/control-plane-pods",
+        "kubernetes/coredns",
+        "kubernetes/system-pods-waiting",
+    ] {
+        assert_eq!(probe(&v, name, None)["state"], "pass", "{v:#}");
+    }
+
+    make_pod_wait(
+        &drill,
+        "kube-scheduler-cp-2",
+        "kube-scheduler",
+        "CrashLoopBackOff",
+    );
+    drill
+        .kubectl(&["-n", "kube-system", "delete", "pod", "kube-apiserver-cp-1"])
+        .code(0);
+    let v = status_json(&drill, &["--only", "kubernetes/"], 1);
+    let p = probe(&v, "kubernetes/control-plane-pods", None);
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "critical");
+    assert_eq!(
+        p["finding"],
+        "cp-1: kube-apiserver missing; cp-2: kube-scheduler CrashLoopBackOff"
+    );
+    let p = probe(&v, "kubernetes/system-pods-waiting", None);
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "warning");
+    assert_eq!(
+        p["finding"],
+        "kube-scheduler-cp-2 on cp-2: CrashLoopBackOff (7 restarts)"
+    );
+    assert_eq!(probe(&v, "kubernetes/coredns", None)["state"], "pass");
+
+    let dns = drill
+        .kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-dns",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .code(0)
+        .stdout;
+    make_pod_wait(&drill, &dns, "coredns", "ImagePullBackOff");
+    let v = status_json(&drill, &["--only", "kubernetes/coredns"], 1);
+    let p = probe(&v, "kubernetes/coredns", None);
+    assert_eq!(p["severity"], "critical");
+    let finding = p["finding"].as_str().unwrap();
+    assert!(
+        finding.starts_with(&format!("{dns} on cp-")) && finding.ends_with(": ImagePullBackOff"),
+        "{finding}"
+    );
+}
+
+#[test]
+fn kube_pods_needs_a_namespace_and_is_in_the_schema() {
+    let env = common::Env::new();
+    env.procedure(
+        "p",
+        "name: p\nphases:\n  - id: a\n    kube: {pods: {}}\n  - id: b\n    kube: {pods: {namespace: x, label: y}}\n",
+    );
+    env.medic(&["start", "p", "--dry-run"])
+        .run()
+        .code(2)
+        .stderr_contains("p.yaml:4:")
+        .stderr_contains("kube pods needs `namespace:`")
+        .stderr_contains("p.yaml:6:");
+    let schema = env.medic(&["schema", "procedure"]).run().code(0).json();
+    let text = schema.to_string();
+    assert!(text.contains("\"KubePods\""), "{text}");
+}

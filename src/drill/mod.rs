@@ -26,6 +26,7 @@ mod scenarios;
 mod seed;
 mod sshd;
 mod state;
+mod system_pods;
 mod triage;
 
 pub(crate) use seed::read_seed;
