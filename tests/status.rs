@@ -77,7 +77,7 @@ fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
             .all(|p| p["component"] == "node" && p["node"] == "cp-2"),
         "{v:#}"
     );
-    assert_eq!(probes(&v).len(), 11);
+    assert_eq!(probes(&v).len(), 13);
     let v = status_json(&drill, &["--only", "etcd/leader"], 0);
     assert_eq!(probes(&v).len(), 1, "{v:#}");
 
@@ -491,4 +491,44 @@ fn kube_pods_needs_a_namespace_and_is_in_the_schema() {
     let schema = env.medic(&["schema", "procedure"]).run().code(0).json();
     let text = schema.to_string();
     assert!(text.contains("\"KubePods\""), "{text}");
+}
+
+#[test]
+fn a_certificate_expiring_on_one_node_is_a_warning_there_only() {
+    let drill = DrillCluster::up(&["--control-planes", "2", "--workers", "0"]);
+    drill
+        .medic(&["drill", "break", "cert-expiring", "cp-2"])
+        .run()
+        .code(0)
+        .stdout_contains("expires in 2 days");
+    // Real certificates, in cp-2's own view only.
+    let pki = drill.dir.join("nodes/cp-2/kubernetes/pki");
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(pki.join("apiserver.crt"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("kube-apiserver"));
+    // A warning: healthy (exit 0) unless --strict.
+    let v = status_json(&drill, &["--only", "node/"], 0);
+    let p = probe(&v, "node/cert-expiring", Some("cp-2"));
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "warning");
+    let finding = p["finding"].as_str().unwrap();
+    assert!(
+        finding.starts_with("cp-2: expiring within 30 days: /etc/kubernetes/pki/apiserver.crt (")
+            && !finding.contains("ca.crt"),
+        "{finding}"
+    );
+    let certs = p["data"]["facts"]["certs"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{certs:?}");
+    assert_eq!(
+        probe(&v, "node/cert-expired", Some("cp-2"))["state"],
+        "pass"
+    );
+    assert_eq!(
+        failed(&v),
+        [("node/cert-expiring".to_string(), "cp-2".to_string())]
+    );
+    status_json(&drill, &["--only", "node/", "--strict"], 1);
 }

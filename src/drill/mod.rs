@@ -14,6 +14,7 @@
 //! emulator stands alone.
 
 pub(crate) mod apiserver;
+mod certs;
 mod error;
 mod etcd;
 mod etcd_alarm;

@@ -35,6 +35,9 @@ pub enum Scenario {
     /// A NOSPACE alarm raised for real: the node's etcd member restarted with a tiny quota and
     /// written to until it refuses, then restarted with its usual quota (etcd/alarms).
     EtcdAlarm,
+    /// An API server certificate that expires in 2 days, issued with openssl into the node's
+    /// /etc/kubernetes/pki (node/cert-expiring).
+    CertExpiring,
 }
 
 pub(crate) async fn break_node(
@@ -55,6 +58,9 @@ pub(crate) async fn break_node(
         return Err(DrillError::Usage(format!(
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
+    }
+    if scenario == Scenario::CertExpiring {
+        return super::certs::issue_expiring(&drill, name);
     }
     if let Some(fault) = host_fault(scenario) {
         return super::triage::break_host(&drill, fault, name);
