@@ -77,7 +77,7 @@ fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
             .all(|p| p["component"] == "node" && p["node"] == "cp-2"),
         "{v:#}"
     );
-    assert_eq!(probes(&v).len(), 11);
+    assert_eq!(probes(&v).len(), 13);
     let v = status_json(&drill, &["--only", "etcd/leader"], 0);
     assert_eq!(probes(&v).len(), 1, "{v:#}");
 
@@ -351,4 +351,184 @@ fn record_stores_a_cluster_health_operation_whose_history_shows_the_run() {
         .code(0)
         .json();
     assert_eq!(ops["operations"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn an_etcd_nospace_alarm_is_critical_and_its_remedy_clears_it() {
+    let drill = DrillCluster::up(&["--control-planes", "3", "--workers", "0"]);
+    drill
+        .medic(&["drill", "break", "etcd-alarm", "cp-2"])
+        .run()
+        .code(0)
+        .stdout_contains("etcd raised NOSPACE");
+    // Raised by etcd itself, so it is there for etcdctl too.
+    drill
+        .medic(&["drill", "break", "etcd-alarm", "cp-1"])
+        .run()
+        .code(2);
+    let v = status_json(&drill, &["--only", "etcd/"], 1);
+    assert_eq!(v["status"], "degraded", "{v:#}");
+    let p = probe(&v, "etcd/alarms", None);
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "critical");
+    let finding = p["finding"].as_str().unwrap();
+    assert!(
+        finding.starts_with("active alarms: NOSPACE on member ")
+            && finding.ends_with("(etcd refuses writes)"),
+        "{finding}"
+    );
+    assert_eq!(failed(&v), [("etcd/alarms".to_string(), String::new())]);
+    let command = p["remedy"]["command"].as_str().unwrap();
+    assert_eq!(command, "medic start etcd-clear-alarms --dry-run");
+    let words: Vec<&str> = command
+        .split(' ')
+        .skip(1)
+        .filter(|w| *w != "--dry-run")
+        .collect();
+    drill.medic(&words).run().code(0);
+    let v = status_json(&drill, &["--only", "etcd/"], 0);
+    assert_eq!(probe(&v, "etcd/alarms", None)["state"], "pass");
+}
+
+/// Makes kube-system pod `pod` wait with `reason` (its container not Ready, restarted 7 times),
+/// as its kubelet would report it.
+fn make_pod_wait(drill: &DrillCluster, pod: &str, container: &str, reason: &str) {
+    let patch = serde_json::json!({"status": {
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": container, "image": "x", "imageID": "", "ready": false,
+            "restartCount": 7, "state": {"waiting": {"reason": reason}}}],
+    }});
+    drill
+        .kubectl(&[
+            "-n",
+            "kube-system",
+            "patch",
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ])
+        .code(0);
+}
+
+#[test]
+fn control_plane_pods_coredns_and_crash_looping_system_pods_are_found() {
+    let drill = DrillCluster::up(&["--control-planes", "2", "--workers", "1"]);
+    let v = status_json(&drill, &["--only", "kubernetes/"], 0);
+    for name in [
+        "kubernetes/control-plane-pods",
+        "kubernetes/coredns",
+        "kubernetes/system-pods-waiting",
+    ] {
+        assert_eq!(probe(&v, name, None)["state"], "pass", "{v:#}");
+    }
+
+    make_pod_wait(
+        &drill,
+        "kube-scheduler-cp-2",
+        "kube-scheduler",
+        "CrashLoopBackOff",
+    );
+    drill
+        .kubectl(&["-n", "kube-system", "delete", "pod", "kube-apiserver-cp-1"])
+        .code(0);
+    let v = status_json(&drill, &["--only", "kubernetes/"], 1);
+    let p = probe(&v, "kubernetes/control-plane-pods", None);
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "critical");
+    assert_eq!(
+        p["finding"],
+        "cp-1: kube-apiserver missing; cp-2: kube-scheduler CrashLoopBackOff"
+    );
+    let p = probe(&v, "kubernetes/system-pods-waiting", None);
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "warning");
+    assert_eq!(
+        p["finding"],
+        "kube-scheduler-cp-2 on cp-2: CrashLoopBackOff (7 restarts)"
+    );
+    assert_eq!(probe(&v, "kubernetes/coredns", None)["state"], "pass");
+
+    let dns = drill
+        .kubectl(&[
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-l",
+            "k8s-app=kube-dns",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .code(0)
+        .stdout;
+    make_pod_wait(&drill, &dns, "coredns", "ImagePullBackOff");
+    let v = status_json(&drill, &["--only", "kubernetes/coredns"], 1);
+    let p = probe(&v, "kubernetes/coredns", None);
+    assert_eq!(p["severity"], "critical");
+    let finding = p["finding"].as_str().unwrap();
+    assert!(
+        finding.starts_with(&format!("{dns} on cp-")) && finding.ends_with(": ImagePullBackOff"),
+        "{finding}"
+    );
+}
+
+#[test]
+fn kube_pods_needs_a_namespace_and_is_in_the_schema() {
+    let env = common::Env::new();
+    env.procedure(
+        "p",
+        "name: p\nphases:\n  - id: a\n    kube: {pods: {}}\n  - id: b\n    kube: {pods: {namespace: x, label: y}}\n",
+    );
+    env.medic(&["start", "p", "--dry-run"])
+        .run()
+        .code(2)
+        .stderr_contains("p.yaml:4:")
+        .stderr_contains("kube pods needs `namespace:`")
+        .stderr_contains("p.yaml:6:");
+    let schema = env.medic(&["schema", "procedure"]).run().code(0).json();
+    let text = schema.to_string();
+    assert!(text.contains("\"KubePods\""), "{text}");
+}
+
+#[test]
+fn a_certificate_expiring_on_one_node_is_a_warning_there_only() {
+    let drill = DrillCluster::up(&["--control-planes", "2", "--workers", "0"]);
+    drill
+        .medic(&["drill", "break", "cert-expiring", "cp-2"])
+        .run()
+        .code(0)
+        .stdout_contains("expires in 2 days");
+    // Real certificates, in cp-2's own view only.
+    let pki = drill.dir.join("nodes/cp-2/kubernetes/pki");
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(pki.join("apiserver.crt"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("kube-apiserver"));
+    // A warning: healthy (exit 0) unless --strict.
+    let v = status_json(&drill, &["--only", "node/"], 0);
+    let p = probe(&v, "node/cert-expiring", Some("cp-2"));
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "warning");
+    let finding = p["finding"].as_str().unwrap();
+    assert!(
+        finding.starts_with("cp-2: expiring within 30 days: /etc/kubernetes/pki/apiserver.crt (")
+            && !finding.contains("ca.crt"),
+        "{finding}"
+    );
+    let certs = p["data"]["facts"]["certs"].as_array().unwrap();
+    assert_eq!(certs.len(), 2, "{certs:?}");
+    assert_eq!(
+        probe(&v, "node/cert-expired", Some("cp-2"))["state"],
+        "pass"
+    );
+    assert_eq!(
+        failed(&v),
+        [("node/cert-expiring".to_string(), "cp-2".to_string())]
+    );
+    status_json(&drill, &["--only", "node/", "--strict"], 1);
 }

@@ -20,6 +20,17 @@ impl Drill {
         initial_cluster: &str,
         state: &str,
     ) -> Result<(), DrillError> {
+        self.start_etcd_with(name, initial_cluster, state, &[])
+    }
+
+    /// [`Drill::start_etcd`] with `extra` flags (the `etcd-alarm` break's small quota).
+    pub(crate) fn start_etcd_with(
+        &mut self,
+        name: &str,
+        initial_cluster: &str,
+        state: &str,
+        extra: &[&str],
+    ) -> Result<(), DrillError> {
         let node = self.node(name)?.clone();
         let data = self.etcd_data_dir(name);
         std::fs::create_dir_all(self.node_dir(name)).map_err(setup("create the node directory"))?;
@@ -54,7 +65,8 @@ impl Drill {
                 "1000",
                 "--log-level",
                 "warn",
-            ]);
+            ])
+            .args(extra);
         let pid = spawn_detached(&mut cmd, log).map_err(|source| Failure::Start {
             what: "start etcd (install etcd-server)",
             source,

@@ -138,6 +138,12 @@ async fn post_node_status(
         let pod: Pod = serde_json::from_value(kube_proxy_pod(name)).map_err(decode)?;
         // Already there when the Node was deleted and registered again: fine.
         let _ = pods.create(&PostParams::default(), &pod).await;
+        if node.control_plane {
+            for p in super::system_pods::static_pods(name) {
+                let pod: Pod = serde_json::from_value(p).map_err(decode)?;
+                let _ = pods.create(&PostParams::default(), &pod).await;
+            }
+        }
     }
     Ok(())
 }

@@ -14,8 +14,10 @@
 //! emulator stands alone.
 
 pub(crate) mod apiserver;
+mod certs;
 mod error;
 mod etcd;
+mod etcd_alarm;
 mod kubelet;
 mod lifecycle;
 pub(crate) mod node;
@@ -25,6 +27,7 @@ mod scenarios;
 mod seed;
 mod sshd;
 mod state;
+mod system_pods;
 mod triage;
 
 pub(crate) use seed::read_seed;

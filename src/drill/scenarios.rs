@@ -32,6 +32,12 @@ pub enum Scenario {
     Module,
     /// The node's container runtime (containerd) is stopped (node/runtime-active).
     RuntimeDown,
+    /// A NOSPACE alarm raised for real: the node's etcd member restarted with a tiny quota and
+    /// written to until it refuses, then restarted with its usual quota (etcd/alarms).
+    EtcdAlarm,
+    /// An API server certificate that expires in 2 days, issued with openssl into the node's
+    /// /etc/kubernetes/pki (node/cert-expiring).
+    CertExpiring,
 }
 
 pub(crate) async fn break_node(
@@ -42,6 +48,9 @@ pub(crate) async fn break_node(
     if scenario == Scenario::QuorumLost {
         return super::quorum::break_quorum(dir, name).await;
     }
+    if scenario == Scenario::EtcdAlarm {
+        return super::etcd_alarm::raise_nospace(dir, name).await;
+    }
     let _lock = DrillLock::acquire_async(dir).await?;
     let mut drill = Drill::load(dir)?;
     let node = drill.node(name)?.clone();
@@ -49,6 +58,9 @@ pub(crate) async fn break_node(
         return Err(DrillError::Usage(format!(
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
+    }
+    if scenario == Scenario::CertExpiring {
+        return super::certs::issue_expiring(&drill, name);
     }
     if let Some(fault) = host_fault(scenario) {
         return super::triage::break_host(&drill, fault, name);
@@ -128,7 +140,7 @@ pub(crate) async fn break_node(
             drill.save()?;
             Ok(format!("the next package upgrade on {name} will fail"))
         }
-        Scenario::QuorumLost => unreachable!("handled above"),
+        Scenario::QuorumLost | Scenario::EtcdAlarm => unreachable!("handled above"),
         _ => unreachable!("host scenarios are acted out by drill/triage.rs above"),
     }
 }

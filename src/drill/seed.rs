@@ -33,7 +33,11 @@ pub(super) fn seed(drill: &Drill) -> serde_json::Value {
     for n in &drill.nodes {
         objects.push(node_object(n, true));
         objects.push(kube_proxy_pod(&n.name));
+        if n.control_plane && n.joined {
+            objects.extend(super::system_pods::static_pods(&n.name));
+        }
     }
+    objects.extend(super::system_pods::coredns(drill));
     let workers: Vec<&str> = drill
         .nodes
         .iter()

@@ -15,6 +15,10 @@ pub(super) mod builtin {
             "cluster-health",
             include_str!("../../plans/cluster-health.yaml"),
         ),
+        (
+            "etcd-clear-alarms",
+            include_str!("../../plans/etcd-clear-alarms.yaml"),
+        ),
         ("etcd-health", include_str!("../../plans/etcd-health.yaml")),
         (
             "etcd-remove-member",

@@ -459,6 +459,15 @@ pub struct Kube {
     pub unlabel: Option<KubeUnlabel>,
     pub taint: Option<KubeTaint>,
     pub untaint: Option<KubeUntaint>,
+    /// Lists one namespace's pods (read-only).
+    pub pods: Option<KubePods>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct KubePods {
+    /// The namespace (e.g. kube-system).
+    pub namespace: String,
 }
 
 #[derive(JsonSchema)]

@@ -175,6 +175,7 @@ fn every_procedure_mapping_has_the_loaders_keys() {
         "unlabel",
         "taint",
         "untaint",
+        "pods",
     ];
     let op_cases = etcd_ops
         .iter()

@@ -52,6 +52,11 @@ pub(crate) enum KubeError {
     Evict { pod: String, source: kube::Error },
     #[error("get {pod}: {}", api_text(.source))]
     GetPod { pod: String, source: kube::Error },
+    #[error("list pods in namespace {namespace}: {}", api_text(.source))]
+    ListNamespacePods {
+        namespace: String,
+        source: kube::Error,
+    },
 }
 
 impl From<KubeError> for ActionError {

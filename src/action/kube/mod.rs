@@ -3,6 +3,7 @@
 //! ```yaml
 //! kube: {cordon: NODE}  |  {uncordon: NODE}  |  {delete_node: NODE}  |  {node_info: NODE}
 //! kube: {nodes: {}}   # every node's status, for checks
+//! kube: {pods: {namespace: kube-system}}   # one namespace's pods, read-only, for probes
 //! kube: {drain: {node: NODE, timeout: 10m, delete_emptydir_data: true, ignore_daemonsets: true,
 //!                force: false, grace_period: 30, disable_eviction: false}}
 //! kube: {wait_ready: {node: NODE, timeout: 10m, version: v1.31.2}}  |  {wait_gone: {node: NODE, timeout: 5m}}
@@ -18,6 +19,7 @@
 //! | `client.rs` | the client, and `KubeError`: one variant per failed API step |
 //! | `drain.rs` | the drain: pod classification (pure), eviction rounds, the dry-run preview |
 //! | `node.rs` | cordon, uncordon, delete, read, labels, taints, the two waits |
+//! | `pods.rs` | one namespace's pods as flat records (`pods`) |
 //! | `wait.rs` | wait conditions as pure predicates, and the one polling loop |
 //!
 //! `describe` is pure (no network); the dry-run asks the live cluster through `preview`.
@@ -26,6 +28,7 @@ mod client;
 mod drain;
 mod node;
 mod parse;
+mod pods;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -92,6 +95,10 @@ pub enum KubeSpec {
         node: String,
         key: String,
     },
+    /// One namespace's pods (a template), read-only.
+    Pods {
+        namespace: String,
+    },
 }
 
 const OPS: &[&str] = &[
@@ -107,6 +114,7 @@ const OPS: &[&str] = &[
     "unlabel",
     "taint",
     "untaint",
+    "pods",
 ];
 
 fn fail(message: impl Into<String>) -> ActionError {
@@ -122,7 +130,7 @@ impl KubeSpec {
             | KubeSpec::Uncordon(n)
             | KubeSpec::DeleteNode(n)
             | KubeSpec::NodeInfo(n) => n,
-            KubeSpec::Nodes => "",
+            KubeSpec::Nodes | KubeSpec::Pods { .. } => "",
             KubeSpec::Drain(d) => &d.node,
             KubeSpec::WaitReady { node, .. }
             | KubeSpec::WaitGone { node, .. }
@@ -147,6 +155,7 @@ impl KubeSpec {
             KubeSpec::Unlabel { .. } => "unlabel",
             KubeSpec::Taint { .. } => "taint",
             KubeSpec::Untaint { .. } => "untaint",
+            KubeSpec::Pods { .. } => "pods",
         }
     }
 }
@@ -194,6 +203,9 @@ impl Action for KubeSpec {
     fn target(&self) -> Option<String> {
         if matches!(self, KubeSpec::Nodes) {
             return Some("every node".into());
+        }
+        if let KubeSpec::Pods { namespace } = self {
+            return Some(format!("pods in {namespace}"));
         }
         Some(format!("node {}", self.node_template()))
     }
@@ -245,6 +257,10 @@ impl Action for KubeSpec {
             KubeSpec::Nodes => {
                 "kube read every node's status (Ready, kubelet version, cordoned)".into()
             }
+            KubeSpec::Pods { namespace } => format!(
+                "kube read the pods of namespace {}",
+                scope.render("kube.pods.namespace", namespace, false)?
+            ),
             other => format!("kube {} {node}", other.op()),
         };
         Ok(vec![line])
@@ -297,6 +313,10 @@ impl Action for KubeSpec {
                 key, value, effect, ..
             } => node::taint(&nodes, &node, key, value, effect).await,
             KubeSpec::Untaint { key, .. } => node::untaint(&nodes, &node, key).await,
+            KubeSpec::Pods { namespace } => {
+                let ns = ctx.scope.render("kube.pods.namespace", namespace, false)?;
+                pods::list(&client, &ns).await
+            }
         }
     }
 }

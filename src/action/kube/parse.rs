@@ -55,6 +55,19 @@ pub(super) fn parse(node: &Node, reader: &mut Reader) -> Option<KubeSpec> {
             Fields::new(body, "kube nodes", &[], reader)?;
             KubeSpec::Nodes
         }
+        "pods" => {
+            let f = Fields::new(body, "kube pods", &["namespace"], reader)?;
+            let Some(ns) = f.get("namespace") else {
+                reader.error(
+                    &start_span(body),
+                    "kube pods needs `namespace:` (e.g. kube-system)",
+                );
+                return None;
+            };
+            KubeSpec::Pods {
+                namespace: scalar(reader, ns, "kube pods namespace")?,
+            }
+        }
         _ => parse_node_op(op, body, reader)?,
     };
     Some(spec)

@@ -100,7 +100,8 @@ impl ApiServer {
                     "ownerReferences": pod["metadata"]["ownerReferences"].clone(),
                 },
                 "spec": pod["spec"].clone(),
-                "status": {"phase": if target.is_some() { "Running" } else { "Pending" }},
+                // No status: the store gives a scheduled pod a kubelet's Running and Ready.
+                "status": if target.is_some() { json!({}) } else { json!({"phase": "Pending"}) },
             });
             match target {
                 Some(n) => fresh["spec"]["nodeName"] = json!(n),

@@ -18,6 +18,7 @@
 mod budgets;
 mod controllers;
 mod discovery;
+mod pod_status;
 mod resources;
 mod response;
 mod routes;

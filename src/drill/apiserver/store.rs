@@ -116,7 +116,7 @@ impl ApiServer {
             meta["creationTimestamp"] = json!(now());
         }
         if r.kind == "Pod" && obj["status"]["phase"].is_null() {
-            obj["status"]["phase"] = json!("Running");
+            obj["status"] = super::pod_status::running_status(&obj["spec"]);
         }
         st.objects.insert(key, obj.clone());
         drop(st);

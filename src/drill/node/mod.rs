@@ -151,10 +151,11 @@ pub(super) fn write_shims(drill: &Drill) -> Result<(), DrillError> {
          \x20 exit 255\n\
          fi\n\
          if [ -z \"${{MEDIC_DRILL_NS:-}}\" ] && [ \"$(id -u)\" = 0 ] && command -v unshare >/dev/null 2>&1; then\n\
-         \x20 # This node's /var/lib/etcd: its etcd data dir, in a mount namespace of the session.\n\
-         \x20 mkdir -p \"$dir/nodes/$node/etcd\" /var/lib/etcd\n\
+         \x20 # This node's /var/lib/etcd (its etcd data dir) and /etc/kubernetes, in a mount\n\
+         \x20 # namespace of the session.\n\
+         \x20 mkdir -p \"$dir/nodes/$node/etcd\" /var/lib/etcd \"$dir/nodes/$node/kubernetes\" /etc/kubernetes\n\
          \x20 export MEDIC_DRILL_NS=1\n\
-         \x20 exec unshare --mount --propagation private /bin/sh -c 'mount --bind \"$1\" /var/lib/etcd && exec \"$0\" \"$2\"' \"$0\" \"$dir/nodes/$node/etcd\" \"$node\"\n\
+         \x20 exec unshare --mount --propagation private /bin/sh -c 'mount --bind \"$1\" /var/lib/etcd && mount --bind \"$3\" /etc/kubernetes && exec \"$0\" \"$2\"' \"$0\" \"$dir/nodes/$node/etcd\" \"$node\" \"$dir/nodes/$node/kubernetes\"\n\
          fi\n\
          export MEDIC_DRILL_DIR=\"$dir\" MEDIC_DRILL_NODE=\"$node\" KUBECONFIG=\"$dir/kubeconfig\"\n\
          export PATH=\"$dir/bin:$PATH\"\n\
