@@ -1,14 +1,16 @@
 //! The drift gate: the facts a dry-run showed, recorded when the operation was started and
-//! again when it was approved (`crate::store::Facts`), read again before the run's first
-//! destructive phase (not idempotent, or `confirm: true`); a difference refuses the run
+//! again when it was approved (`crate::store::Facts`), read again before an operation with a
+//! destructive phase (not idempotent, or `confirm: true`) runs its first phase; a difference
+//! refuses the run
 //! (exit 3) unless `--force`, which history records.
 //!
 //! 1. [`read_facts`]: the inventory file's sha256 and, for a plan with etcd actions, each
 //!    etcd member with its health; each fact a readable label and a value.
 //! 2. [`differences`]: pure, old facts against new, one sentence per difference.
-//! 3. `Engine::check_drift` runs once per execute, before the first destructive leaf, as long
-//!    as no destructive leaf of the operation has started (after that the plan itself changes
-//!    the cluster).
+//! 3. `Engine::check_drift` runs once per execute, before the run's first leaf, when no leaf
+//!    of the operation has started yet and the plan has a destructive leaf. Once any leaf has
+//!    run, the plan's own steps (stopping a service, an idempotent change) change the facts,
+//!    so they no longer describe what was reviewed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -128,29 +130,33 @@ pub(super) fn drift_message(operation: &str, differences: &[String]) -> String {
 }
 
 impl Engine {
-    /// Whether a destructive leaf of the operation has started: from then on the plan itself
-    /// changes the cluster, so the facts of the review no longer describe it.
-    fn destructive_work_began(&self) -> bool {
+    /// Whether any leaf of the operation has started: from then on the plan itself changes
+    /// the cluster, so the facts of the review no longer describe it.
+    fn work_began(&self) -> bool {
         let records = self.shared.records.lock().expect("records lock");
-        self.shared.plan.nodes().iter().any(|n| {
-            n.is_leaf()
-                && (!n.idempotent || n.confirm)
-                && records
-                    .get(&n.id)
-                    .is_some_and(|r| r.state != PhaseState::Unstarted)
-        })
+        records.values().any(|r| r.state != PhaseState::Unstarted)
     }
 
-    /// Before the first destructive leaf of this run: the facts recorded at start/approve
-    /// against the cluster now. Refuses on a difference; `--force` records it instead.
+    /// Whether the plan has a destructive leaf (not idempotent, or `confirm: true`).
+    fn has_destructive_leaf(&self) -> bool {
+        self.shared
+            .plan
+            .nodes()
+            .iter()
+            .any(|n| n.is_leaf() && (!n.idempotent || n.confirm))
+    }
+
+    /// Before the run's first leaf, when nothing of the operation has run yet: the facts
+    /// recorded at start/approve against the cluster now. Refuses on a difference; `--force`
+    /// records it instead.
     pub(super) async fn check_drift(&self, leaf: usize) -> Result<(), EngineError> {
+        if self.drift_checked.swap(true, Ordering::SeqCst)
+            || self.work_began()
+            || !self.has_destructive_leaf()
+        {
+            return Ok(());
+        }
         let node = self.shared.plan.node(leaf);
-        if node.idempotent && !node.confirm {
-            return Ok(());
-        }
-        if self.drift_checked.swap(true, Ordering::SeqCst) || self.destructive_work_began() {
-            return Ok(());
-        }
         let recorded = {
             let mut store = self.shared.store.lock().expect("store lock");
             match store.as_mut() {
