@@ -205,8 +205,8 @@ impl Engine {
             secrets,
         };
         let redactor = Redactor::new(&params.secrets);
-        Ok(Engine {
-            shared: Arc::new(Shared {
+        Ok(Engine::around(
+            Arc::new(Shared {
                 force,
                 inventory,
                 ssh,
@@ -228,11 +228,8 @@ impl Engine {
                 store_failure: Mutex::new(None),
             }),
             force,
-            control: Mutex::new(Some(control)),
-            keep_going: false,
-            confirmer: Arc::new(confirm::Unattended),
-            drift_checked: Default::default(),
-        })
+            control,
+        ))
     }
 
     /// An engine over an operation that is not stored, for `start --dry-run`.
@@ -246,8 +243,8 @@ impl Engine {
         let (control, _) = Control::new();
         let cancel = control.cancel();
         let redactor = Redactor::new(&params.secrets);
-        Engine {
-            shared: Arc::new(Shared {
+        Engine::around(
+            Arc::new(Shared {
                 force: false,
                 inventory,
                 ssh: Arc::new(SshPool::new()),
@@ -268,7 +265,16 @@ impl Engine {
                 redactor,
                 store_failure: Mutex::new(None),
             }),
-            force: false,
+            false,
+            control,
+        )
+    }
+
+    /// The engine around its shared state: nobody to confirm with yet, failures stop the run.
+    fn around(shared: Arc<Shared>, force: bool, control: Control) -> Engine {
+        Engine {
+            shared,
+            force,
             control: Mutex::new(Some(control)),
             keep_going: false,
             confirmer: Arc::new(confirm::Unattended),
