@@ -118,13 +118,30 @@ pub struct Inventory {
     /// `policy: {require_approval: true}`: every operation on this cluster needs an approval.
     #[serde(default)]
     pub require_approval: bool,
+    /// `policy: {drift_recheck_after: 30m}`: a resume after a pause longer than this reads
+    /// the drift facts again (default [`DEFAULT_DRIFT_RECHECK_SECS`]).
+    pub drift_recheck_after_secs: f64,
+    /// `notify:` webhooks (`crate::notify`).
+    pub notify: Vec<crate::notify::NotifyTarget>,
 }
 
-/// `policy:` of the inventory: `{require_approval: true}`.
-fn read_policy(n: &YamlNode, r: &mut Reader) -> Option<bool> {
-    let f = Fields::new(n, "policy", &["require_approval"], r)?;
-    f.get("require_approval")
+/// How long a pause may last before `resume` checks the drift facts again, by default.
+pub const DEFAULT_DRIFT_RECHECK_SECS: f64 = 30.0 * 60.0;
+
+/// `policy:` of the inventory: `{require_approval: true, drift_recheck_after: 30m}`.
+fn read_policy(n: &YamlNode, r: &mut Reader) -> (bool, f64) {
+    let Some(f) = Fields::new(n, "policy", &["require_approval", "drift_recheck_after"], r) else {
+        return (false, DEFAULT_DRIFT_RECHECK_SECS);
+    };
+    let require = f
+        .get("require_approval")
         .and_then(|v| r.bool(v, "policy.require_approval"))
+        .unwrap_or(false);
+    let recheck = f
+        .get("drift_recheck_after")
+        .and_then(|v| r.duration(v, "policy.drift_recheck_after"))
+        .unwrap_or(DEFAULT_DRIFT_RECHECK_SECS);
+    (require, recheck)
 }
 
 /// Which nodes an action runs on.
@@ -434,7 +451,7 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
     let f = Fields::new(
         root,
         "the inventory",
-        &["name", "ssh", "nodes", "kubernetes", "etcd", "policy"],
+        &["name", "ssh", "nodes", "kubernetes", "etcd", "policy", "notify"],
         r,
     )?;
     let name = f
@@ -467,12 +484,18 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         Some(n) => read_etcd(n, r, base, &nodes),
         None => EtcdSettings::default(),
     };
-    let require_approval = f
+    let (require_approval, drift_recheck_after_secs) = f
         .get("policy")
-        .and_then(|n| read_policy(n, r))
-        .unwrap_or(false);
+        .map(|n| read_policy(n, r))
+        .unwrap_or((false, DEFAULT_DRIFT_RECHECK_SECS));
+    let notify = f
+        .get("notify")
+        .map(|n| crate::notify::read_targets(n, r))
+        .unwrap_or_default();
     Some(Inventory {
         require_approval,
+        drift_recheck_after_secs,
+        notify,
         name,
         path: path.to_path_buf(),
         nodes,

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod etcd;
 pub mod events;
 pub mod inventory;
+pub mod notify;
 mod operation;
 pub mod phase_id;
 pub mod plan;

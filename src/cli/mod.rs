@@ -27,6 +27,7 @@ mod start;
 mod status;
 mod stop;
 mod tail;
+mod notify;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -263,7 +264,13 @@ fn inventory_for(
 ) -> Result<Option<Arc<Inventory>>, CliError> {
     match ctx.inventory() {
         Ok(inventory) => Ok(inventory),
-        Err(e) if needs_inventory(plan) || uses_kube(plan) => Err(e),
+        Err(e)
+            if needs_inventory(plan)
+                || uses_kube(plan)
+                || notify::has_cluster_rules(&ctx.cli.inventory) =>
+        {
+            Err(e)
+        }
         Err(_) => {
             if !ctx.json() {
                 eprintln!(

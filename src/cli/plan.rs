@@ -71,6 +71,12 @@ pub(super) async fn run_operation(
         acquire_lease(&mut store, &op, &actor, reason.clone())?;
     }
     let op_id = op.id.clone();
+    let (sink, notices) = if dry_run {
+        (sink, None)
+    } else {
+        super::notify::wrap(sink, inventory.as_deref(), &mut store, &op, &actor)?
+    };
+    let notify_actor = actor.clone();
     let ssh = Arc::new(SshPool::new());
     let mut engine = Engine::new(EngineSetup {
         store,
@@ -100,7 +106,9 @@ pub(super) async fn run_operation(
         store.release();
     } else {
         // Release the lease whatever happened, then report.
-        engine.release()?;
+        let store = engine.release()?;
+        let refusal = result.as_ref().err().map(|e| e.to_string());
+        super::notify::finish(notices, refusal, store, &op_id, &notify_actor).await?;
     }
     ssh.close_all().await;
     let outcome = result?;

@@ -19,6 +19,29 @@ pub struct Inventory {
     pub kubernetes: Option<Kubernetes>,
     pub etcd: Option<Etcd>,
     pub policy: Option<Policy>,
+    /// Webhooks told when a run starts, pauses, fails or completes.
+    pub notify: Option<Vec<Notify>>,
+}
+
+/// One webhook: medic POSTs a JSON notice (operation, procedure, phase, state, who, text).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Notify {
+    /// An http:// or https:// URL (https: the system's CA certificates).
+    pub url: String,
+    /// Which events (default: all).
+    pub events: Option<Vec<NotifyEvent>>,
+    /// Per attempt (default 5s, at most 60s).
+    pub timeout: Option<Duration>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    Started,
+    Paused,
+    Failed,
+    Completed,
 }
 
 /// Rules for every operation on this cluster.
@@ -27,6 +50,8 @@ pub struct Inventory {
 pub struct Policy {
     /// Every operation needs at least one approval (`medic plan approve`) before it executes.
     pub require_approval: Option<super::scalars::Flag>,
+    /// A `resume` after a pause longer than this reads the drift facts again (default 30m).
+    pub drift_recheck_after: Option<Duration>,
 }
 
 #[derive(JsonSchema)]
