@@ -451,7 +451,15 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
     let f = Fields::new(
         root,
         "the inventory",
-        &["name", "ssh", "nodes", "kubernetes", "etcd", "policy", "notify"],
+        &[
+            "name",
+            "ssh",
+            "nodes",
+            "kubernetes",
+            "etcd",
+            "policy",
+            "notify",
+        ],
         r,
     )?;
     let name = f

@@ -152,3 +152,51 @@ fn a_bad_approval_block_is_refused_at_load() {
         .stderr_contains("unknown key `by` in approval")
         .stderr_contains("approval.count must be between 1 and 10, not 0");
 }
+
+/// An included procedure's `approval:` joins the includer's policy, the strictest winning:
+/// the includer asks for one approval by anyone, the included one for two, not by the
+/// creator; the operation needs two, not by the creator, and says where that came from.
+#[test]
+fn an_included_procedure_s_approval_joins_the_policy_strictest_wins() {
+    let env = Env::new();
+    env.procedure(
+        "inner",
+        "name: inner\napproval: {required: true, count: 2, distinct_from_creator: true}\nphases:\n  - id: change\n    run: echo changed >> \"$WORK/ran\"\n",
+    );
+    env.procedure(
+        "outer",
+        "name: outer\napproval: {required: true, count: 1}\nphases:\n  - id: sub\n    include: {procedure: inner}\n",
+    );
+    let alice = |args: &[&str]| env.medic(args).env("USER", "alice");
+    alice(&["start", "outer"])
+        .run()
+        .code(3)
+        .stderr_contains(
+            "needs 2 approvals (procedure outer, included procedure inner) and has 0; someone other than alice@",
+        );
+    alice(&["plan", "approve", "--reason", "mine"])
+        .run()
+        .code(3)
+        .stderr_contains("must come from someone else");
+    env.medic(&["plan", "approve", "--reason", "ok"])
+        .env("USER", "bob")
+        .run()
+        .code(0);
+    alice(&["plan", "resume"])
+        .run()
+        .code(3)
+        .stderr_contains("needs 2 approvals")
+        .stderr_contains("and has 1");
+    env.medic(&["plan", "approve", "--reason", "ok too"])
+        .env("USER", "carol")
+        .run()
+        .code(0);
+    alice(&["plan", "approvals"])
+        .run()
+        .code(0)
+        .stdout_contains(
+            "policy: 2 approval(s), not by the operation's creator (procedure outer, included procedure inner)",
+        );
+    alice(&["plan", "resume"]).run().code(0);
+    assert_eq!(env.read("ran"), "changed\n");
+}

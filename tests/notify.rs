@@ -57,7 +57,11 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Received>>>) {
                 seen.push(r);
                 seen.len() == 1
             };
-            let status = if first { "500 Internal Server Error" } else { "200 OK" };
+            let status = if first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
             let _ = (&stream).write_all(
                 format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                     .as_bytes(),
@@ -187,7 +191,10 @@ fn a_receiver_down_or_silent_is_recorded_and_the_run_goes_on() {
         "{failed:#?}"
     );
     // A webhook's path (often its token) is not written down.
-    assert!(failed.iter().all(|d| !d.contains("PATH-SECRET")), "{failed:#?}");
+    assert!(
+        failed.iter().all(|d| !d.contains("PATH-SECRET")),
+        "{failed:#?}"
+    );
 }
 
 #[test]
@@ -201,7 +208,9 @@ fn a_bad_notify_list_is_refused_with_its_position() {
     env.medic(&["start", "plain"])
         .run()
         .code(2)
-        .stderr_contains("cluster.yaml:5:10: notify.url: only http:// and https:// URLs are supported")
+        .stderr_contains(
+            "cluster.yaml:5:10: notify.url: only http:// and https:// URLs are supported",
+        )
         .stderr_contains("cluster.yaml:6:23: unknown notify event `bogus`")
         .stderr_contains("notify.timeout must be at most 60s")
         .stderr_contains("every notify entry needs a `url:`");

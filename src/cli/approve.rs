@@ -8,7 +8,7 @@ use super::args::PlanArgs;
 use super::{print_json, CliError, Ctx};
 use crate::engine::{differences, read_facts};
 use crate::operation::approve::{self, ApproveError};
-use crate::render::review_json;
+use crate::render::{policy_sentence, review_json};
 use crate::ssh::SshPool;
 use crate::store::{format_time, Actor, Facts, Operation, Store};
 
@@ -113,21 +113,7 @@ pub(super) fn approvals(ctx: &Ctx, store: &mut Store, op: &Operation) -> Result<
         }));
         return Ok(0);
     }
-    let policy = &review.policy;
-    if policy.required {
-        println!(
-            "policy: {} approval(s){} ({})",
-            policy.count.max(1),
-            if policy.distinct_from_creator {
-                ", not by the creator"
-            } else {
-                ""
-            },
-            policy.from.join(", ")
-        );
-    } else {
-        println!("policy: no approval required");
-    }
+    println!("policy: {}", policy_sentence(&review.policy));
     if rows.is_empty() {
         println!("no approvals");
     }

@@ -15,6 +15,7 @@ mod complete;
 mod confirm;
 mod detach;
 mod drill;
+mod notify;
 mod operations;
 mod plan;
 mod procedures;
@@ -27,7 +28,6 @@ mod start;
 mod status;
 mod stop;
 mod tail;
-mod notify;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -80,13 +80,19 @@ pub(crate) fn read_targets(node: &YamlNode, r: &mut Reader) -> Vec<NotifyTarget>
         );
         return Vec::new();
     };
-    items.iter().filter_map(|item| read_target(item, r)).collect()
+    items
+        .iter()
+        .filter_map(|item| read_target(item, r))
+        .collect()
 }
 
 fn read_target(item: &YamlNode, r: &mut Reader) -> Option<NotifyTarget> {
     let f = Fields::new(item, "a notify entry", &["url", "events", "timeout"], r)?;
     let Some(url_node) = f.get("url") else {
-        r.error(f.span(), "every notify entry needs a `url:` (http:// or https://)");
+        r.error(
+            f.span(),
+            "every notify entry needs a `url:` (http:// or https://)",
+        );
         return None;
     };
     let url = r.string(url_node, "notify.url")?.as_str().to_string();

@@ -188,7 +188,10 @@ async fn deliver(client: &HttpClient, target: &NotifyTarget, body: Bytes) -> Res
         }
         let request = hyper::Request::post(&target.url)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("medic/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("medic/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(body.clone()))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let answer = tokio::time::timeout(timeout, async {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-pub use config::{NotifyEvent, NotifyTarget};
 pub(crate) use config::read_targets;
+pub use config::{NotifyEvent, NotifyTarget};
 pub(crate) use deliver::{Failure, Notice, Notifier};
 
 use crate::engine::Redactor;

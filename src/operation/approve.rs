@@ -12,7 +12,7 @@
 //!    `--force` runs anyway and [`record_unapproved`] writes that into history.
 
 use crate::inventory::Inventory;
-use crate::procedure::Procedure;
+use crate::procedure::{ApprovalSpec, Procedure};
 use crate::store::{
     now_ms, Actor, Approval, ApprovalPolicy, Commit, Facts, HistoryEntry, Operation, Review, Store,
     StoreError,
@@ -50,22 +50,39 @@ fn review_error(op: &Operation) -> impl FnOnce(StoreError) -> ApproveError + '_ 
     }
 }
 
-/// The policy of a new operation: its procedure's `approval:`, made stricter by the
-/// inventory's `policy: {require_approval: true}` (at least one approval).
+/// The policy of a new operation: its procedure's `approval:` merged with that of every
+/// procedure it includes (at any depth; the strictest wins: required if any requires it, the
+/// highest count, distinct if any says so), made stricter by the inventory's
+/// `policy: {require_approval: true}` (at least one approval).
 pub(crate) fn policy_for(procedure: &Procedure, inventory: Option<&Inventory>) -> ApprovalPolicy {
     let mut policy = ApprovalPolicy::default();
     if let Some(spec) = procedure.approval.filter(|a| a.required) {
-        policy.required = true;
-        policy.count = spec.count;
-        policy.distinct_from_creator = spec.distinct_from_creator;
-        policy.from.push(format!("procedure {}", procedure.name));
+        tighten(&mut policy, spec, format!("procedure {}", procedure.name));
     }
+    crate::procedure::walk(&procedure.phases, &mut |phase| {
+        if let Some(inc) = &phase.include {
+            if let Some(spec) = inc.approval.filter(|a| a.required) {
+                let from = format!("included procedure {}", inc.procedure);
+                tighten(&mut policy, spec, from);
+            }
+        }
+    });
     if inventory.is_some_and(|i| i.require_approval) {
         policy.required = true;
         policy.count = policy.count.max(1);
         policy.from.push("inventory policy".into());
     }
     policy
+}
+
+/// Makes `policy` at least as strict as `spec` (which `from` asks for).
+fn tighten(policy: &mut ApprovalPolicy, spec: ApprovalSpec, from: String) {
+    policy.required = true;
+    policy.count = policy.count.max(spec.count);
+    policy.distinct_from_creator |= spec.distinct_from_creator;
+    if !policy.from.contains(&from) {
+        policy.from.push(from);
+    }
 }
 
 /// Records what `start` fixed: the policy and the facts its dry-run showed.

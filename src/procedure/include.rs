@@ -88,6 +88,7 @@ pub(super) fn resolve_includes(
             }
         });
         inc.params = included.params;
+        inc.approval = included.approval;
         phase.children = included.phases;
     }
     Ok(())

@@ -145,6 +145,9 @@ pub(crate) struct Include {
     /// The included procedure's parameters, known once the include is resolved.
     pub(crate) params: Vec<ParamSpec>,
     pub(crate) location: Location,
+    /// The included procedure's own `approval:`, known once the include is resolved; it
+    /// joins the includer's policy (`operation::approve::policy_for`, strictest wins).
+    pub(crate) approval: Option<ApprovalSpec>,
 }
 
 /// A validated procedure.
@@ -191,7 +194,7 @@ fn plain(message: String) -> Diagnostic {
     }
 }
 
-fn walk<'a>(phases: &'a [PhaseSpec], f: &mut dyn FnMut(&'a PhaseSpec)) {
+pub(crate) fn walk<'a>(phases: &'a [PhaseSpec], f: &mut dyn FnMut(&'a PhaseSpec)) {
     for p in phases {
         f(p);
         walk(&p.children, f);

@@ -26,7 +26,9 @@ use crate::plan::PhaseState;
 pub(crate) use export::{Export, Section};
 pub(crate) use json::{operation_json, JsonCollector};
 pub(crate) use live::TextRenderer;
-pub(crate) use review::{review_json, review_markdown, review_sections, with_review};
+pub(crate) use review::{
+    policy_sentence, review_json, review_markdown, review_sections, with_review,
+};
 pub(crate) use table::PlanView;
 
 /// The state shown for a node: stored/derived state, or interrupted.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use crate::store::{format_time, Operation, Review};
+use crate::store::{format_time, ApprovalPolicy, Operation, Review};
 
 /// The review as JSON, with `counts` on each approval (`operation::approve::counted`).
 pub(crate) fn review_json(review: &Review, op: &Operation, counts: &[bool]) -> serde_json::Value {
@@ -32,6 +32,25 @@ pub(crate) fn review_json(review: &Review, op: &Operation, counts: &[bool]) -> s
     })
 }
 
+/// The approval policy in one sentence (without the full stop), for `plan approvals` and
+/// every export: `1 approval(s), not by the operation's creator (procedure p, inventory
+/// policy)` or `no approval required`.
+pub(crate) fn policy_sentence(policy: &ApprovalPolicy) -> String {
+    if !policy.required {
+        return "no approval required".into();
+    }
+    format!(
+        "{} approval(s){} ({})",
+        policy.count.max(1),
+        if policy.distinct_from_creator {
+            ", not by the operation's creator"
+        } else {
+            ""
+        },
+        policy.from.join(", ")
+    )
+}
+
 /// Adds `"review"` to an export's JSON text.
 pub(crate) fn with_review(export_json: String, review: serde_json::Value) -> String {
     match serde_json::from_str::<serde_json::Value>(&export_json) {
@@ -46,22 +65,7 @@ pub(crate) fn with_review(export_json: String, review: serde_json::Value) -> Str
 /// The review as a Markdown section, appended to `plan export --format markdown`.
 pub(crate) fn review_markdown(review: &Review, counts: &[bool]) -> String {
     let mut out = String::from("\n## Approvals\n\n");
-    let policy = &review.policy;
-    if policy.required {
-        let _ = writeln!(
-            out,
-            "Policy: {} approval(s){} ({}).\n",
-            policy.count.max(1),
-            if policy.distinct_from_creator {
-                ", not by the operation's creator"
-            } else {
-                ""
-            },
-            policy.from.join(", ")
-        );
-    } else {
-        out.push_str("Policy: no approval required.\n\n");
-    }
+    let _ = writeln!(out, "Policy: {}.\n", policy_sentence(&review.policy));
     if review.approvals.is_empty() {
         out.push_str("No approvals.\n");
     } else {
@@ -96,20 +100,7 @@ pub(crate) fn review_markdown(review: &Review, counts: &[bool]) -> String {
 
 /// The review as sections of the HTML export: the approvals (with the policy) and the facts.
 pub(crate) fn review_sections(review: &Review, counts: &[bool]) -> Vec<super::Section> {
-    let policy = &review.policy;
-    let policy_line = if policy.required {
-        format!(
-            "Policy: {} approval(s){}.",
-            policy.count.max(1),
-            if policy.distinct_from_creator {
-                ", not by the operation's creator"
-            } else {
-                ""
-            }
-        )
-    } else {
-        "Policy: no approval required.".to_string()
-    };
+    let policy_line = format!("Policy: {}.", policy_sentence(&review.policy));
     let approvals = super::Section {
         title: "Approvals".into(),
         headers: ["When", "Who", "Plan fingerprint", "Reason", "Counts"]
@@ -149,4 +140,27 @@ pub(crate) fn review_sections(review: &Review, counts: &[bool]) -> Vec<super::Se
         });
     }
     sections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_sentence_names_count_creator_rule_and_sources() {
+        assert_eq!(
+            policy_sentence(&ApprovalPolicy::default()),
+            "no approval required"
+        );
+        let policy = ApprovalPolicy {
+            required: true,
+            count: 2,
+            distinct_from_creator: true,
+            from: vec!["procedure p".into(), "inventory policy".into()],
+        };
+        assert_eq!(
+            policy_sentence(&policy),
+            "2 approval(s), not by the operation's creator (procedure p, inventory policy)"
+        );
+    }
 }

@@ -67,5 +67,6 @@ fn read_include(node: &Node, what: &str, r: &mut Reader) -> Option<Include> {
         with,
         params: Vec::new(),
         location,
+        approval: None,
     })
 }
