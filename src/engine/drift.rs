@@ -11,6 +11,10 @@
 //!    of the operation has started yet and the plan has a destructive leaf. Once any leaf has
 //!    run, the plan's own steps (stopping a service, an idempotent change) change the facts,
 //!    so they no longer describe what was reviewed.
+//! 4. When a run stops at a pause, [`Engine::record_pause_facts`] reads the facts again; a
+//!    run that continues after a pause longer than the inventory's
+//!    `policy.drift_recheck_after` (default 30m) compares them with the cluster before its
+//!    first leaf, and refuses on a difference like the gate above.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -21,9 +25,10 @@ use sha2::{Digest, Sha256};
 use crate::action::Plan;
 use crate::etcd::Transport;
 use crate::inventory::Inventory;
+use crate::inventory::DEFAULT_DRIFT_RECHECK_SECS;
 use crate::plan::PhaseState;
 use crate::ssh::SshPool;
-use crate::store::{now_ms, Facts};
+use crate::store::{now_ms, Facts, Review};
 
 use super::{Engine, EngineError};
 
@@ -122,6 +127,18 @@ pub(crate) fn differences(old: &Facts, new: &Facts) -> Vec<String> {
     out
 }
 
+pub(super) fn drift_after_pause_message(
+    operation: &str,
+    paused_secs: u64,
+    differences: &[String],
+) -> String {
+    format!(
+        "the cluster changed while operation {operation} was paused ({}):\n  {}\nsee `medic plan drift --operation {operation}`; check the cluster, then pass --force to go on (recorded in history), or roll back",
+        humantime::format_duration(std::time::Duration::from_secs(paused_secs)),
+        differences.join("\n  ")
+    )
+}
+
 pub(super) fn drift_message(operation: &str, differences: &[String]) -> String {
     format!(
         "the cluster changed since it was reviewed:\n  {}\nsee `medic plan drift --operation {operation}` for every fact; if the plan is still right, approve it again (`medic plan approve --reason TEXT`), or pass --force (recorded in history)",
@@ -146,26 +163,33 @@ impl Engine {
             .any(|n| n.is_leaf() && (!n.idempotent || n.confirm))
     }
 
-    /// Before the run's first leaf, when nothing of the operation has run yet: the facts
-    /// recorded at start/approve against the cluster now. Refuses on a difference; `--force`
-    /// records it instead.
+    /// Before the run's first leaf: when nothing of the operation has run yet, the facts
+    /// recorded at start/approve against the cluster now; when work has begun, and the run
+    /// stopped at a pause longer than `policy.drift_recheck_after` ago, the facts read at the
+    /// pause against now. Refuses on a difference; `--force` records it instead.
     pub(super) async fn check_drift(&self, leaf: usize) -> Result<(), EngineError> {
-        if self.drift_checked.swap(true, Ordering::SeqCst)
-            || self.work_began()
-            || !self.has_destructive_leaf()
-        {
+        if self.drift_checked.swap(true, Ordering::SeqCst) || !self.has_destructive_leaf() {
             return Ok(());
         }
-        let node = self.shared.plan.node(leaf);
-        let recorded = {
-            let mut store = self.shared.store.lock().expect("store lock");
-            match store.as_mut() {
-                Some(s) => s.review(&self.shared.op.id)?.facts,
-                None => None,
+        let Some(mut review) = self.stored_review()? else {
+            return Ok(());
+        };
+        let began = self.work_began();
+        let recorded = if began {
+            review.paused.clone().filter(|p| self.pause_is_long(p))
+        } else {
+            review.facts.clone()
+        };
+        // Past this check the run continues from the pause; a later one compares with its own.
+        let mut pause_over = || {
+            if began && review.paused.is_some() {
+                review.paused = None;
+                return self.put_review(&review);
             }
+            Ok(())
         };
         let Some(recorded) = recorded else {
-            return Ok(());
+            return pause_over();
         };
         let now = read_facts(
             self.shared.inventory.as_deref(),
@@ -176,16 +200,77 @@ impl Engine {
         .await;
         let differences = differences(&recorded, &now);
         if differences.is_empty() {
-            return Ok(());
+            return pause_over();
         }
-        let err = EngineError::Drift {
-            operation: self.shared.op.id.clone(),
-            differences,
+        let operation = self.shared.op.id.clone();
+        let err = if began {
+            EngineError::DriftAfterPause {
+                operation,
+                paused_secs: now.taken_at.saturating_sub(recorded.taken_at) / 1000,
+                differences,
+            }
+        } else {
+            EngineError::Drift {
+                operation,
+                differences,
+            }
         };
         if !self.force {
             return Err(err);
         }
-        self.record_forced(&node.id.clone(), format!("--force: {err}"))
+        let node = self.shared.plan.node(leaf);
+        self.record_forced(&node.id.clone(), format!("--force: {err}"))?;
+        pause_over()
+    }
+
+    /// Whether the pause whose facts are `paused` began longer ago than the inventory's
+    /// `policy.drift_recheck_after` (default 30m).
+    fn pause_is_long(&self, paused: &Facts) -> bool {
+        let window = self
+            .shared
+            .inventory
+            .as_deref()
+            .map_or(DEFAULT_DRIFT_RECHECK_SECS, |i| i.drift_recheck_after_secs);
+        now_ms().saturating_sub(paused.taken_at) as f64 > window * 1000.0
+    }
+
+    fn stored_review(&self) -> Result<Option<Review>, EngineError> {
+        let mut store = self.shared.store.lock().expect("store lock");
+        match store.as_mut() {
+            Some(s) => Ok(Some(s.review(&self.shared.op.id)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_review(&self, review: &Review) -> Result<(), EngineError> {
+        let mut store = self.shared.store.lock().expect("store lock");
+        if let Some(s) = store.as_mut() {
+            s.put_review(&self.shared.op.id, review)?;
+        }
+        Ok(())
+    }
+
+    /// When a run stops at a pause: the facts now, for a late `resume` to compare with.
+    pub(super) async fn record_pause_facts(&self) -> Result<(), EngineError> {
+        if self.shared.inventory.is_none() {
+            return Ok(());
+        }
+        let Some(mut review) = self.stored_review()? else {
+            return Ok(());
+        };
+        if review.paused.is_some() {
+            // Still the same pause (a `resume` that stopped at it again): it began earlier.
+            return Ok(());
+        }
+        let facts = read_facts(
+            self.shared.inventory.as_deref(),
+            &self.shared.plan,
+            &self.shared.ssh,
+            "pause",
+        )
+        .await;
+        review.paused = Some(facts);
+        self.put_review(&review)
     }
 }
 

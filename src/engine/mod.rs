@@ -107,6 +107,12 @@ pub(crate) enum EngineError {
         operation: String,
         differences: Vec<String>,
     },
+    #[error("{}", drift::drift_after_pause_message(.operation, *.paused_secs, .differences))]
+    DriftAfterPause {
+        operation: String,
+        paused_secs: u64,
+        differences: Vec<String>,
+    },
 }
 
 impl EngineError {
@@ -121,6 +127,7 @@ impl EngineError {
             EngineError::Store(e) => e.exit_code(),
             EngineError::Illegal(_) => 1,
             EngineError::NotConfirmed { .. } | EngineError::Drift { .. } => 3,
+            EngineError::DriftAfterPause { .. } => 3,
         }
     }
 }
@@ -386,6 +393,9 @@ impl Engine {
             return Err(e);
         }
         let outcome = self.execute_outcome(&scheduler, first_failure);
+        if matches!(outcome, Outcome::Paused { .. }) {
+            self.record_pause_facts().await?;
+        }
         Ok(self.finish(outcome))
     }
 

@@ -96,6 +96,7 @@ pub(crate) fn record_start(
         policy,
         approvals: Vec::new(),
         facts,
+        paused: None,
     };
     store.put_review(&op.id, &review).map_err(review_error(op))
 }

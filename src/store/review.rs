@@ -1,7 +1,8 @@
 //! What a change review binds to an operation, in its own sled tree (`reviews`, one key per
 //! operation): the approval policy fixed at `start`, the approvals (who, when, for which plan
 //! fingerprint), and the facts the dry-run showed (recorded at `start` and again at each
-//! `approve`), which the drift gate compares with the cluster before destructive work.
+//! `approve`), which the drift gate compares with the cluster before destructive work, and
+//! those read when a run stopped at a pause, which a late `resume` compares.
 //!
 //! The facts are a flat map from a readable label (`etcd: member cp-3`, `node cp-3: Ready`)
 //! to a value, so a difference names itself without knowing where it came from.
@@ -59,6 +60,10 @@ pub(crate) struct Review {
     pub(crate) policy: ApprovalPolicy,
     pub(crate) approvals: Vec<Approval>,
     pub(crate) facts: Option<Facts>,
+    /// The facts read when a run last stopped at a pause: a `resume` after a long pause
+    /// (the inventory's `policy.drift_recheck_after`) compares the cluster with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) paused: Option<Facts>,
 }
 
 impl Store {
