@@ -6,8 +6,9 @@ use serde_json::json;
 
 use super::args::PlanArgs;
 use super::{print_json, CliError, Ctx};
-use crate::engine::{differences, read_facts};
+use crate::engine::{differences, read_facts, FactsOf};
 use crate::operation::approve::{self, ApproveError};
+use crate::procedure::Params;
 use crate::render::{policy_sentence, review_json};
 use crate::ssh::SshPool;
 use crate::store::{format_time, Actor, Facts, Operation, Store};
@@ -150,10 +151,20 @@ async fn current_facts(
     at: &str,
 ) -> Result<Facts, CliError> {
     let plan = store.plan(&op.id)?;
+    let params = Params {
+        values: op.params.clone(),
+        secrets: store.secrets(&op.id)?,
+    };
+    let vars = store.vars(&op.id)?;
     store.release();
     let inventory = super::inventory_for(ctx, &plan)?;
     let ssh = SshPool::new();
-    let facts = read_facts(inventory.as_deref(), &plan, &ssh, at).await;
+    let of = FactsOf {
+        op,
+        params: &params,
+        vars: &vars,
+    };
+    let facts = read_facts(inventory.as_deref(), &plan, &of, &ssh, at).await;
     ssh.close_all().await;
     Ok(facts)
 }

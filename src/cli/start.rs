@@ -62,9 +62,15 @@ pub(super) async fn start_operation(ctx: &Ctx, args: &StartArgs) -> Result<i32, 
     let operation = operation::create(&mut store, new)?;
     let policy = operation::approve::policy_for(&procedure, inventory.as_deref());
     store.release();
+    let of = crate::engine::FactsOf {
+        op: &operation,
+        params: &params,
+        vars: &serde_json::Map::new(),
+    };
     let facts = crate::engine::read_facts(
         inventory.as_deref(),
         &plan,
+        &of,
         &crate::ssh::SshPool::new(),
         "start",
     )

@@ -4,11 +4,13 @@
 //! refuses the run
 //! (exit 3) unless `--force`, which history records.
 //!
-//! 1. [`read_facts`]: the inventory file's sha256 and, for a plan with etcd actions, each
-//!    etcd member with its health; each fact a readable label and a value.
+//! 1. [`read_facts`]: the inventory file's sha256; for a plan with etcd actions, each etcd
+//!    member with its health; for a plan with kube actions, the state, cordon and kubelet
+//!    version of each node it touches and each drain's preview (`action::kube::kube_facts`);
+//!    each fact a readable label and a value.
 //! 2. [`differences`]: pure, old facts against new, one sentence per difference.
 //! 3. `Engine::check_drift` runs once per execute, before the run's first leaf, when no leaf
-//!    of the operation has started yet and the plan has a destructive leaf. Once any leaf has
+//!    of the operation has started yet and the plan has a destructive leaf or a drain. Once any leaf has
 //!    run, the plan's own steps (stopping a service, an idempotent change) change the facts,
 //!    so they no longer describe what was reviewed.
 //! 4. When a run stops at a pause, [`Engine::record_pause_facts`] reads the facts again; a
@@ -22,24 +24,38 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::action::Plan;
+use crate::action::kube::{drains, kube_facts};
+use crate::action::{Plan, RenderScope};
 use crate::etcd::Transport;
 use crate::inventory::Inventory;
 use crate::inventory::DEFAULT_DRIFT_RECHECK_SECS;
 use crate::plan::PhaseState;
+use crate::procedure::Params;
 use crate::ssh::SshPool;
-use crate::store::{now_ms, Facts, Review};
+use crate::store::{now_ms, Facts, Operation, Review};
+use crate::template::Templates;
+
+use super::context::phase_context;
 
 use super::{Engine, EngineError};
 
 /// How long reading the facts may take in all.
 const FACTS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whose facts: the operation, its parameters and the values captured so far, to render
+/// the node names and drains of its phases.
+pub(crate) struct FactsOf<'a> {
+    pub(crate) op: &'a Operation,
+    pub(crate) params: &'a Params,
+    pub(crate) vars: &'a serde_json::Map<String, serde_json::Value>,
+}
+
 /// Reads the facts the plan depends on now; `at` says which step reads them (`start`,
 /// `approve`, `execute`).
 pub(crate) async fn read_facts(
     inventory: Option<&Inventory>,
     plan: &Plan,
+    of: &FactsOf<'_>,
     ssh: &SshPool,
     at: &str,
 ) -> Facts {
@@ -67,6 +83,16 @@ pub(crate) async fn read_facts(
             }));
         }
     }
+    let templates = Templates::new();
+    let scope_of = |leaf: usize| RenderScope {
+        templates: &templates,
+        ctx: phase_context(of.op, plan, leaf, of.params, of.vars, inventory, false),
+        inventory,
+    };
+    let kube = tokio::time::timeout(FACTS_TIMEOUT, kube_facts(plan, &scope_of)).await;
+    items.extend(kube.unwrap_or_else(|_| {
+        BTreeMap::from([("kubernetes: API".to_string(), "timed out".to_string())])
+    }));
     Facts {
         taken_at: now_ms(),
         at: at.to_string(),
@@ -154,13 +180,14 @@ impl Engine {
         records.values().any(|r| r.state != PhaseState::Unstarted)
     }
 
-    /// Whether the plan has a destructive leaf (not idempotent, or `confirm: true`).
+    /// Whether the plan has a destructive leaf (not idempotent, or `confirm: true`), or a
+    /// drain (which moves workloads; its preview is among the facts).
     fn has_destructive_leaf(&self) -> bool {
-        self.shared
-            .plan
-            .nodes()
+        let plan = &self.shared.plan;
+        plan.nodes()
             .iter()
             .any(|n| n.is_leaf() && (!n.idempotent || n.confirm))
+            || drains(plan)
     }
 
     /// Before the run's first leaf: when nothing of the operation has run yet, the facts
@@ -191,13 +218,7 @@ impl Engine {
         let Some(recorded) = recorded else {
             return pause_over();
         };
-        let now = read_facts(
-            self.shared.inventory.as_deref(),
-            &self.shared.plan,
-            &self.shared.ssh,
-            "execute",
-        )
-        .await;
+        let now = self.facts_now("execute").await;
         let differences = differences(&recorded, &now);
         if differences.is_empty() {
             return pause_over();
@@ -234,6 +255,25 @@ impl Engine {
         now_ms().saturating_sub(paused.taken_at) as f64 > window * 1000.0
     }
 
+    async fn facts_now(&self, at: &str) -> Facts {
+        let params = self.shared.params.read().expect("params lock").clone();
+        let vars = self.shared.vars.lock().expect("vars lock").clone();
+        let of = FactsOf {
+            op: &self.shared.op,
+            params: &params,
+            vars: &vars,
+        };
+        let shared = &self.shared;
+        read_facts(
+            shared.inventory.as_deref(),
+            &shared.plan,
+            &of,
+            &shared.ssh,
+            at,
+        )
+        .await
+    }
+
     fn stored_review(&self) -> Result<Option<Review>, EngineError> {
         let mut store = self.shared.store.lock().expect("store lock");
         match store.as_mut() {
@@ -262,13 +302,7 @@ impl Engine {
             // Still the same pause (a `resume` that stopped at it again): it began earlier.
             return Ok(());
         }
-        let facts = read_facts(
-            self.shared.inventory.as_deref(),
-            &self.shared.plan,
-            &self.shared.ssh,
-            "pause",
-        )
-        .await;
+        let facts = self.facts_now("pause").await;
         review.paused = Some(facts);
         self.put_review(&review)
     }

@@ -60,7 +60,7 @@ use crate::template::Templates;
 pub(crate) use confirm::{Answer, ConfirmRequest, Confirmer};
 pub(crate) use context::phase_context;
 pub(crate) use control::{Control, ControlHandle, Request, EXIT_AT_ONCE};
-pub(crate) use drift::{differences, read_facts};
+pub(crate) use drift::{differences, read_facts, FactsOf};
 use guards::{dependents_message, interrupted_message, requirements_message};
 pub(crate) use lease::{acquire_lease, interrupted_phases};
 pub(crate) use redact::Redactor;

@@ -37,7 +37,7 @@ pub(crate) enum PodAction {
 }
 
 impl PodAction {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             PodAction::Evict => "evict",
             PodAction::Skip => "skip",
@@ -151,7 +151,11 @@ pub(crate) fn classify(pod: &Pod, spec: &Drain) -> PodPlan {
 }
 
 /// The node's pods, classified.
-async fn drain_plan(client: &Client, node: &str, spec: &Drain) -> Result<Vec<PodPlan>, KubeError> {
+pub(super) async fn drain_plan(
+    client: &Client,
+    node: &str,
+    spec: &Drain,
+) -> Result<Vec<PodPlan>, KubeError> {
     let pods: Api<Pod> = Api::all(client.clone());
     let list = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))

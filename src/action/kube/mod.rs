@@ -26,6 +26,7 @@
 
 mod client;
 mod drain;
+mod facts;
 mod node;
 mod parse;
 mod pods;
@@ -42,6 +43,7 @@ use super::{Action, ActionCtx, ActionError, ActionOutput, RenderScope};
 use crate::source::Reader;
 
 pub(crate) use client::client_for;
+pub(crate) use facts::{drains, kube_facts};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrainSpec {
