@@ -121,8 +121,8 @@ pub struct Inventory {
     /// `policy: {drift_recheck_after: 30m}`: a resume after a pause longer than this reads
     /// the drift facts again (default [`DEFAULT_DRIFT_RECHECK_SECS`]).
     pub drift_recheck_after_secs: f64,
-    /// `notify:` webhooks (`crate::notify`).
-    pub notify: Vec<crate::notify::NotifyTarget>,
+    /// `notify:` webhooks (`notify/config.rs`).
+    pub notify: Vec<crate::notify::config::NotifyTarget>,
 }
 
 /// How long a pause may last before `resume` checks the drift facts again, by default.
@@ -498,7 +498,7 @@ fn read_inventory(root: &YamlNode, r: &mut Reader, base: &Path, path: &Path) -> 
         .unwrap_or((false, DEFAULT_DRIFT_RECHECK_SECS));
     let notify = f
         .get("notify")
-        .map(|n| crate::notify::read_targets(n, r))
+        .map(|n| crate::notify::config::read_targets(n, r))
         .unwrap_or_default();
     Some(Inventory {
         require_approval,

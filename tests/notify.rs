@@ -130,7 +130,7 @@ fn notices_are_delivered_with_a_retry_and_carry_no_secret() {
     assert_eq!(events, ["started", "started", "failed"], "{got:#?}");
     assert!(got.iter().all(|r| r.path == "/hooks/T1"));
     let failed = &got[2].body;
-    assert_eq!(failed["operation"].as_str().unwrap().is_empty(), false);
+    assert!(!failed["operation"].as_str().unwrap().is_empty());
     assert_eq!(failed["procedure"], "notified");
     assert_eq!(failed["phase"], "/fail");
     assert_eq!(failed["state"], "failed");

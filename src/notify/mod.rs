@@ -8,14 +8,13 @@
 //! 3. `deliver.rs` POSTs the notices from a background task; the caller records the failures
 //!    it returns in history ([`history_entries`]).
 
-mod config;
+pub mod config;
 mod deliver;
 
 use std::sync::Arc;
 
 use serde_json::json;
 
-pub(crate) use config::read_targets;
 pub use config::{NotifyEvent, NotifyTarget};
 pub(crate) use deliver::{Failure, Notice, Notifier};
 
