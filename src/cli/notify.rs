@@ -90,9 +90,17 @@ pub(super) async fn finish(
 /// Whether the inventory file sets rules for every plan (`policy:`, `notify:` at its top
 /// level): then a problem in it is an error for every plan, not a note, since ignoring it
 /// would drop an approval policy or the webhooks without a word.
+/// Only a regular file is read, and at most its first MiB (a FIFO or a device would block or
+/// never end; the inventory loader refuses those itself).
 pub(super) fn has_cluster_rules(path: &std::path::Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| {
-        text.lines()
+    use std::io::Read as _;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut text = String::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(1 << 20).read_to_string(&mut text));
+    read.is_ok()
+        && text
+            .lines()
             .any(|l| l.starts_with("policy:") || l.starts_with("notify:"))
-    })
 }
