@@ -216,3 +216,33 @@ fn a_bad_notify_list_is_refused_with_its_position() {
         .stderr_contains("every notify entry needs a `url:`");
     assert_eq!(env.read("ran"), "");
 }
+
+#[test]
+fn a_pause_is_notified_to_the_webhooks_that_subscribe_to_it() {
+    let env = Env::new();
+    env.procedure(
+        "paused",
+        "name: paused\nphases:\n  - id: before\n    run: 'true'\n  - id: wait\n    pause: do the manual step\n  - id: after\n    run: 'true'\n",
+    );
+    let (port, got) = receiver();
+    inventory(
+        &env,
+        &format!("  - url: http://127.0.0.1:{port}/p\n    events: [paused]\n"),
+    );
+    env.medic(&["start", "paused"])
+        .run()
+        .code(0)
+        .stdout_contains("paused before /wait");
+    let got = got.lock().unwrap().clone();
+    // Only the pause (no start, no completion), the 500 retried.
+    let seen: Vec<(&str, &str)> = got
+        .iter()
+        .map(|r| {
+            (
+                r.body["event"].as_str().unwrap(),
+                r.body["phase"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [("paused", "/wait"), ("paused", "/wait")], "{got:#?}");
+}
