@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
@@ -47,7 +47,15 @@ pub(crate) struct Failure {
     pub(crate) error: String,
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The clients of the delivery tasks: plain HTTP always works; HTTPS needs the system's CA
+/// certificates, and when they cannot be loaded only https:// deliveries fail.
+#[derive(Clone)]
+struct Clients {
+    http: Client<HttpConnector, Full<Bytes>>,
+    https: Result<HttpsClient, String>,
+}
 
 /// The queues into the delivery tasks (one per webhook), and what they report back.
 pub(crate) struct Notifier {
@@ -73,7 +81,10 @@ impl Notifier {
             .map(|t| Duration::from_secs_f64(t.timeout_secs))
             .max()
             .unwrap_or_default();
-        let client = http_client();
+        let clients = Clients {
+            http: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            https: https_client(),
+        };
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
         for target in targets {
@@ -81,7 +92,7 @@ impl Notifier {
             queues.push((target.clone(), tx));
             tasks.push(tokio::spawn(deliver_each(
                 target.clone(),
-                client.clone(),
+                clients.clone(),
                 rx,
                 failures.clone(),
                 in_flight.clone(),
@@ -145,16 +156,20 @@ impl Notifier {
 /// The delivery task of one webhook: its notices in order.
 async fn deliver_each(
     target: NotifyTarget,
-    client: Result<HttpClient, String>,
+    clients: Clients,
     mut rx: mpsc::Receiver<Notice>,
     failures: Arc<Mutex<Vec<Failure>>>,
     in_flight: Arc<AtomicUsize>,
 ) {
     while let Some(notice) = rx.recv().await {
         let body = Bytes::from(serde_json::to_vec(&notice.body).unwrap_or_default());
-        let result = match &client {
-            Ok(client) => deliver(client, &target, body).await,
-            Err(e) => Err(e.clone()),
+        let result = if target.url.starts_with("https://") {
+            match &clients.https {
+                Ok(client) => deliver(client, &target, body).await,
+                Err(e) => Err(e.clone()),
+            }
+        } else {
+            deliver(&clients.http, &target, body).await
         };
         if let Err(error) = result {
             failures.lock().expect("failures lock").push(Failure {
@@ -167,19 +182,26 @@ async fn deliver_each(
     }
 }
 
-/// An HTTP/1 client for http:// and https:// (the system's CA certificates).
-fn http_client() -> Result<HttpClient, String> {
+/// An HTTP/1 client for https:// (the system's CA certificates).
+fn https_client() -> Result<HttpsClient, String> {
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| format!("cannot load the system's CA certificates: {e}"))?
-        .https_or_http()
+        .https_only()
         .enable_http1()
         .build();
     Ok(Client::builder(TokioExecutor::new()).build(connector))
 }
 
 /// POSTs `body` to `target`, retrying; the last error if no attempt got a 2xx answer.
-async fn deliver(client: &HttpClient, target: &NotifyTarget, body: Bytes) -> Result<(), String> {
+async fn deliver<C>(
+    client: &Client<C, Full<Bytes>>,
+    target: &NotifyTarget,
+    body: Bytes,
+) -> Result<(), String>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let timeout = Duration::from_secs_f64(target.timeout_secs);
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
