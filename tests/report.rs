@@ -205,6 +205,23 @@ fn scope_options_select_what_is_collected() {
     }
     assert!(!out.stdout.contains(".key"), "{}", out.stdout);
 
+    // A command missing on the node (shell exit 127) and one that fails (exit 3): both
+    // recorded with their real exit code and stderr tail, the other files still collected.
+    let bin = drill.dir.join("bin");
+    std::fs::write(
+        bin.join("lsmod"),
+        "#!/bin/sh\nexec medic-test-no-such-command \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bin.join("free"),
+        "#!/bin/sh\necho 'free: cannot read /proc/meminfo' >&2\nexit 3\n",
+    )
+    .unwrap();
+    for shim in ["lsmod", "free"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join(shim), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     // --node and --only: one node's system group, nothing else.
     let (bundle, _) = report(
         &drill,
@@ -221,6 +238,34 @@ fn scope_options_select_what_is_collected() {
             files(&top)
         );
     }
+    let m = manifest(&top);
+    let by_path = |path: &str| {
+        items(&m)
+            .iter()
+            .find(|i| i["command"].as_str().unwrap().starts_with(path))
+            .unwrap_or_else(|| panic!("no {path} in {m:#}"))
+            .clone()
+    };
+    let missing = by_path("lsmod");
+    assert_eq!(missing["exit_code"], 127, "{missing}");
+    assert!(
+        missing["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains("medic-test-no-such-command: not found"),
+        "{missing}"
+    );
+    assert!(
+        missing["error"].as_str().unwrap().contains("127"),
+        "{missing}"
+    );
+    let failed = by_path("free");
+    assert_eq!(failed["exit_code"], 3, "{failed}");
+    assert_eq!(failed["stderr_tail"], "free: cannot read /proc/meminfo");
+    assert_eq!(by_path("ps auxww")["exit_code"], 0);
+    assert!(top.join("nodes/worker-1/ps.txt").is_file());
+    std::fs::remove_file(bin.join("lsmod")).unwrap();
+    std::fs::remove_file(bin.join("free")).unwrap();
     // An unknown node is bad input.
     drill
         .medic(&["report", "--node", "nope", "--dry-run"])
