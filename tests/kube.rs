@@ -74,6 +74,40 @@ fn kubectl_gets_cordons_drains_and_deletes_against_the_emulator() {
         })
         .sum();
     assert_eq!(web, 5);
+    // What the cordons, the drain and the ReplicaSet did is in the events kubectl reads.
+    let events = api.kubectl(&["get", "events", "-A"]);
+    let text = String::from_utf8_lossy(&events.stdout);
+    for shown in [
+        "NodeNotSchedulable",
+        "NodeSchedulable",
+        "node/n1",
+        "Killing",
+        "SuccessfulCreate",
+    ] {
+        assert!(text.contains(shown), "{shown} not in\n{text}");
+    }
+    let about_n1 = api.json(&[
+        "get",
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        "involvedObject.name=n1",
+    ]);
+    let reasons: Vec<&str> = about_n1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "NodeNotSchedulable",
+            "NodeSchedulable",
+            "NodeNotSchedulable"
+        ]
+    );
     assert!(api.kubectl(&["delete", "node", "n3"]).status.success());
     let names: Vec<String> = api.json(&["get", "nodes"])["items"]
         .as_array()

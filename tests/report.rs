@@ -205,6 +205,23 @@ fn scope_options_select_what_is_collected() {
     }
     assert!(!out.stdout.contains(".key"), "{}", out.stdout);
 
+    // A command missing on the node (shell exit 127) and one that fails (exit 3): both
+    // recorded with their real exit code and stderr tail, the other files still collected.
+    let bin = drill.dir.join("bin");
+    std::fs::write(
+        bin.join("lsmod"),
+        "#!/bin/sh\nexec medic-test-no-such-command \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bin.join("free"),
+        "#!/bin/sh\necho 'free: cannot read /proc/meminfo' >&2\nexit 3\n",
+    )
+    .unwrap();
+    for shim in ["lsmod", "free"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join(shim), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     // --node and --only: one node's system group, nothing else.
     let (bundle, _) = report(
         &drill,
@@ -221,6 +238,34 @@ fn scope_options_select_what_is_collected() {
             files(&top)
         );
     }
+    let m = manifest(&top);
+    let by_path = |path: &str| {
+        items(&m)
+            .iter()
+            .find(|i| i["command"].as_str().unwrap().starts_with(path))
+            .unwrap_or_else(|| panic!("no {path} in {m:#}"))
+            .clone()
+    };
+    let missing = by_path("lsmod");
+    assert_eq!(missing["exit_code"], 127, "{missing}");
+    assert!(
+        missing["stderr_tail"]
+            .as_str()
+            .unwrap()
+            .contains("medic-test-no-such-command: not found"),
+        "{missing}"
+    );
+    assert!(
+        missing["error"].as_str().unwrap().contains("127"),
+        "{missing}"
+    );
+    let failed = by_path("free");
+    assert_eq!(failed["exit_code"], 3, "{failed}");
+    assert_eq!(failed["stderr_tail"], "free: cannot read /proc/meminfo");
+    assert_eq!(by_path("ps auxww")["exit_code"], 0);
+    assert!(top.join("nodes/worker-1/ps.txt").is_file());
+    std::fs::remove_file(bin.join("lsmod")).unwrap();
+    std::fs::remove_file(bin.join("free")).unwrap();
     // An unknown node is bad input.
     drill
         .medic(&["report", "--node", "nope", "--dry-run"])
@@ -443,4 +488,60 @@ fn no_secret_and_no_bootstrap_token_reaches_the_bundle_and_operation_scopes_it()
     let logs =
         std::fs::read_to_string(top.join("medic/operations").join(&op).join("logs.json")).unwrap();
     assert!(logs.contains("kubeadm join --token"), "{logs}");
+}
+
+/// The reasons of the events in `api/events.json` about `object`.
+fn event_reasons(top: &Path, object: &str) -> Vec<String> {
+    let events: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(top.join("api/events.json")).unwrap()).unwrap();
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == object)
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn events_of_a_drain_are_in_the_bundle_and_since_excludes_older_ones() {
+    let drill = DrillCluster::up(&["--control-planes", "1", "--workers", "2"]);
+    drill.kubectl(&["cordon", "worker-1"]).code(0);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let drain = drill.kubectl(&[
+        "drain",
+        "worker-2",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=60s",
+    ]);
+    assert_eq!(drain.code, 0, "{}\n{}", drain.stdout, drain.stderr);
+    // kubectl reads them too.
+    let listed = drill.kubectl(&["get", "events", "-A"]).code(0);
+    for shown in ["NodeNotSchedulable", "node/worker-2", "Killing"] {
+        assert!(listed.stdout.contains(shown), "{shown}: {}", listed.stdout);
+    }
+
+    // Every event, without --since: both cordons, the drained pods stopping.
+    let (bundle, _) = report(&drill, "all-events.tar.gz", &["--only", "kubernetes"], 0);
+    let top = extract(&bundle);
+    assert_eq!(event_reasons(&top, "worker-1"), ["NodeNotSchedulable"]);
+    assert_eq!(event_reasons(&top, "worker-2"), ["NodeNotSchedulable"]);
+    let events = std::fs::read_to_string(top.join("api/events.json")).unwrap();
+    assert!(events.contains("\"Killing\""), "{events}");
+
+    // --since between the two: the drain's events only.
+    let (bundle, _) = report(
+        &drill,
+        "since-events.tar.gz",
+        &["--only", "kubernetes", "--since", &since],
+        0,
+    );
+    let top = extract(&bundle);
+    assert!(event_reasons(&top, "worker-1").is_empty());
+    assert_eq!(event_reasons(&top, "worker-2"), ["NodeNotSchedulable"]);
+    let events = std::fs::read_to_string(top.join("api/events.json")).unwrap();
+    assert!(events.contains("\"Killing\""), "{events}");
 }

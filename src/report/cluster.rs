@@ -46,10 +46,9 @@ fn json_item<T: Serialize>(
     c
 }
 
-/// Whether an event happened inside the window (by its last or creation time).
-fn event_in_window(e: &Event, window: &Window) -> bool {
-    let secs = e
-        .last_timestamp
+/// When an event last happened (its last, event or creation time), in seconds.
+fn event_seconds(e: &Event) -> Option<i64> {
+    e.last_timestamp
         .as_ref()
         .map(|t| t.0.as_second())
         .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
@@ -58,8 +57,12 @@ fn event_in_window(e: &Event, window: &Window) -> bool {
                 .creation_timestamp
                 .as_ref()
                 .map(|t| t.0.as_second())
-        });
-    match secs {
+        })
+}
+
+/// Whether an event happened inside the window (by its last or creation time).
+fn event_in_window(e: &Event, window: &Window) -> bool {
+    match event_seconds(e) {
         Some(s) => {
             let s = s.max(0) as u64;
             window.since.is_none_or(|from| s >= from) && window.until.is_none_or(|to| s <= to)
@@ -112,14 +115,17 @@ pub(crate) async fn collect_api(
         ApiObject::Events => {
             let events = Api::<Event>::all(client).list(&lp).await.map_err(err);
             let events = events.map(|list| {
-                list.items
+                let mut kept: Vec<Event> = list
+                    .items
                     .into_iter()
                     .filter(|e| event_in_window(e, window))
-                    .collect::<Vec<_>>()
+                    .collect();
+                kept.sort_by_key(|e| event_seconds(e).unwrap_or(i64::MIN));
+                kept
             });
             vec![json_item(
                 "api",
-                "GET /api/v1/events (in the window)".into(),
+                "GET /api/v1/events (in the window, oldest first)".into(),
                 path,
                 started,
                 events,

@@ -59,6 +59,22 @@ async fn read_tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, hold: usize) -
     (out, cut)
 }
 
+/// The remote command's exit code as the shell gave it. openssh reports a remote exit 127
+/// as an error (`Remote` with `NotFound`) rather than a status: it is still exit code 127.
+/// An error: the command ended without an exit code (a signal) or the channel broke.
+fn exit_code(status: Result<std::process::ExitStatus, openssh::Error>) -> Result<i32, String> {
+    match status {
+        Ok(s) => s
+            .code()
+            .ok_or_else(|| format!("ended without an exit code ({s})")),
+        Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(127),
+        Err(openssh::Error::RemoteProcessTerminated) => {
+            Err("the command was terminated (a signal) without an exit code".to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Runs one command on `node`, its output bounded and its time limited.
 async fn run_one(
     pool: &SshPool,
@@ -125,14 +141,16 @@ async fn run_one(
             c.truncated = cut;
             let err = String::from_utf8_lossy(&err).trim().to_string();
             c.stderr_tail = (!err.is_empty()).then_some(err);
-            match status {
-                Ok(s) => {
-                    c.exit_code = s.code();
-                    if !s.success() {
-                        c.error = Some(format!("exit code {:?}", s.code()));
-                    }
+            match exit_code(status) {
+                Ok(0) => c.exit_code = Some(0),
+                Ok(code) => {
+                    c.exit_code = Some(code);
+                    c.error = Some(match code {
+                        127 => "exit code 127: command not found on the node".to_string(),
+                        _ => format!("exit code {code}"),
+                    });
                 }
-                Err(e) => c.error = Some(e.to_string()),
+                Err(e) => c.error = Some(e),
             }
         }
     }
@@ -204,4 +222,26 @@ pub(crate) async fn collect_node(
     }
     while tasks.join_next().await.is_some() {}
     bar.finish_with_message("done");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_remote_127_is_exit_code_127_and_other_codes_are_kept() {
+        let not_found = openssh::Error::Remote(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "remote command not found",
+        ));
+        assert_eq!(exit_code(Err(not_found)), Ok(127));
+        assert_eq!(
+            exit_code(Ok(std::process::ExitStatus::from_raw(3 << 8))),
+            Ok(3)
+        );
+        assert_eq!(exit_code(Ok(std::process::ExitStatus::from_raw(0))), Ok(0));
+        assert!(exit_code(Err(openssh::Error::RemoteProcessTerminated)).is_err());
+        assert!(exit_code(Ok(std::process::ExitStatus::from_raw(9))).is_err());
+    }
 }

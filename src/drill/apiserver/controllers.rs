@@ -42,6 +42,9 @@ impl ApiServer {
         grace: Option<i64>,
     ) -> Option<Value> {
         let obj = self.get(r, ns, name)?;
+        if r.kind == "Pod" && obj["metadata"]["deletionTimestamp"].is_null() {
+            self.record_pod_stopping(&obj);
+        }
         if r.kind == "Pod" && grace.unwrap_or(30) > 0 {
             let marked = self.update(r, ns, name, |o| {
                 if o["metadata"]["deletionTimestamp"].is_null() {
@@ -112,7 +115,20 @@ impl ApiServer {
             if let Some(labels) = fresh["metadata"]["labels"].as_object_mut() {
                 labels.remove("pod-template-hash-instance");
             }
-            let _ = server.create(Resource::by_kind("Pod").expect("known"), &ns, fresh);
+            if let Ok(created) = server.create(Resource::by_kind("Pod").expect("known"), &ns, fresh)
+            {
+                if let Some(rs_obj) =
+                    server.get(rs, &ns, owner["name"].as_str().unwrap_or_default())
+                {
+                    let pod_name = created["metadata"]["name"].as_str().unwrap_or_default();
+                    server.record_event(
+                        &rs_obj,
+                        ("SuccessfulCreate", "Normal"),
+                        &format!("Created pod: {pod_name}"),
+                        "replicaset-controller",
+                    );
+                }
+            }
         });
     }
 

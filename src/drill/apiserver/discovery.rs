@@ -14,6 +14,7 @@ pub(super) fn discovery(path: &str, port: u16) -> Option<Value> {
                 "Pod" => &["po"],
                 "DaemonSet" => &["ds"],
                 "ReplicaSet" => &["rs"],
+                "Event" => &["ev"],
                 _ => &["pdb"],
             };
             list.push(json!({"name": r.name, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced, "kind": r.kind, "shortNames": short,

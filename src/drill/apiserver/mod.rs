@@ -14,10 +14,13 @@
 //!    the pods as the disruption controller would ([`budgets`]).
 //! 5. A ReplicaSet's pod that is deleted comes back on another schedulable node after a short
 //!    delay, so a budget frees up as it would in a cluster ([`controllers`]).
+//! 6. core/v1 Events for what it does: cordon and uncordon, Ready / NotReady, a pod stopped by
+//!    a deletion or eviction, a replacement pod, a node removed ([`events`]).
 
 mod budgets;
 mod controllers;
 mod discovery;
+mod events;
 mod pod_status;
 mod resources;
 mod response;

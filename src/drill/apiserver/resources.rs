@@ -52,6 +52,13 @@ pub(super) const RESOURCES: &[Resource] = &[
         version: "v1",
         namespaced: true,
     },
+    Resource {
+        name: "events",
+        kind: "Event",
+        group: "",
+        version: "v1",
+        namespaced: true,
+    },
 ];
 
 impl Resource {

@@ -148,6 +148,7 @@ impl ApiServer {
             .get_mut(&(r.name, ns.to_string(), name.to_string()))?;
         let uid = obj["metadata"]["uid"].clone();
         let created = obj["metadata"]["creationTimestamp"].clone();
+        let before = (r.kind == "Node").then(|| obj.clone());
         f(obj);
         obj["metadata"]["uid"] = uid;
         obj["metadata"]["creationTimestamp"] = created;
@@ -158,6 +159,9 @@ impl ApiServer {
         let out = obj.clone();
         drop(st);
         self.emit(r.name, "MODIFIED", &out);
+        if let Some(before) = before {
+            self.record_node_change(&before, &out);
+        }
         Some(out)
     }
 
@@ -183,6 +187,12 @@ impl ApiServer {
             self.after_pod_deleted(&obj);
         }
         if r.kind == "Node" {
+            self.record_event(
+                &obj,
+                ("RemovingNode", "Normal"),
+                &format!("Node {name} event: Removing Node {name} from Controller"),
+                "node-controller",
+            );
             self.collect_pods_of(name);
         }
         Some(obj)

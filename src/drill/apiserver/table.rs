@@ -1,4 +1,5 @@
-//! The `Table` rendering kubectl asks for (`Accept: ...;as=Table`): nodes, pods, and the rest.
+//! The `Table` rendering kubectl asks for (`Accept: ...;as=Table`): nodes, pods, events, and the
+//! rest.
 
 use serde_json::{json, Value};
 
@@ -27,6 +28,16 @@ pub(super) fn table(r: Resource, items: &[Value]) -> Value {
             ],
             items.iter().map(pod_row).collect(),
         ),
+        "Event" => (
+            vec![
+                ("Last Seen", "string"),
+                ("Type", "string"),
+                ("Reason", "string"),
+                ("Object", "string"),
+                ("Message", "string"),
+            ],
+            items.iter().map(event_row).collect(),
+        ),
         _ => (
             vec![("Name", "string"), ("Age", "string")],
             items
@@ -46,9 +57,12 @@ pub(super) fn table(r: Resource, items: &[Value]) -> Value {
 
 /// The AGE column: `42s`, `5m`, `3h`, `2d`.
 fn age(o: &Value) -> String {
-    let created = o["metadata"]["creationTimestamp"]
-        .as_str()
-        .and_then(|t| humantime::parse_rfc3339(t).ok());
+    since(&o["metadata"]["creationTimestamp"])
+}
+
+/// How long ago an RFC 3339 time was: `42s`, `5m`, `3h`, `2d`.
+fn since(t: &Value) -> String {
+    let created = t.as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
     let secs = created
         .and_then(|c| std::time::SystemTime::now().duration_since(c).ok())
         .map(|d| d.as_secs())
@@ -117,5 +131,21 @@ fn pod_row(o: &Value) -> Vec<Value> {
         json!("0"),
         json!(age(o)),
         o["spec"]["nodeName"].clone(),
+    ]
+}
+
+/// LAST SEEN, TYPE, REASON, OBJECT (`kind/name`, lowercase kind), MESSAGE.
+fn event_row(o: &Value) -> Vec<Value> {
+    let involved = &o["involvedObject"];
+    vec![
+        json!(since(&o["lastTimestamp"])),
+        o["type"].clone(),
+        o["reason"].clone(),
+        json!(format!(
+            "{}/{}",
+            involved["kind"].as_str().unwrap_or_default().to_lowercase(),
+            involved["name"].as_str().unwrap_or_default()
+        )),
+        o["message"].clone(),
     ]
 }
