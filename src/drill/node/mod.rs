@@ -29,6 +29,7 @@ mod etcd_unit;
 pub(crate) mod host;
 mod join_config;
 mod kubeadm;
+mod ports;
 mod systemctl;
 
 use apt::{apt_get, apt_mark};
@@ -36,7 +37,15 @@ use kubeadm::kubeadm;
 use systemctl::{kubelet, systemctl};
 
 /// The commands the drill's node shell runs through medic.
-pub(crate) const SHIMMED: &[&str] = &["systemctl", "kubeadm", "apt-get", "apt-mark", "kubelet"];
+/// (`ss` answers the node's own listening sockets: `ports.rs`.)
+pub(crate) const SHIMMED: &[&str] = &[
+    "systemctl",
+    "kubeadm",
+    "apt-get",
+    "apt-mark",
+    "kubelet",
+    "ss",
+];
 
 /// What a node command printed and its exit code.
 pub(crate) struct Reply {
@@ -75,6 +84,13 @@ pub(crate) async fn run(tool: &str, args: &[String]) -> Reply {
         );
     };
     let dir = PathBuf::from(dir);
+    if tool == "ss" {
+        // Read-only: no lock (drill.json is replaced whole, never half-written).
+        return match Drill::load(&dir) {
+            Ok(drill) => ports::ss(&drill, &node, args),
+            Err(e) => Reply::err(1, format!("{e}\n")),
+        };
+    }
     let lock = match DrillLock::acquire_async(&dir).await {
         Ok(l) => l,
         Err(e) => return Reply::err(1, format!("{e}\n")),
