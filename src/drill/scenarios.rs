@@ -38,6 +38,9 @@ pub enum Scenario {
     /// An API server certificate that expires in 2 days, issued with openssl into the node's
     /// /etc/kubernetes/pki (node/cert-expiring).
     CertExpiring,
+    /// A client certificate signed by the node's CA with `openssl ca` and dates in the past
+    /// (expired), in the node's /etc/kubernetes/pki (node/cert-expired).
+    CertExpired,
 }
 
 pub(crate) async fn break_node(
@@ -61,6 +64,9 @@ pub(crate) async fn break_node(
     }
     if scenario == Scenario::CertExpiring {
         return super::certs::issue_expiring(&drill, name);
+    }
+    if scenario == Scenario::CertExpired {
+        return super::certs::issue_expired(&drill, name);
     }
     if let Some(fault) = host_fault(scenario) {
         return super::triage::break_host(&drill, fault, name);
