@@ -1,5 +1,5 @@
-//! What a drill node's commands do: `systemctl`, `kubeadm`, `apt-get`, `apt-mark` and `kubelet`
-//! on a drill node are shims (`DIR/bin/…`, first on the node shell's PATH) that run
+//! What a drill node's commands do: `systemctl`, `kubeadm`, `apt-get`, `apt-mark`, `kubelet` and
+//! `ss` on a drill node are shims (`DIR/bin/…`, first on the node shell's PATH) that run
 //! `medic drill node TOOL ARGS…`, which changes the drill as the real command would change a
 //! kubeadm cluster:
 //!
@@ -15,6 +15,7 @@
 //!    --data-dir /var/lib/etcd/...` or wiping it acts on that node of the drill only.
 //! 4. `apt-get install PKG=VERSION` changes package versions from the drill's repository, with
 //!    apt's refusals (held packages, downgrades) and the `upgrade-fails` break.
+//! 5. `ss -ltn` answers the node's own listening sockets (`ports.rs`), read-only.
 //!
 //! Procedures stay written for kubeadm; nothing in them knows about the drill.
 
