@@ -13,7 +13,8 @@
 #      workers. On a plain host the node probes mostly fail (no kubelet): the timing is what
 #      counts, every probe runs either way.
 #   4. The SSH handshake floor: N plain `ssh host true` in parallel (xargs -P N).
-#   5. `medic status --only node/` on the N nodes, $RUNS times.
+#   5. `medic status --only node/` on the N nodes, $RUNS times, each with new connections
+#      (`ssh.persist: 0`, as the floor and ansible: no master kept from the run before).
 #   6. ansible-core (venv cached under $MEDIC_BENCH_CACHE, shared with the other benches):
 #      `ansible all -m raw` with the node-health facts script, then with the clock probe's
 #      `date` (one task per probe group), forks N, host keys checked strictly.
@@ -90,7 +91,8 @@ HOST_PUB=$(cut -d' ' -f1,2 "$TMP/host_key.pub")
 : >"$TMP/known_hosts"
 {
     echo "name: bench"
-    echo "ssh: {user: $USER_NAME, port: $PORT, identity_file: $TMP/user_key, known_hosts: $TMP/known_hosts, connect_timeout: 10s}"
+    # persist: 0: every run opens its connections afresh, as the floor and ansible do.
+    echo "ssh: {user: $USER_NAME, port: $PORT, identity_file: $TMP/user_key, known_hosts: $TMP/known_hosts, connect_timeout: 10s, persist: 0}"
     echo "nodes:"
 } >"$TMP/cluster.yaml"
 echo "[all]" >"$TMP/hosts.ini"
@@ -131,7 +133,8 @@ if ! (ensure_ansible) >"$TMP/ansible-install.log" 2>&1; then
     NO_ANSIBLE=1
 fi
 VENV="$CACHE/venv"
-FACTS=$(sed -n '/^      run: |$/,/^    capture: {facts: json}$/p' "$ROOT/plans/node-health.yaml" | sed '1d;$d' | sed 's/^        //')
+FACTS=$(sed -n '/^      run: |$/,/^    capture:/p' "$ROOT/plans/node-health.yaml" | sed '1d;$d' | sed 's/^        //')
+[[ $FACTS == *'printf '* && $FACTS != *'capture:'* ]] || { echo "could not read the facts script of plans/node-health.yaml" >&2; exit 1; }
 export ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_SSH_ARGS="-o UserKnownHostsFile=$TMP/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
 ansible_run() {
     ANSIBLE_SSH_CONTROL_PATH_DIR=$(mktemp -d "$TMP/cp.XXXX") "$VENV/bin/ansible" all -i "$TMP/hosts.ini" \

@@ -222,8 +222,9 @@ impl SshPool {
         )))
     }
 
-    /// Closes the masters of this process (on exit, Ctrl-C included); kept masters stay for
-    /// the next run.
+    /// Closes the masters of this process (on exit, Ctrl-C included), all at once (one
+    /// `ssh -O exit` each: after a run on many nodes, one after another would add up); kept
+    /// masters stay for the next run.
     pub(crate) async fn close_all(&self) {
         let slots: Vec<Slot> = self
             .sessions
@@ -232,6 +233,7 @@ impl SshPool {
             .drain()
             .map(|(_, s)| s)
             .collect();
+        let mut closing = tokio::task::JoinSet::new();
         for slot in slots {
             if let Some(Ok(session)) = Arc::try_unwrap(slot)
                 .ok()
@@ -239,11 +241,14 @@ impl SshPool {
             {
                 if let Ok(session) = Arc::try_unwrap(session) {
                     if session.control_socket().starts_with(&self.own_dir) {
-                        let _ = session.close().await;
+                        closing.spawn(async move {
+                            let _ = session.close().await;
+                        });
                     }
                 }
             }
         }
+        while closing.join_next().await.is_some() {}
         let _ = std::fs::remove_dir_all(&self.own_dir);
     }
 }

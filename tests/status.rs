@@ -63,6 +63,16 @@ fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
             assert!(p.get(key).is_some(), "probe lacks {key}: {p:#}");
         }
     }
+    // The ports each node listens on, from its own `ss -ltnH`: the control plane's on
+    // control-plane nodes only.
+    for (node, ports) in [
+        ("cp-1", serde_json::json!([22, 2379, 2380, 6443, 10250])),
+        ("worker-1", serde_json::json!([22, 10250])),
+    ] {
+        let p = probe(&v, "node/port-6443", Some(node));
+        assert_eq!(p["data"]["facts"]["ports"], ports, "{p:#}");
+        assert_eq!(p["data"]["control_plane"], node == "cp-1", "{p:#}");
+    }
     let kubelet = probe(&v, "node/kubelet-active", Some("worker-1"));
     assert_eq!(kubelet["severity"], "critical");
     assert_eq!(kubelet["data"]["facts"]["kubelet"], "active");
@@ -77,7 +87,7 @@ fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
             .all(|p| p["component"] == "node" && p["node"] == "cp-2"),
         "{v:#}"
     );
-    assert_eq!(probes(&v).len(), 13);
+    assert_eq!(probes(&v).len(), 17);
     let v = status_json(&drill, &["--only", "etcd/leader"], 0);
     assert_eq!(probes(&v).len(), 1, "{v:#}");
 
@@ -93,6 +103,8 @@ fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
             "node/kubelet-active",
             "--skip",
             "kubernetes/nodes-ready",
+            "--skip",
+            "node/port-10250",
         ],
         0,
     );
@@ -100,7 +112,7 @@ fn a_healthy_drill_passes_every_probe_and_only_and_skip_select_probes() {
         probe(&v, "node/kubelet-active", Some("worker-2"))["state"],
         "skipped"
     );
-    assert_eq!(v["summary"]["skipped"], 6, "{v:#}");
+    assert_eq!(v["summary"]["skipped"], 11, "{v:#}");
     assert_eq!(v["status"], "healthy");
     status_json(&drill, &[], 1);
 }
@@ -148,6 +160,14 @@ const SCENARIOS: &[(&str, &str, &str, &str, &str, &str)] = &[
         "systemctl start containerd",
     ),
     (
+        "cert-expired",
+        "worker-1",
+        "node/cert-expired",
+        "critical",
+        "worker-1: expired: /etc/kubernetes/pki/apiserver-kubelet-client.crt (Jan  1 00:00:00 2025 GMT)",
+        "On worker-1: kubeadm certs renew all",
+    ),
+    (
         "etcd-down",
         "cp-3",
         "etcd/member-health",
@@ -189,18 +209,28 @@ fn each_break_scenario_is_found_with_its_severity_finding_and_remedy() {
             out.stdout
         );
     }
-    // Each scenario fails only its own probes (and what follows from them).
+    // Each scenario fails only its own probes (and what follows from them): the etcd member
+    // killed on cp-3 no longer listens there, and only there.
     let v = status_json(&drill, &["--only", "node/"], 1);
+    let port = probe(&v, "node/port-2379", Some("cp-3"));
+    assert_eq!(port["severity"], "critical");
+    assert_eq!(
+        port["finding"],
+        "cp-3: nothing listens on port 2379 (etcd clients)"
+    );
     let mut names = failed(&v);
     names.sort();
     assert_eq!(
         names,
         [
+            ("node/cert-expired", "worker-1"),
             ("node/clock-offset-critical", "cp-2"),
             ("node/clock-offset-warning", "cp-2"),
             ("node/disk-critical", "cp-3"),
             ("node/disk-warning", "cp-3"),
             ("node/kernel-modules", "cp-1"),
+            ("node/port-2379", "cp-3"),
+            ("node/port-2380", "cp-3"),
             ("node/runtime-active", "worker-1"),
             ("node/sysctl-ip-forward", "worker-2"),
         ]
@@ -218,6 +248,14 @@ fn the_printed_remedy_for_a_stopped_kubelet_repairs_it() {
     let v = status_json(&drill, &[], 1);
     let p = probe(&v, "node/kubelet-active", Some("worker-1"));
     assert_eq!(p["finding"], "worker-1: kubelet is inactive");
+    // Its port goes with it, on that node only.
+    let port = probe(&v, "node/port-10250", Some("worker-1"));
+    assert_eq!(port["state"], "fail", "{port:#}");
+    assert_eq!(port["remedy"]["procedure"], "restart-kubelet");
+    assert_eq!(
+        probe(&v, "node/port-10250", Some("worker-2"))["state"],
+        "pass"
+    );
     let command = p["remedy"]["command"].as_str().unwrap();
     assert_eq!(
         command,
@@ -531,4 +569,52 @@ fn a_certificate_expiring_on_one_node_is_a_warning_there_only() {
         [("node/cert-expiring".to_string(), "cp-2".to_string())]
     );
     status_json(&drill, &["--only", "node/", "--strict"], 1);
+
+    // An expired certificate, signed by cp-1's CA with `openssl ca` and dates in the past:
+    // critical there, and not counted again as expiring.
+    drill
+        .medic(&["drill", "break", "cert-expired", "cp-1"])
+        .run()
+        .code(0)
+        .stdout_contains("(expired)");
+    let pki = drill.dir.join("nodes/cp-1/kubernetes/pki");
+    let verify = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(pki.join("ca.crt"))
+        .arg(pki.join("apiserver-kubelet-client.crt"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stdout).to_string()
+        + &String::from_utf8_lossy(&verify.stderr);
+    assert!(said.contains("certificate has expired"), "{said}");
+    let v = status_json(&drill, &["--only", "node/"], 1);
+    assert_eq!(v["status"], "degraded");
+    let p = probe(&v, "node/cert-expired", Some("cp-1"));
+    assert_eq!(p["state"], "fail", "{p:#}");
+    assert_eq!(p["severity"], "critical");
+    assert_eq!(
+        p["finding"],
+        "cp-1: expired: /etc/kubernetes/pki/apiserver-kubelet-client.crt (Jan  1 00:00:00 2025 GMT)"
+    );
+    let mut names = failed(&v);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("node/cert-expired", "cp-1"),
+            ("node/cert-expiring", "cp-2")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    drill
+        .medic(&["status", "--only", "node/"])
+        .run()
+        .code(1)
+        .stdout_contains("On cp-1: kubeadm certs renew all");
+    drill
+        .medic(&["drill", "break", "cert-expired", "cp-1"])
+        .run()
+        .code(2)
+        .stderr_contains("nothing was changed");
 }

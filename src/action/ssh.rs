@@ -405,6 +405,11 @@ struct NodeResult {
     stdout: Captured,
     stderr: Captured,
     duration_ms: u64,
+    /// This machine's clock (Unix ms) just before the command was started on the node's
+    /// connection and when it ended: they bracket anything the command read on the node
+    /// (`node-health` compares the node's clock within them).
+    started_at_ms: Option<u64>,
+    finished_at_ms: Option<u64>,
     error: Option<String>,
 }
 
@@ -446,6 +451,8 @@ impl NodeResult {
             "stdout": self.stdout.text,
             "stderr": self.stderr.text,
             "duration_ms": self.duration_ms,
+            "started_at_ms": self.started_at_ms,
+            "finished_at_ms": self.finished_at_ms,
             "json": self.stdout.json(),
             "truncated": self.stdout.truncated || self.stderr.truncated,
             "error": self.error,
@@ -473,6 +480,13 @@ async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
     collected
 }
 
+/// This machine's clock, in Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 async fn run_on_node(
     pool: &SshPool,
     node: &NodeEntry,
@@ -487,6 +501,8 @@ async fn run_on_node(
         stdout: Captured::default(),
         stderr: Captured::default(),
         duration_ms: 0,
+        started_at_ms: None,
+        finished_at_ms: None,
         error: None,
     };
     let session = match pool.session(node).await {
@@ -508,10 +524,12 @@ async fn run_on_node(
                 .await
         };
         // A master that exited while idle (or was killed) is replaced once.
+        let mut started_at = unix_ms();
         let mut child = match spawn(session.clone()).await {
             Ok(child) => child,
             Err(_) => {
                 let fresh = pool.reconnect(node).await.map_err(|e| e.to_string())?;
+                started_at = unix_ms();
                 spawn(fresh)
                     .await
                     .map_err(|e| format!("{}: start command: {e}", node.name))?
@@ -533,7 +551,7 @@ async fn run_on_node(
             collect_lines(stderr, Stream::Stderr, &node.name, &tx)
         );
         let status = child.wait().await;
-        Ok::<_, String>((out, err, status))
+        Ok::<_, String>((out, err, status, started_at, unix_ms()))
     };
     let outcome = match timeout {
         Some(secs) => match tokio::time::timeout(Duration::from_secs_f64(secs), work).await {
@@ -547,7 +565,9 @@ async fn run_on_node(
         None => work.await,
     };
     match outcome {
-        Ok((out, err, status)) => {
+        Ok((out, err, status, started_at, finished_at)) => {
+            result.started_at_ms = Some(started_at);
+            result.finished_at_ms = Some(finished_at);
             result.stdout = out;
             result.stderr = err;
             match status {

@@ -26,6 +26,7 @@ mod signals;
 mod ssh;
 mod start;
 mod status;
+mod status_watch;
 mod stop;
 mod tail;
 

@@ -58,57 +58,91 @@ pub(super) async fn status(ctx: &Ctx, args: &StatusArgs) -> Result<i32, CliError
     }
     let catalog = ctx.catalog()?;
     let watch = args.watch && !ctx.json() && console::Term::stdout().is_term();
+    if watch {
+        return watch_loop(ctx, args, &catalog, inventory, &options, interval).await;
+    }
+    let actor = ctx.actor(|a| a.to_string());
+    let (results, recorded) = if args.record {
+        let store = ctx.store(Access::Create)?;
+        let (op, results) = status::run_recorded(
+            store,
+            &catalog,
+            inventory.clone(),
+            &options,
+            ctx.cli.max_phases,
+            actor,
+        )
+        .await?;
+        (results, Some(op))
+    } else {
+        let results = status::run_probes(
+            &catalog,
+            inventory.clone(),
+            &options,
+            ctx.cli.max_phases,
+            actor,
+        )
+        .await?;
+        (results, None)
+    };
+    let active = active_operations(ctx);
+    let summary = Summary::of(&results, inventory.as_ref().map_or(0, |i| i.nodes.len()));
+    if ctx.json() {
+        print_json(&json!({
+            "status": summary.status,
+            "summary": summary,
+            "probes": results,
+            "active_operations": active,
+            "recorded_operation": recorded.as_ref().map(|o| o.id.clone()),
+        }));
+    } else {
+        print!(
+            "{}",
+            report_text(&summary, &results, &active, recorded.as_ref())
+        );
+    }
+    Ok(status::exit_code(&summary, args.strict))
+}
+
+/// `--watch` on a terminal: runs the probes every `interval` and redraws the report in place.
+/// Ctrl-C, SIGTERM or the terminal going away (SIGHUP) end it at any moment, during a run
+/// too: the probes still running are stopped and their SSH masters closed. The exit code is
+/// the last report's, or 130 when none was shown.
+async fn watch_loop(
+    ctx: &Ctx,
+    args: &StatusArgs,
+    catalog: &crate::procedure::Catalog,
+    inventory: Option<std::sync::Arc<crate::inventory::Inventory>>,
+    options: &StatusOptions,
+    interval: Duration,
+) -> Result<i32, CliError> {
+    let mut signals = super::status_watch::WatchSignals::listen()?;
+    let mut last = None;
     loop {
         let actor = ctx.actor(|a| a.to_string());
-        let (results, recorded) = if args.record {
-            let store = ctx.store(Access::Create)?;
-            let (op, results) = status::run_recorded(
-                store,
-                &catalog,
-                inventory.clone(),
-                &options,
-                ctx.cli.max_phases,
-                actor,
-            )
-            .await?;
-            (results, Some(op))
-        } else {
-            let results = status::run_probes(
-                &catalog,
-                inventory.clone(),
-                &options,
-                ctx.cli.max_phases,
-                actor,
-            )
-            .await?;
-            (results, None)
+        let results = status::run_probes_until(
+            catalog,
+            inventory.clone(),
+            options,
+            ctx.cli.max_phases,
+            actor,
+            signals.next(),
+        )
+        .await?;
+        let Some(results) = results else {
+            return Ok(last.unwrap_or(130));
         };
         let active = active_operations(ctx);
         let summary = Summary::of(&results, inventory.as_ref().map_or(0, |i| i.nodes.len()));
-        if ctx.json() {
-            print_json(&json!({
-                "status": summary.status,
-                "summary": summary,
-                "probes": results,
-                "active_operations": active,
-                "recorded_operation": recorded.as_ref().map(|o| o.id.clone()),
-            }));
-            return Ok(status::exit_code(&summary, args.strict));
-        }
-        let text = report_text(&summary, &results, &active, recorded.as_ref());
-        if !watch {
-            print!("{text}");
-            return Ok(status::exit_code(&summary, args.strict));
-        }
-        let term = console::Term::stdout();
-        let _ = term.clear_screen();
-        print!(
+        let text = report_text(&summary, &results, &active, None);
+        super::status_watch::redraw(&format!(
             "{text}\n(refreshing every {}; Ctrl-C to stop)\n",
             args.interval
-        );
+        ));
+        last = Some(status::exit_code(&summary, args.strict));
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(status::exit_code(&summary, args.strict)),
+            _ = signals.next() => return Ok(last.unwrap_or(130)),
         }
     }
 }

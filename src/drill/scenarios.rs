@@ -38,6 +38,9 @@ pub enum Scenario {
     /// An API server certificate that expires in 2 days, issued with openssl into the node's
     /// /etc/kubernetes/pki (node/cert-expiring).
     CertExpiring,
+    /// A client certificate signed by the node's CA with `openssl ca` and dates in the past
+    /// (expired), in the node's /etc/kubernetes/pki (node/cert-expired).
+    CertExpired,
 }
 
 pub(crate) async fn break_node(
@@ -59,11 +62,8 @@ pub(crate) async fn break_node(
             "node {name} is already lost; `medic drill provision {name}` brings a fresh machine back"
         )));
     }
-    if scenario == Scenario::CertExpiring {
-        return super::certs::issue_expiring(&drill, name);
-    }
-    if let Some(fault) = host_fault(scenario) {
-        return super::triage::break_host(&drill, fault, name);
+    if let Some(done) = act_out_in_files(scenario, &drill, name) {
+        return done;
     }
     // Breaking what is already broken changes nothing and is refused (exit 2), so a typo'd
     // node or a repeated command does not pass for a fresh failure.
@@ -186,6 +186,20 @@ pub(crate) fn provision(dir: &Path, name: &str) -> Result<String, DrillError> {
          new SSH host key: {fingerprint}\n\
          (as after a reinstall, known_hosts still has the old key: pass this fingerprint as replacement_host_key)"
     ))
+}
+
+/// The scenarios acted out in the node's own files (its host view, its pki), not on its
+/// processes.
+fn act_out_in_files(
+    scenario: Scenario,
+    drill: &Drill,
+    name: &str,
+) -> Option<Result<String, DrillError>> {
+    match scenario {
+        Scenario::CertExpiring => Some(super::certs::issue_expiring(drill, name)),
+        Scenario::CertExpired => Some(super::certs::issue_expired(drill, name)),
+        _ => host_fault(scenario).map(|fault| super::triage::break_host(drill, fault, name)),
+    }
 }
 
 /// The scenarios acted out on a node's host view (`triage.rs`).

@@ -17,6 +17,12 @@ impl Engine {
     /// store is idle (even while the engine is blocked elsewhere, e.g. on a full stdout pipe);
     /// every second, flush logs; every ten, refresh the lease heartbeat.
     pub(super) fn spawn_heartbeat(&self) -> tokio::task::JoinHandle<()> {
+        // A preview (nothing stored: `start --dry-run`, `medic status` with one engine per
+        // node) has no store to yield, flush or keep alive: no ticking every 10 ms.
+        let stored = self.shared.store.lock().map_or(true, |s| s.is_some());
+        if !stored {
+            return tokio::spawn(async {});
+        }
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut ticks = 0u64;

@@ -27,7 +27,7 @@ use crate::procedure::{Catalog, Procedure};
 use crate::template::{shell_quote, Templates};
 
 pub(crate) use report::{exit_code, render_text, Summary};
-pub(crate) use run::{run_probes, run_recorded, StatusError};
+pub(crate) use run::{run_probes, run_probes_until, run_recorded, StatusError};
 
 /// What `medic status` was asked for.
 #[derive(Clone, Debug, Default)]

@@ -79,6 +79,22 @@ pub(crate) async fn run_probes(
     max_phases: usize,
     actor: Actor,
 ) -> Result<Vec<ProbeResult>, StatusError> {
+    let never = std::future::pending::<()>();
+    let run = run_probes_until(catalog, inventory, options, max_phases, actor, never);
+    Ok(run.await?.expect("never stopped"))
+}
+
+/// [`run_probes`], stopped early when `stop` completes (`--watch` on Ctrl-C or a hangup):
+/// the probes still running are dropped (their processes killed) and this run's SSH masters
+/// closed before it returns `None`.
+pub(crate) async fn run_probes_until(
+    catalog: &Catalog,
+    inventory: Option<Arc<Inventory>>,
+    options: &StatusOptions,
+    max_phases: usize,
+    actor: Actor,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Option<Vec<ProbeResult>>, StatusError> {
     let nodes: Vec<String> = inventory
         .as_ref()
         .map(|i| i.nodes.iter().map(|n| n.name.clone()).collect())
@@ -96,19 +112,34 @@ pub(crate) async fn run_probes(
         tasks.spawn(async move { (i, run_unit(unit, env).await) });
     }
     let mut done = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
+    let mut stop = std::pin::pin!(stop);
+    let mut stopped = false;
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.join_next() => joined,
+            _ = &mut stop, if !stopped => {
+                stopped = true;
+                tasks.abort_all();
+                continue;
+            }
+        };
         match joined {
-            Ok(r) => done.push(r),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+            None => break,
+            Some(Ok(r)) => done.push(r),
+            Some(Err(e)) if e.is_cancelled() => {}
+            Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
         }
     }
     env.ssh.close_all().await;
+    if stopped {
+        return Ok(None);
+    }
     done.sort_by_key(|(i, _)| *i);
     let mut out = Vec::new();
     for (_, r) in done {
         out.extend(r?);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 async fn run_unit(unit: Unit, env: RunEnv) -> Result<Vec<ProbeResult>, StatusError> {

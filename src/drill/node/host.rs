@@ -18,7 +18,7 @@ pub(crate) fn view_dir(drill: &Drill, node: &str) -> std::path::PathBuf {
 }
 
 /// The real program `name` on this machine (the shims must not call themselves).
-fn real(name: &str) -> String {
+pub(super) fn real(name: &str) -> String {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
         .iter()
         .map(|d| format!("{d}/{name}"))

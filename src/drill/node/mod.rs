@@ -1,5 +1,5 @@
-//! What a drill node's commands do: `systemctl`, `kubeadm`, `apt-get`, `apt-mark` and `kubelet`
-//! on a drill node are shims (`DIR/bin/…`, first on the node shell's PATH) that run
+//! What a drill node's commands do: `systemctl`, `kubeadm`, `apt-get`, `apt-mark`, `kubelet` and
+//! `ss` on a drill node are shims (`DIR/bin/…`, first on the node shell's PATH) that run
 //! `medic drill node TOOL ARGS…`, which changes the drill as the real command would change a
 //! kubeadm cluster:
 //!
@@ -15,6 +15,7 @@
 //!    --data-dir /var/lib/etcd/...` or wiping it acts on that node of the drill only.
 //! 4. `apt-get install PKG=VERSION` changes package versions from the drill's repository, with
 //!    apt's refusals (held packages, downgrades) and the `upgrade-fails` break.
+//! 5. `ss -ltn` answers the node's own listening sockets (`ports.rs`), read-only.
 //!
 //! Procedures stay written for kubeadm; nothing in them knows about the drill.
 
@@ -29,6 +30,7 @@ mod etcd_unit;
 pub(crate) mod host;
 mod join_config;
 mod kubeadm;
+mod ports;
 mod systemctl;
 
 use apt::{apt_get, apt_mark};
@@ -36,7 +38,15 @@ use kubeadm::kubeadm;
 use systemctl::{kubelet, systemctl};
 
 /// The commands the drill's node shell runs through medic.
-pub(crate) const SHIMMED: &[&str] = &["systemctl", "kubeadm", "apt-get", "apt-mark", "kubelet"];
+/// (`ss` answers the node's own listening sockets: `ports.rs`.)
+pub(crate) const SHIMMED: &[&str] = &[
+    "systemctl",
+    "kubeadm",
+    "apt-get",
+    "apt-mark",
+    "kubelet",
+    "ss",
+];
 
 /// What a node command printed and its exit code.
 pub(crate) struct Reply {
@@ -75,6 +85,13 @@ pub(crate) async fn run(tool: &str, args: &[String]) -> Reply {
         );
     };
     let dir = PathBuf::from(dir);
+    if tool == "ss" {
+        // Read-only: no lock (drill.json is replaced whole, never half-written).
+        return match Drill::load(&dir) {
+            Ok(drill) => ports::ss(&drill, &node, args),
+            Err(e) => Reply::err(1, format!("{e}\n")),
+        };
+    }
     let lock = match DrillLock::acquire_async(&dir).await {
         Ok(l) => l,
         Err(e) => return Reply::err(1, format!("{e}\n")),
