@@ -17,7 +17,8 @@
 #         a change sent before the survivors' election is forwarded to the dead leader and lost).
 #         medic start etcd-remove-member --set node=m3 --manual, then plan execute
 #         /checks/health, /checks/quorum, /snapshot (empty path: skipped) and /etcd/find;
-#         then the timed run: `medic plan execute --phase=/etcd/remove`, wall clock from
+#         then the timed run: `medic plan execute --phase=/etcd/remove` (with --yes where the
+#         binary has it: the phase is confirm: true and there is no terminal), wall clock from
 #         process start to exit (and the phase's own time, as medic prints it).
 #         It must exit 0 and m3 must be gone.
 #      b. another fresh cluster, same waits, m3 killed; m3's id from `etcdctl member list -w

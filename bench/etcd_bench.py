@@ -207,7 +207,10 @@ def medic_round(tmp, medic, r):
             ms, out = medic_run(*s)
             if out.returncode != 0:
                 raise SystemExit(f"medic {' '.join(s)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
-        ms, out = medic_run("plan", "execute", "--phase=/etcd/remove")
+        # /etcd/remove is `confirm: true`: with no terminal, binaries that ask need --yes
+        # (older ones have no such flag and ask nothing).
+        confirm = ["--yes"] if "--yes" in medic_run("plan", "execute", "--help")[1].stdout else []
+        ms, out = medic_run("plan", "execute", "--phase=/etcd/remove", *confirm)
         if out.returncode != 0:
             raise SystemExit(f"medic plan execute --phase=/etcd/remove exited {out.returncode}:\n"
                              f"{out.stdout}\n{out.stderr}")
@@ -344,9 +347,9 @@ def on_term(signum, frame):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "run":
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "run":
         signal.signal(signal.SIGTERM, on_term)
-        run(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        run(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] if len(sys.argv) == 6 else None)
     elif len(sys.argv) == 3 and sys.argv[1] == "leftovers":
         leftovers(sys.argv[2])
     else:
