@@ -3,6 +3,8 @@
 # procedure) against a bare `etcdctl member remove`, on real 3-member etcd 3.4 clusters.
 #
 #   bench/etcd.sh
+#   MEDIC_BEFORE=/path/to/old/medic bench/etcd.sh   # the same medic figures for another binary,
+#                                                   # in the same rounds, side by side
 #
 # Steps:
 #   1. cargo build --release (reuses target/, or $CARGO_TARGET_DIR).
@@ -15,7 +17,8 @@
 #         a change sent before the survivors' election is forwarded to the dead leader and lost).
 #         medic start etcd-remove-member --set node=m3 --manual, then plan execute
 #         /checks/health, /checks/quorum, /snapshot (empty path: skipped) and /etcd/find;
-#         then the timed run: `medic plan execute --phase=/etcd/remove`, wall clock from
+#         then the timed run: `medic plan execute --phase=/etcd/remove` (with --yes where the
+#         binary has it: the phase is confirm: true and there is no terminal), wall clock from
 #         process start to exit (and the phase's own time, as medic prints it).
 #         It must exit 0 and m3 must be gone.
 #      b. another fresh cluster, same waits, m3 killed; m3's id from `etcdctl member list -w
@@ -24,8 +27,11 @@
 #      Each cluster is torn down with SIGKILL, its ports waited free, its data dir removed.
 #   3. $BENCH_ETCD_VERSION_RUNS (10) runs each of `medic --version` and `etcdctl version`: the
 #      cost of starting each process.
-#   4. The table (median and min), overhead = medic - etcdctl, ratio, and the target: medic's
-#      median overhead under 100 ms on top of etcdctl. The load average before and after is
+#      With $MEDIC_BEFORE, each round also runs step a for that binary (its own fresh cluster),
+#      before medic's own.
+#   4. The table (median and min), overhead = medic - etcdctl, ratio, and the targets: medic's
+#      median overhead under 100 ms on top of etcdctl, and medic's median at most 1.2x
+#      etcdctl's (issue 18). The load average before and after is
 #      printed too: other work on the machine (a compile) inflates both sides, medic's more.
 #
 # Needs: cargo, python3, etcd and etcdctl 3.4 (Debian: etcd-server, etcd-client).
@@ -88,7 +94,12 @@ build_medic
 
 say "2-4. $ROUNDS rounds on fresh 3-member etcd clusters ($(etcd --version | head -1))"
 # In the background and waited for, so a signal to this script runs the trap at once.
-"$PY" "$HELP" run "$TMP" "$MEDIC" "$ROUNDS" &
+if [[ -n "${MEDIC_BEFORE:-}" ]]; then
+    echo "before: $MEDIC_BEFORE ($("$MEDIC_BEFORE" --version))"
+    "$PY" "$HELP" run "$TMP" "$MEDIC" "$ROUNDS" "$MEDIC_BEFORE" &
+else
+    "$PY" "$HELP" run "$TMP" "$MEDIC" "$ROUNDS" &
+fi
 HELPER_PID=$!
 wait "$HELPER_PID"
 HELPER_PID=

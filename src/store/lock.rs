@@ -29,6 +29,7 @@ impl Store {
         if self.db.is_none() {
             let db = self.open_db()?;
             self.db = Some(db);
+            self.commits_since_open = 0;
             self.last_wanted_check = Instant::now();
         }
         Ok(self.db.as_ref().expect("opened above"))
@@ -83,7 +84,7 @@ impl Store {
         let mut delay = Duration::from_millis(1);
         let mut next_holder_check = Duration::from_millis(150);
         loop {
-            match open_catching_panics(&path) {
+            match open_catching_panics(&path, self.reclaim && self.access != Access::Read) {
                 Ok(db) => {
                     let _ = std::fs::remove_file(self.wanted_path());
                     self.adopt(&db)?;

@@ -84,6 +84,10 @@ pub struct Store {
     poisoned: Option<StoreError>,
     /// A private copy being read because the state directory itself is not writable.
     read_copy: Option<PathBuf>,
+    /// Commits since the database was last opened, and whether sled reclaims space in this
+    /// process (see [`open`]: turned on once a hold has written many transitions).
+    commits_since_open: u32,
+    reclaim: bool,
 }
 
 impl Drop for Store {
@@ -140,6 +144,8 @@ impl Store {
             lost: None,
             poisoned: None,
             read_copy: None,
+            commits_since_open: 0,
+            reclaim: false,
         };
         store.db()?;
         if access != Access::Read {
@@ -433,7 +439,7 @@ impl Store {
         self.next_seq.insert((op.to_string(), "hist"), hist_seq);
         self.next_seq.insert((op.to_string(), "log"), log_seq);
         self.next_seq.insert((op.to_string(), "actor"), actor_seq);
-        Ok(())
+        self.note_commit()
     }
 }
 
