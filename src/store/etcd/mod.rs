@@ -22,6 +22,8 @@ mod commit;
 pub(crate) mod crypt;
 pub(crate) mod error;
 mod keepalive;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -508,7 +510,7 @@ fn decode<T: for<'de> serde::Deserialize<'de>>(k: &[u8], v: &[u8]) -> Result<T, 
 }
 
 #[cfg(test)]
-mod tests {
+mod url_tests {
     use super::*;
 
     #[test]
