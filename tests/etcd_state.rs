@@ -84,7 +84,10 @@ fn normalize(text: &str, env: &Env) -> String {
 /// The core scenario: start, refused execute, execute, resume, refused and allowed
 /// rollbacks, plan, history, logs, complete, a refused resume of a closed operation.
 /// Returns each step's exit code and normalized output.
-fn core_scenario(backend: &Backend) -> (Vec<(i32, String, String)>, Vec<String>, Vec<String>) {
+/// Each step's exit code, normalized stdout and stderr.
+type Transcript = Vec<(i32, String, String)>;
+
+fn core_scenario(backend: &Backend) -> (Transcript, Vec<String>, Vec<String>) {
     let env = Env::new();
     env.procedure("abc", ABC);
     let steps: &[&[&str]] = &[
@@ -236,9 +239,11 @@ fn a_teammate_takes_over_after_the_executor_dies_and_history_shows_both() {
     let (a, b) = (Env::new(), Env::new());
     a.procedure("slow", SLOW);
     b.procedure("slow", SLOW);
+    // A lease long enough for the checks within it on a loaded machine.
     let mut child = etcd
         .medic(&a, &["start", "slow"])
         .env("MARKS", &marks)
+        .env("MEDIC_STATE_LEASE_TTL", "10")
         .spawn_quiet();
     wait_for("/b to start on A", 30, || {
         shown(&etcd, &b, "/b").0 == "in_progress"
@@ -253,7 +258,7 @@ fn a_teammate_takes_over_after_the_executor_dies_and_history_shows_both() {
         .code(3)
         .stderr_contains("being executed");
     // Then the lease expires: interrupted, with nobody executing.
-    wait_for("/b to show interrupted on B", 20, || {
+    wait_for("/b to show interrupted on B", 30, || {
         shown(&etcd, &b, "/b") == ("interrupted".to_string(), false)
     });
     etcd.medic(&b, &["plan", "resume"])
@@ -295,7 +300,7 @@ const RACE: &str = r#"
 name: race
 phases:
   - id: a
-    run: echo a >> "$MARKS/marks"; sleep 2
+    run: echo a >> "$MARKS/marks"; sleep 5
   - id: b
     run: echo b >> "$MARKS/marks"
 "#;
@@ -419,4 +424,146 @@ fn migrate_round_trips_an_operation_sled_to_etcd_to_sled() {
         .env("MEDIC_STATE_DIR", back.to_str().unwrap())
         .run()
         .code(0);
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: signalling an etcd member this test started.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn mark_lines(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("marks"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn losing_quorum_stops_the_executor_and_resume_finishes_after_it_returns() {
+    let mut cluster = EtcdCluster::start(3, false);
+    let shared = tempfile::tempdir().unwrap();
+    let etcd = Backend::etcd(&cluster, "quorum", shared.path());
+    let marks = shared.path().to_str().unwrap().to_string();
+    let env = Env::new();
+    let mut yaml = String::from("name: many\nphases:\n");
+    for i in 0..40 {
+        yaml.push_str(&format!(
+            "  - id: p{i:02}\n    idempotent: true\n    run: echo p{i:02} >> \"$MARKS/marks\"; sleep 0.2\n"
+        ));
+    }
+    env.procedure("many", &yaml);
+    let stderr = std::fs::File::create(shared.path().join("a.err")).unwrap();
+    let mut run = etcd.medic(&env, &["start", "many"]).env("MARKS", &marks);
+    run.command
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr);
+    let mut a = run.command.spawn().unwrap();
+    wait_for("three phases", 30, || mark_lines(shared.path()).len() >= 3);
+    // One member of three gone: the run goes on.
+    let leader = cluster.leader();
+    let victim = (leader + 1) % 3;
+    cluster.kill(victim);
+    let before = mark_lines(shared.path()).len();
+    wait_for("the run to go on with two members", 30, || {
+        mark_lines(shared.path()).len() >= before + 5
+    });
+    // Two of three gone (the second one stopped: a partition): no quorum.
+    let second = (victim + 1) % 3;
+    let pid = cluster.pid(second).unwrap();
+    signal(pid, libc::SIGSTOP);
+    let at_loss = mark_lines(shared.path()).len();
+    let mut status = None;
+    wait_for("the executor to stop", 40, || {
+        status = a.try_wait().unwrap();
+        status.is_some()
+    });
+    let code = status.unwrap().code();
+    let err = std::fs::read_to_string(shared.path().join("a.err")).unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("state store"), "says why: {err}");
+    let after = mark_lines(shared.path()).len();
+    assert!(
+        after <= at_loss + 1,
+        "no phase started after the store was lost ({at_loss} → {after})"
+    );
+    assert!(after < 40, "the run stopped before its end");
+    // Quorum back: resume finishes.
+    signal(pid, libc::SIGCONT);
+    let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    cluster.wait_healthy(live);
+    wait_for("the dead executor's lease to expire", 30, || {
+        let out = etcd.medic(&env, &["plan", "-o", "json"]).run();
+        out.code == 0 && out.json()["executor"].is_null()
+    });
+    etcd.medic(&env, &["plan", "resume"])
+        .env("MARKS", &marks)
+        .run()
+        .code(0);
+    let lines = mark_lines(shared.path());
+    for i in 0..40 {
+        let n = lines.iter().filter(|l| **l == format!("p{i:02}")).count();
+        assert!(n >= 1, "p{i:02} ran");
+    }
+    assert!(
+        lines.len() <= 41,
+        "at most the interrupted phase ran twice: {lines:?}"
+    );
+    let history = etcd
+        .medic(&env, &["plan", "history", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    let seqs: Vec<u64> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "no gaps");
+    let completes = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "complete")
+        .count();
+    assert_eq!(completes, 40, "every transition recorded once");
+}
+
+#[test]
+fn operations_shows_who_executes_each_operation() {
+    let cluster = EtcdCluster::start(1, false);
+    let shared = tempfile::tempdir().unwrap();
+    let etcd = Backend::etcd(&cluster, "ops", shared.path());
+    let marks = shared.path().to_str().unwrap().to_string();
+    let (a, b) = (Env::new(), Env::new());
+    a.procedure("slow", SLOW);
+    let mut child = etcd
+        .medic(&a, &["start", "slow"])
+        .env("MARKS", &marks)
+        .env("USER", "alice")
+        .spawn_quiet();
+    wait_for("/b to start", 30, || {
+        shown(&etcd, &b, "/b").0 == "in_progress"
+    });
+    let out = etcd.medic(&b, &["operations"]).run().code(0);
+    assert!(out.stdout.contains("executing"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("executed now by alice@"),
+        "{}",
+        out.stdout
+    );
+    let json = etcd
+        .medic(&b, &["operations", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    let executor = json["operations"][0]["executor"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(executor.starts_with("alice@"), "{json}");
+    kill9(child.id());
+    let _ = child.wait();
 }

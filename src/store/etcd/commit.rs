@@ -156,15 +156,17 @@ impl EtcdStore {
     }
 
     fn grant(&self) -> Result<i64, EtcdStoreError> {
-        let mut c = self.client.clone();
         let ttl = self.config.lease_ttl.as_secs().max(1) as i64;
-        let resp = self.call("grant lease", async move { c.lease_grant(ttl, None).await })?;
+        let resp = self.call("grant lease", move |mut c| async move {
+            c.lease_grant(ttl, None).await
+        })?;
         Ok(resp.id())
     }
 
     fn revoke(&self, id: i64) {
-        let mut c = self.client.clone();
-        let _ = self.call("revoke lease", async move { c.lease_revoke(id).await });
+        let _ = self.call("revoke lease", move |mut c| async move {
+            c.lease_revoke(id).await
+        });
     }
 
     fn start_keepalive(&mut self, op: &str, id: i64) {
@@ -191,8 +193,10 @@ impl EtcdStore {
             return Ok(*h);
         }
         let k = self.key("head", op);
-        let mut c = self.client.clone();
-        let mut resp = self.call("read", async move { c.get(k, None).await })?;
+        let mut resp = self.call("read", move |mut c| {
+            let k = k.clone();
+            async move { c.get(k, None).await }
+        })?;
         let head = head_of(resp.take_kvs().first())?;
         self.heads.insert(op.to_string(), head);
         Ok(head)
@@ -212,9 +216,12 @@ impl EtcdStore {
             self.key("op", op),
             self.key("head", op),
         );
+        let mut marks = Vec::new();
         for _ in 0..32 {
             let head = self.head(op)?;
             let mut next = head;
+            next.writer = random_mark();
+            marks.push(next.writer);
             let mut ops = Vec::with_capacity(writes.len() + 1);
             for w in &writes {
                 ops.push(match w {
@@ -267,8 +274,10 @@ impl EtcdStore {
             }
             let why = [&lease_key, &op_key, &head_key].map(|k| TxnOp::get(k.as_str(), None));
             let txn = Txn::new().when(when).and_then(ops).or_else(why);
-            let mut c = self.client.clone();
-            let resp = self.call("write", async move { c.txn(txn).await })?;
+            let resp = self.call("write", move |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })?;
             if resp.succeeded() {
                 next.mod_revision = resp.header().map_or(0, |h| h.revision());
                 self.heads.insert(op.to_string(), next);
@@ -323,6 +332,15 @@ impl EtcdStore {
         }
         .into())
     }
+}
+
+fn random_mark() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random source works");
+    u64::from_le_bytes(bytes).max(1)
 }
 
 /// Output written before the state change: under the executor's lease if it has one (a

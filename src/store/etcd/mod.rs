@@ -133,12 +133,29 @@ struct Head {
     hist: u64,
     #[serde(rename = "l")]
     log: u64,
+    /// A random mark of the commit that wrote it, so a commit made again after a lost answer
+    /// recognises its own write instead of writing it twice.
+    #[serde(rename = "w", default)]
+    writer: u64,
     #[serde(skip)]
     mod_revision: i64,
 }
 
+/// The backend's own runtime, shut down without waiting when dropped: a store may be dropped
+/// inside the engine's runtime, where waiting for another runtime's threads would panic.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 pub(crate) struct EtcdStore {
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Still running while `Drop for EtcdStore` revokes leases (fields drop after it).
+    _runtime: OwnRuntime,
     handle: tokio::runtime::Handle,
     client: Client,
     config: EtcdConfig,
@@ -153,13 +170,11 @@ impl Drop for EtcdStore {
         // teammate can resume at once rather than after the TTL; best effort.
         let ids: Vec<i64> = self.held.values().map(|h| h.lease_id).collect();
         for id in ids {
-            let mut c = self.client.clone();
-            let _ = self.call_with(Duration::from_secs(1), "revoke lease", async move {
-                c.lease_revoke(id).await
-            });
-        }
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
+            let _ = self.call_with(
+                Duration::from_secs(1),
+                "revoke lease",
+                move |mut c| async move { c.lease_revoke(id).await },
+            );
         }
     }
 }
@@ -173,15 +188,18 @@ fn read_tls(path: &PathBuf) -> Result<Vec<u8>, EtcdStoreError> {
 
 impl EtcdStore {
     pub(crate) fn open(config: &EtcdConfig, _access: Access) -> Result<EtcdStore, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("medic-etcd-state")
-            .enable_all()
-            .build()
-            .map_err(|e| EtcdStoreError::Connect {
-                endpoints: config.endpoints.join(","),
-                detail: e.to_string(),
-            })?;
+        let runtime = OwnRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("medic-etcd-state")
+                .enable_all()
+                .build()
+                .map_err(|e| EtcdStoreError::Connect {
+                    endpoints: config.endpoints.join(","),
+                    detail: e.to_string(),
+                })?,
+        ));
+        let handle = runtime.0.as_ref().expect("just built").handle().clone();
         let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT);
@@ -197,16 +215,9 @@ impl EtcdStore {
         }
         let endpoints = config.endpoints.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        runtime.spawn(async move {
-            let connected = async {
-                let mut client = Client::connect(endpoints, Some(options)).await?;
-                // Connecting is lazy: ask for something so a dead endpoint fails here.
-                client
-                    .get("/", Some(GetOptions::new().with_count_only()))
-                    .await?;
-                Ok::<_, etcd_client::Error>(client)
-            };
-            let r = tokio::time::timeout(CALL_TIMEOUT * 2, connected).await;
+        handle.spawn(async move {
+            let connected = Client::connect(endpoints, Some(options));
+            let r = tokio::time::timeout(CALL_TIMEOUT, connected).await;
             let _ = tx.send(r);
         });
         let connect_error = |detail: String| EtcdStoreError::Connect {
@@ -223,39 +234,71 @@ impl EtcdStore {
             Some(path) => Some(StateKey::load_or_create(path)?),
             None => None,
         };
-        Ok(EtcdStore {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
+        let store = EtcdStore {
+            handle,
+            _runtime: runtime,
             client,
             config: config.clone(),
             state_key,
             held: HashMap::new(),
             heads: HashMap::new(),
-        })
+        };
+        // Connecting is lazy: ask for something (of any endpoint that answers) so that an
+        // unreachable store fails here, before anything else.
+        store
+            .call("connect", |mut c| async move {
+                c.get("/", Some(GetOptions::new().with_count_only())).await
+            })
+            .map_err(|e| match e {
+                EtcdStoreError::Unavailable { detail, .. } => connect_error(detail),
+                other => other,
+            })?;
+        Ok(store)
     }
 
-    /// Runs `fut` on the backend's runtime and waits for it (see the module comment).
-    fn call<T, F>(&self, what: &'static str, fut: F) -> Result<T, EtcdStoreError>
+    /// Runs the call `make` builds on the backend's runtime and waits for it (see the module
+    /// comment). A call that fails before etcd could act on it (an endpoint down, no leader)
+    /// is made again, on a fresh attempt, until [`CALL_TIMEOUT`]: with several endpoints, the
+    /// client's balancer may pick a dead member first.
+    fn call<T, F, M>(&self, what: &'static str, make: M) -> Result<T, EtcdStoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        M: Fn(Client) -> F + Send + 'static,
     {
-        self.call_with(CALL_TIMEOUT, what, fut)
+        self.call_with(CALL_TIMEOUT, what, make)
     }
 
-    fn call_with<T, F>(
+    fn call_with<T, F, M>(
         &self,
         timeout: Duration,
         what: &'static str,
-        fut: F,
+        make: M,
     ) -> Result<T, EtcdStoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        M: Fn(Client) -> F + Send + 'static,
     {
+        let client = self.client.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
-            let _ = tx.send(tokio::time::timeout(timeout, fut).await);
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut delay = Duration::from_millis(20);
+            let result = loop {
+                match tokio::time::timeout_at(deadline, make(client.clone())).await {
+                    Err(_) => break Err(None),
+                    Ok(Ok(v)) => break Ok(v),
+                    Ok(Err(e))
+                        if is_transient(&e) && tokio::time::Instant::now() + delay < deadline =>
+                    {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_millis(400));
+                    }
+                    Ok(Err(e)) => break Err(Some(e)),
+                }
+            };
+            let _ = tx.send(result);
         });
         let unavailable = |detail: String| EtcdStoreError::Unavailable {
             endpoints: self.config.endpoints.join(","),
@@ -263,9 +306,9 @@ impl EtcdStore {
             detail,
         };
         match rx.recv() {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(unavailable(e.to_string())),
-            Ok(Err(_)) => Err(unavailable(format!("no answer in {}s", timeout.as_secs()))),
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(Some(e))) => Err(unavailable(e.to_string())),
+            Ok(Err(None)) => Err(unavailable(format!("no answer in {}s", timeout.as_secs()))),
             Err(_) => Err(unavailable("the client stopped".into())),
         }
     }
@@ -276,8 +319,10 @@ impl EtcdStore {
 
     /// One value, if present.
     fn get(&self, key: String) -> Result<Option<Vec<u8>>, EtcdStoreError> {
-        let mut c = self.client.clone();
-        let mut resp = self.call("read", async move { c.get(key, None).await })?;
+        let mut resp = self.call("read", move |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })?;
         Ok(resp
             .take_kvs()
             .into_iter()
@@ -301,11 +346,13 @@ impl EtcdStore {
         };
         let mut out = Vec::new();
         loop {
-            let mut c = self.client.clone();
             let (s, e) = (start.clone(), end.clone());
-            let mut resp = self.call("read", async move {
-                c.get(s, Some(GetOptions::new().with_range(e).with_limit(PAGE)))
-                    .await
+            let mut resp = self.call("read", move |mut c| {
+                let (s, e) = (s.clone(), e.clone());
+                async move {
+                    c.get(s, Some(GetOptions::new().with_range(e).with_limit(PAGE)))
+                        .await
+                }
             })?;
             let more = resp.more();
             let kvs = resp.take_kvs();
@@ -484,9 +531,24 @@ impl EtcdStore {
     }
 
     fn put_plain(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
-        let mut c = self.client.clone();
-        self.call("write", async move { c.put(key, value, None).await })?;
+        self.call("write", move |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })?;
         Ok(())
+    }
+}
+
+/// Whether `e` failed the call before etcd acted on it, so that making it again is safe: the
+/// endpoint could not be reached, or etcd answered UNAVAILABLE (no leader, shutting down).
+/// (A commit made twice is recognised by its writer mark: see `commit.rs`.)
+fn is_transient(e: &etcd_client::Error) -> bool {
+    /// gRPC's UNAVAILABLE.
+    const UNAVAILABLE: i32 = 14;
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => i32::from(status.code()) == UNAVAILABLE,
+        _ => false,
     }
 }
 

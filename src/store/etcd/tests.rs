@@ -145,9 +145,11 @@ fn one_lease_two_executors_a_lost_lease_and_a_lease_less_writer() {
     // The etcd lease revoked behind the executor's back (as if it expired): its next commit
     // is refused and writes nothing.
     let id = backend(&mut a).held["op"].lease_id;
-    let mut client = backend(&mut b).client.clone();
     backend(&mut b)
-        .call("revoke", async move { client.lease_revoke(id).await })
+        .call(
+            "revoke",
+            move |mut c| async move { c.lease_revoke(id).await },
+        )
         .unwrap();
     match note(&mut a, 1, "complete") {
         Err(StoreError::Etcd(EtcdStoreError::LeaseLost { .. })) => {}
