@@ -26,6 +26,101 @@ pub(crate) struct Copied {
 
 const BATCH: usize = 64;
 
+/// Everything a store holds for one operation, as read from it.
+#[derive(PartialEq)]
+struct Snapshot {
+    operation: super::Operation,
+    plan_json: Vec<u8>,
+    records: Vec<(crate::plan::PhaseId, crate::plan::PhaseRecord)>,
+    history: Vec<super::HistoryEntry>,
+    logs: Vec<LogLine>,
+    vars: serde_json::Map<String, serde_json::Value>,
+    secrets: BTreeMap<String, String>,
+    review: super::Review,
+}
+
+impl Snapshot {
+    fn read(store: &mut Store, id: &str) -> Result<Snapshot, StoreError> {
+        let mut records: Vec<_> = store.records(id)?.into_iter().collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Snapshot {
+            operation: store.operation(id)?,
+            plan_json: serde_json::to_vec(&store.plan(id)?).expect("plan serializes"),
+            records,
+            history: store.history(id)?,
+            logs: all_logs(store, id)?,
+            vars: store.vars(id)?,
+            secrets: store.secrets(id)?,
+            review: store.review(id)?,
+        })
+    }
+
+    /// Writes it to `to` (see the module comment: the operation and its plan last).
+    fn write(&self, to: &mut Store, id: &str) -> Result<(), StoreError> {
+        for part in self.records.chunks(BATCH) {
+            to.commit(
+                id,
+                Commit {
+                    records: part.to_vec(),
+                    ..Default::default()
+                },
+            )?;
+        }
+        for part in self.history.chunks(BATCH) {
+            to.commit(
+                id,
+                Commit {
+                    history: part.to_vec(),
+                    ..Default::default()
+                },
+            )?;
+        }
+        for part in self.logs.chunks(4096) {
+            to.commit(
+                id,
+                Commit {
+                    logs: part.to_vec(),
+                    ..Default::default()
+                },
+            )?;
+        }
+        to.commit(
+            id,
+            Commit {
+                vars: Some(self.vars.clone()),
+                secrets: Some(self.secrets.clone()),
+                ..Default::default()
+            },
+        )?;
+        to.put_review(id, &self.review)?;
+        to.commit(
+            id,
+            Commit {
+                operation: Some(self.operation.clone()),
+                plan: Some(self.plan_json.clone()),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// What differs between `self` and `other`, named; `None` if they are the same.
+    fn difference(&self, other: &Snapshot) -> Option<&'static str> {
+        if self.operation != other.operation || self.plan_json != other.plan_json {
+            Some("the target's operation or plan differs")
+        } else if self.records != other.records {
+            Some("the target's phase records differ")
+        } else if self.history != other.history {
+            Some("the target's history differs (count, order or contents)")
+        } else if self.logs != other.logs {
+            Some("the target's logs differ")
+        } else if self != other {
+            Some("the target's captured values, secrets or review differ")
+        } else {
+            None
+        }
+    }
+}
+
 /// Copies operation `id` from `from` to `to` (see the module comment).
 pub(crate) fn migrate_operation(
     from: &mut Store,
@@ -42,97 +137,23 @@ pub(crate) fn migrate_operation(
         }
         Err(e) => return Err(e),
     }
-    let op = from.operation(id)?;
-    let plan_json = serde_json::to_vec(&from.plan(id)?).expect("plan serializes");
-    let fingerprint = sha256(&plan_json);
-    if fingerprint != op.fingerprint {
+    let source = Snapshot::read(from, id)?;
+    let fingerprint = sha256(&source.plan_json);
+    if fingerprint != source.operation.fingerprint {
         return Err(mismatch(
             id,
             "its plan does not match its fingerprint at the source",
         ));
     }
-    let mut records: Vec<_> = from.records(id)?.into_iter().collect();
-    records.sort_by(|a, b| a.0.cmp(&b.0));
-    let history = from.history(id)?;
-    let logs = all_logs(from, id)?;
-    let vars = from.vars(id)?;
-    let secrets = from.secrets(id)?;
-    let review = from.review(id)?;
-    for part in records.chunks(BATCH) {
-        to.commit(
-            id,
-            Commit {
-                records: part.to_vec(),
-                ..Default::default()
-            },
-        )?;
-    }
-    for part in history.chunks(BATCH) {
-        to.commit(
-            id,
-            Commit {
-                history: part.to_vec(),
-                ..Default::default()
-            },
-        )?;
-    }
-    for part in logs.chunks(4096) {
-        to.commit(
-            id,
-            Commit {
-                logs: part.to_vec(),
-                ..Default::default()
-            },
-        )?;
-    }
-    to.commit(
-        id,
-        Commit {
-            vars: Some(vars.clone()),
-            secrets: Some(secrets.clone()),
-            ..Default::default()
-        },
-    )?;
-    to.put_review(id, &review)?;
-    to.commit(
-        id,
-        Commit {
-            operation: Some(op.clone()),
-            plan: Some(plan_json),
-            ..Default::default()
-        },
-    )?;
-    // Read back.
-    let plan_back = serde_json::to_vec(&to.plan(id)?).expect("plan serializes");
-    if sha256(&plan_back) != fingerprint || to.operation(id)? != op {
-        return Err(mismatch(id, "the target's operation or plan differs"));
-    }
-    let mut records_back: Vec<_> = to.records(id)?.into_iter().collect();
-    records_back.sort_by(|a, b| a.0.cmp(&b.0));
-    if records_back != records {
-        return Err(mismatch(id, "the target's phase records differ"));
-    }
-    if to.history(id)? != history {
-        return Err(mismatch(
-            id,
-            "the target's history differs (count, order or contents)",
-        ));
-    }
-    if all_logs(to, id)? != logs {
-        return Err(mismatch(id, "the target's logs differ"));
-    }
-    let back: BTreeMap<String, String> = to.secrets(id)?;
-    if to.vars(id)? != vars || back != secrets || to.review(id)? != review {
-        return Err(mismatch(
-            id,
-            "the target's captured values, secrets or review differ",
-        ));
+    source.write(to, id)?;
+    if let Some(what) = source.difference(&Snapshot::read(to, id)?) {
+        return Err(mismatch(id, what));
     }
     Ok(Copied {
-        records: records.len(),
-        history: history.len(),
-        log_lines: logs.len(),
-        secrets: secrets.len(),
+        records: source.records.len(),
+        history: source.history.len(),
+        log_lines: source.logs.len(),
+        secrets: source.secrets.len(),
         fingerprint,
     })
 }

@@ -211,69 +211,15 @@ impl EtcdStore {
         mode: LeaseMode,
         create: bool,
     ) -> Result<(), StoreError> {
-        let (lease_key, op_key, head_key) = (
-            self.key("lease", op),
-            self.key("op", op),
-            self.key("head", op),
-        );
         let mut marks = Vec::new();
         for _ in 0..32 {
             let head = self.head(op)?;
-            let mut next = head;
-            next.writer = random_mark();
+            let mut next = Head {
+                writer: random_mark(),
+                ..head
+            };
             marks.push(next.writer);
-            let mut ops = Vec::with_capacity(writes.len() + 1);
-            for w in &writes {
-                ops.push(match w {
-                    Write::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
-                    Write::PutLeased(k, v) => {
-                        let id = match mode {
-                            LeaseMode::Held(id) | LeaseMode::Acquire(id) => id,
-                            LeaseMode::None => 0,
-                        };
-                        TxnOp::put(
-                            k.as_str(),
-                            v.clone(),
-                            Some(PutOptions::new().with_lease(id)),
-                        )
-                    }
-                    Write::Delete(k) => TxnOp::delete(k.as_str(), None),
-                    Write::Hist(e) => {
-                        let entry = HistoryEntry {
-                            seq: next.hist,
-                            ..e.clone()
-                        };
-                        next.hist += 1;
-                        let k = format!("{}hist/{op}/{:016x}", self.config.prefix, entry.seq);
-                        TxnOp::put(k, encode(&entry), None)
-                    }
-                    Write::Log(v) => {
-                        let k = format!("{}log/{op}/{:016x}", self.config.prefix, next.log);
-                        next.log += 1;
-                        TxnOp::put(k, v.clone(), None)
-                    }
-                });
-            }
-            ops.push(TxnOp::put(head_key.as_str(), encode(&next), None));
-            let mut when = vec![if head.mod_revision == 0 {
-                Compare::version(head_key.as_str(), CompareOp::Equal, 0)
-            } else {
-                Compare::mod_revision(head_key.as_str(), CompareOp::Equal, head.mod_revision)
-            }];
-            match mode {
-                LeaseMode::Held(id) => {
-                    when.push(Compare::lease(lease_key.as_str(), CompareOp::Equal, id))
-                }
-                LeaseMode::Acquire(_) => {
-                    when.push(Compare::version(lease_key.as_str(), CompareOp::Equal, 0))
-                }
-                LeaseMode::None => {}
-            }
-            if create {
-                when.push(Compare::version(op_key.as_str(), CompareOp::Equal, 0));
-            }
-            let why = [&lease_key, &op_key, &head_key].map(|k| TxnOp::get(k.as_str(), None));
-            let txn = Txn::new().when(when).and_then(ops).or_else(why);
+            let txn = self.transaction(op, &writes, mode, create, head, &mut next);
             let resp = self.call("write", move |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
@@ -292,38 +238,15 @@ impl EtcdStore {
                 })
                 .collect();
             let [lease_kv, op_kv, head_kv] = [0, 1, 2].map(|i| found.get(i).cloned().flatten());
-            match mode {
-                LeaseMode::Held(id) if lease_kv.as_ref().map(|kv| kv.lease()) != Some(id) => {
-                    if let Some(h) = self.held.get(op) {
-                        h.lost.store(true, Ordering::SeqCst);
-                    }
-                    return Err(EtcdStoreError::LeaseLost {
-                        operation: op.to_string(),
-                        ttl_secs: self.config.lease_ttl.as_secs(),
-                    }
-                    .into());
-                }
-                LeaseMode::Acquire(_) if lease_kv.is_some() => {
-                    let kv = lease_kv.expect("checked");
-                    let holder = decode::<crate::store::Lease>(kv.key(), kv.value())
-                        .map(|l| l.describe())
-                        .unwrap_or_else(|_| "another executor".into());
-                    return Err(EtcdStoreError::LeaseHeld {
-                        operation: op.to_string(),
-                        holder,
-                    }
-                    .into());
-                }
-                _ => {}
+            let now = head_of(head_kv.as_ref())?;
+            self.heads.insert(op.to_string(), now);
+            if marks.contains(&now.writer) {
+                // An earlier attempt of this write was applied (its answer was lost).
+                return Ok(());
             }
-            if create && op_kv.is_some() {
-                return Err(EtcdStoreError::OperationExists {
-                    operation: op.to_string(),
-                }
-                .into());
+            if let Some(refused) = self.refusal(op, mode, create, lease_kv, op_kv) {
+                return Err(refused.into());
             }
-            self.heads
-                .insert(op.to_string(), head_of(head_kv.as_ref())?);
         }
         Err(EtcdStoreError::Unavailable {
             endpoints: self.config.endpoints.join(","),
@@ -331,6 +254,113 @@ impl EtcdStore {
             detail: "other writers kept changing the operation".into(),
         }
         .into())
+    }
+
+    /// The transaction writing `writes` on top of `head` (`next` gets the numbers it used),
+    /// with its compares, and reads of what they compared for when it fails.
+    fn transaction(
+        &self,
+        op: &str,
+        writes: &[Write],
+        mode: LeaseMode,
+        create: bool,
+        head: Head,
+        next: &mut Head,
+    ) -> Txn {
+        let (lease_key, op_key, head_key) = (
+            self.key("lease", op),
+            self.key("op", op),
+            self.key("head", op),
+        );
+        let mut ops = Vec::with_capacity(writes.len() + 1);
+        for w in writes {
+            ops.push(match w {
+                Write::Put(k, v) => TxnOp::put(k.as_str(), v.clone(), None),
+                Write::PutLeased(k, v) => {
+                    let id = match mode {
+                        LeaseMode::Held(id) | LeaseMode::Acquire(id) => id,
+                        LeaseMode::None => 0,
+                    };
+                    TxnOp::put(
+                        k.as_str(),
+                        v.clone(),
+                        Some(PutOptions::new().with_lease(id)),
+                    )
+                }
+                Write::Delete(k) => TxnOp::delete(k.as_str(), None),
+                Write::Hist(e) => {
+                    let entry = HistoryEntry {
+                        seq: next.hist,
+                        ..e.clone()
+                    };
+                    next.hist += 1;
+                    let k = format!("{}hist/{op}/{:016x}", self.config.prefix, entry.seq);
+                    TxnOp::put(k, encode(&entry), None)
+                }
+                Write::Log(v) => {
+                    let k = format!("{}log/{op}/{:016x}", self.config.prefix, next.log);
+                    next.log += 1;
+                    TxnOp::put(k, v.clone(), None)
+                }
+            });
+        }
+        ops.push(TxnOp::put(head_key.as_str(), encode(&*next), None));
+        let mut when = vec![if head.mod_revision == 0 {
+            Compare::version(head_key.as_str(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(head_key.as_str(), CompareOp::Equal, head.mod_revision)
+        }];
+        match mode {
+            LeaseMode::Held(id) => {
+                when.push(Compare::lease(lease_key.as_str(), CompareOp::Equal, id))
+            }
+            LeaseMode::Acquire(_) => {
+                when.push(Compare::version(lease_key.as_str(), CompareOp::Equal, 0))
+            }
+            LeaseMode::None => {}
+        }
+        if create {
+            when.push(Compare::version(op_key.as_str(), CompareOp::Equal, 0));
+        }
+        let why = [&lease_key, &op_key, &head_key].map(|k| TxnOp::get(k.as_str(), None));
+        Txn::new().when(when).and_then(ops).or_else(why)
+    }
+
+    /// Why a failed transaction must not be made again, from what its compares found: the
+    /// lease lost or held by another executor, or the operation there already. `None`: only
+    /// the head moved.
+    fn refusal(
+        &self,
+        op: &str,
+        mode: LeaseMode,
+        create: bool,
+        lease_kv: Option<KeyValue>,
+        op_kv: Option<KeyValue>,
+    ) -> Option<EtcdStoreError> {
+        match (mode, lease_kv) {
+            (LeaseMode::Held(id), kv) if kv.as_ref().map(|kv| kv.lease()) != Some(id) => {
+                if let Some(h) = self.held.get(op) {
+                    h.lost.store(true, Ordering::SeqCst);
+                }
+                return Some(EtcdStoreError::LeaseLost {
+                    operation: op.to_string(),
+                    ttl_secs: self.config.lease_ttl.as_secs(),
+                });
+            }
+            (LeaseMode::Acquire(_), Some(kv)) => {
+                let holder = decode::<crate::store::Lease>(kv.key(), kv.value())
+                    .map(|l| l.describe())
+                    .unwrap_or_else(|_| "another executor".into());
+                return Some(EtcdStoreError::LeaseHeld {
+                    operation: op.to_string(),
+                    holder,
+                });
+            }
+            _ => {}
+        }
+        (create && op_kv.is_some()).then(|| EtcdStoreError::OperationExists {
+            operation: op.to_string(),
+        })
     }
 }
 
