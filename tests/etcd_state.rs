@@ -567,3 +567,117 @@ fn operations_shows_who_executes_each_operation() {
     kill9(child.id());
     let _ = child.wait();
 }
+
+/// Leaf states as `medic plan -o json` shows them (interrupted included).
+fn leaf_states(backend: &Backend, env: &Env) -> Vec<(String, String)> {
+    let v = backend
+        .medic(env, &["plan", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["group"] == false)
+        .map(|p| {
+            let id = p["id"].as_str().unwrap().to_string();
+            (id, p["state"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_on_etcd_loses_no_transition_and_repeats_no_completed_phase() {
+    let cluster = EtcdCluster::start(1, false);
+    let shared = tempfile::tempdir().unwrap();
+    let etcd = Backend::etcd(&cluster, "crash", shared.path());
+    let marks = shared.path().to_str().unwrap().to_string();
+    let env = Env::new();
+    let mut yaml = String::from("name: crashy\nphases:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - id: p{i:02}\n    idempotent: true\n    run: echo p{i:02} >> \"$MARKS/marks\"; sleep 0.{}\n",
+            1 + i % 3
+        ));
+    }
+    env.procedure("crashy", &yaml);
+    etcd.medic(&env, &["start", "crashy", "--manual"])
+        .run()
+        .code(0);
+    let mut rng = common::Rng::from_env("etcd crash test");
+    let mut frozen: Vec<(String, usize)> = Vec::new();
+    let mut completed = 0;
+    for _ in 0..12 {
+        let child = etcd
+            .medic(&env, &["plan", "resume"])
+            .env("MARKS", &marks)
+            .env("MEDIC_STATE_LEASE_TTL", "2")
+            .spawn();
+        std::thread::sleep(Duration::from_millis(100 + rng.next() % 900));
+        kill9(child.id());
+        let _ = child.wait_with_output();
+        wait_for("the killed executor's lease to expire", 30, || {
+            let out = etcd.medic(&env, &["plan", "-o", "json"]).run();
+            out.code == 0 && out.json()["executor"].is_null()
+        });
+        let states = leaf_states(&etcd, &env);
+        assert!(
+            !states.iter().any(|(_, s)| s == "in_progress"),
+            "a dead executor's phase shows interrupted: {states:?} (seed {})",
+            rng.seed
+        );
+        let done = states.iter().filter(|(_, s)| s == "completed").count();
+        assert!(done >= completed, "a completed phase went back: {states:?}");
+        completed = done;
+        let lines = mark_lines(shared.path());
+        for (phase, count) in &frozen {
+            let now = lines.iter().filter(|l| *l == phase).count();
+            assert_eq!(
+                now, *count,
+                "completed {phase} ran again (seed {})",
+                rng.seed
+            );
+        }
+        for (id, s) in &states {
+            let name = id.trim_start_matches('/').to_string();
+            if s == "completed" && !frozen.iter().any(|(p, _)| *p == name) {
+                let n = lines.iter().filter(|l| **l == name).count();
+                frozen.push((name, n));
+            }
+        }
+        if completed == states.len() {
+            break;
+        }
+    }
+    etcd.medic(&env, &["plan", "resume"])
+        .env("MARKS", &marks)
+        .run()
+        .code(0);
+    assert!(leaf_states(&etcd, &env)
+        .iter()
+        .all(|(_, s)| s == "completed"));
+    // No transition lost: each phase's recorded changes chain, and each completed once.
+    let history = etcd
+        .medic(&env, &["plan", "history", "-o", "json"])
+        .run()
+        .code(0)
+        .json();
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    let mut completes: std::collections::BTreeMap<String, usize> = Default::default();
+    for e in history["history"].as_array().unwrap() {
+        let (Some(phase), Some(from), Some(to)) =
+            (e["phase"].as_str(), e["from"].as_str(), e["to"].as_str())
+        else {
+            continue;
+        };
+        let prev = last.get(phase).map(String::as_str).unwrap_or("unstarted");
+        assert_eq!(from, prev, "history of {phase} skips a transition: {e}");
+        last.insert(phase.to_string(), to.to_string());
+        if e["event"] == "complete" {
+            *completes.entry(phase.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(completes.len(), 10);
+    assert!(completes.values().all(|n| *n == 1), "{completes:?}");
+}
