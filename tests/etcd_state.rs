@@ -681,3 +681,46 @@ fn sigkill_at_random_moments_on_etcd_loses_no_transition_and_repeats_no_complete
     assert_eq!(completes.len(), 10);
     assert!(completes.values().all(|n| *n == 1), "{completes:?}");
 }
+
+#[test]
+fn tls_client_certificates_and_bad_state_urls() {
+    let cluster = EtcdCluster::start(1, true);
+    let env = Env::new();
+    env.procedure("abc", ABC);
+    let url = format!("etcd://127.0.0.1:{}/tls", cluster.members[0].client_port);
+    let cert = |name: &str| cluster.cert(name).to_str().unwrap().to_string();
+    let key_file = env.file("state.key");
+    let with_tls = |args: &[&str]| {
+        env.medic(args)
+            .env("MEDIC_STATE", &url)
+            .env("MEDIC_STATE_KEY_FILE", key_file.to_str().unwrap())
+            .env("MEDIC_STATE_CA", &cert("ca.crt"))
+            .env("MEDIC_STATE_CERT", &cert("client.crt"))
+            .env("MEDIC_STATE_KEY", &cert("client.key"))
+    };
+    with_tls(&["start", "abc", "--set", "token=hunter2"])
+        .run()
+        .code(0);
+    with_tls(&["plan"])
+        .run()
+        .code(0)
+        .stdout_contains("3/3 phases completed");
+    // Without the client certificate etcd refuses the connection: a clear error, exit 1.
+    env.medic(&["plan"])
+        .env("MEDIC_STATE", &url)
+        .env("MEDIC_STATE_CA", &cert("ca.crt"))
+        .run()
+        .code(1)
+        .stderr_contains("connect to the etcd state store");
+    for bad in [
+        "etcd://nohost",
+        "http://127.0.0.1:2379",
+        "etcd://h:notaport",
+    ] {
+        env.medic(&["operations"])
+            .env("MEDIC_STATE", bad)
+            .run()
+            .code(2)
+            .stderr_contains("etcd://HOST:PORT");
+    }
+}
