@@ -194,7 +194,9 @@ impl Store {
 
     /// Closes the database so other processes can open it; the next access reopens it.
     pub(crate) fn release(&mut self) {
-        if self.etcd.is_some() {
+        if let Some(e) = &mut self.etcd {
+            // As sled's flush here: a failure fails every later commit (see `settle`).
+            let _ = e.settle();
             return;
         }
         if let Some(db) = self.db.take() {

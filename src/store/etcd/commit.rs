@@ -56,10 +56,51 @@ enum LeaseMode {
 }
 
 impl EtcdStore {
+    /// Writes `commit`. A deferred one (the end of a phase) is held and written in one
+    /// transaction with the next commit (the next phase's start), before any read, or on
+    /// release: durable before the next phase starts, as on sled, at one quorum write per
+    /// phase instead of two.
     pub(crate) fn commit(&mut self, op: &str, commit: Commit) -> Result<(), StoreError> {
         if commit.is_empty() {
             return Ok(());
         }
+        if let Some(detail) = &self.settle_failed {
+            // A held end of a phase could not be written: nothing after it may be.
+            return Err(EtcdStoreError::Unavailable {
+                endpoints: self.config.endpoints.join(","),
+                what: "write",
+                detail: detail.clone(),
+            }
+            .into());
+        }
+        let commit = match self.deferred.take() {
+            Some((held_op, held)) if held_op == op => merge(held, commit),
+            Some((held_op, held)) => {
+                self.write_commit(&held_op, held)?;
+                commit
+            }
+            None => commit,
+        };
+        if commit.defer_flush {
+            self.deferred = Some((op.to_string(), commit));
+            return Ok(());
+        }
+        self.write_commit(op, commit)
+    }
+
+    /// Writes a held deferred commit now (see [`EtcdStore::commit`]).
+    pub(crate) fn settle(&mut self) -> Result<(), StoreError> {
+        let Some((op, held)) = self.deferred.take() else {
+            return Ok(());
+        };
+        let written = self.write_commit(&op, held);
+        if let Err(e) = &written {
+            self.settle_failed = Some(e.to_string());
+        }
+        written
+    }
+
+    fn write_commit(&mut self, op: &str, commit: Commit) -> Result<(), StoreError> {
         self.check_held(op)?;
         let create = commit.plan.is_some();
         let mut writes = Vec::new();
@@ -361,6 +402,31 @@ impl EtcdStore {
         (create && op_kv.is_some()).then(|| EtcdStoreError::OperationExists {
             operation: op.to_string(),
         })
+    }
+}
+
+/// `earlier` and `later` as one commit: records by phase (the later wins: etcd refuses a key
+/// twice in one transaction), history and logs in order, other values the later's if set.
+fn merge(earlier: Commit, later: Commit) -> Commit {
+    let mut records = earlier.records;
+    for (phase, record) in later.records {
+        records.retain(|(p, _)| *p != phase);
+        records.push((phase, record));
+    }
+    let mut history = earlier.history;
+    history.extend(later.history);
+    let mut logs = earlier.logs;
+    logs.extend(later.logs);
+    Commit {
+        operation: later.operation.or(earlier.operation),
+        plan: later.plan.or(earlier.plan),
+        secrets: later.secrets.or(earlier.secrets),
+        records,
+        history,
+        vars: later.vars.or(earlier.vars),
+        logs,
+        lease: later.lease.or(earlier.lease),
+        defer_flush: later.defer_flush,
     }
 }
 

@@ -162,10 +162,15 @@ pub(crate) struct EtcdStore {
     state_key: Option<StateKey>,
     held: HashMap<String, Held>,
     heads: HashMap<String, Head>,
+    /// A deferred commit not yet written (see `EtcdStore::commit`).
+    deferred: Option<(String, super::Commit)>,
+    /// Why writing a held commit failed; every later commit fails with it.
+    settle_failed: Option<String>,
 }
 
 impl Drop for EtcdStore {
     fn drop(&mut self) {
+        let _ = self.settle();
         // A lease this process still holds (it failed, or lost the store): revoke it so a
         // teammate can resume at once rather than after the TTL; best effort.
         let ids: Vec<i64> = self.held.values().map(|h| h.lease_id).collect();
@@ -242,6 +247,8 @@ impl EtcdStore {
             state_key,
             held: HashMap::new(),
             heads: HashMap::new(),
+            deferred: None,
+            settle_failed: None,
         };
         // Connecting is lazy: ask for something (of any endpoint that answers) so that an
         // unreachable store fails here, before anything else.
@@ -368,6 +375,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn operations(&mut self) -> Result<Vec<Operation>, StoreError> {
+        self.settle()?;
         let prefix = format!("{}op/", self.config.prefix);
         let mut out = Vec::new();
         for (k, v) in self.range(&prefix, None, usize::MAX)? {
@@ -378,6 +386,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn operation(&mut self, id: &str) -> Result<Operation, StoreError> {
+        self.settle()?;
         let k = self.key("op", id);
         match self.get(k.clone())? {
             Some(v) => Ok(decode(k.as_bytes(), &v)?),
@@ -386,6 +395,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn plan(&mut self, id: &str) -> Result<Plan, StoreError> {
+        self.settle()?;
         let k = self.key("plan", id);
         match self.get(k.clone())? {
             Some(v) => Plan::from_json(&v).map_err(|source| StoreError::Decode { key: k, source }),
@@ -397,6 +407,7 @@ impl EtcdStore {
         &mut self,
         id: &str,
     ) -> Result<HashMap<PhaseId, PhaseRecord>, StoreError> {
+        self.settle()?;
         let prefix = format!("{}ph/{id}/", self.config.prefix);
         let mut out = HashMap::new();
         for (k, v) in self.range(&prefix, None, usize::MAX)? {
@@ -410,6 +421,7 @@ impl EtcdStore {
         &mut self,
         id: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        self.settle()?;
         let k = self.key("vars", id);
         match self.get(k.clone())? {
             Some(v) => Ok(decode(k.as_bytes(), &v)?),
@@ -418,6 +430,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn secrets(&mut self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        self.settle()?;
         let k = self.key("secret", id);
         let Some(sealed) = self.get(k.clone())? else {
             return Ok(BTreeMap::new());
@@ -435,6 +448,7 @@ impl EtcdStore {
     /// The lease: the live holder while its etcd lease lasts; after it expired, the last
     /// holder, marked dead (so a takeover names it); `None` if released cleanly.
     pub(crate) fn lease(&mut self, id: &str) -> Result<Option<Lease>, StoreError> {
+        self.settle()?;
         self.check_held(id)?;
         let k = self.key("lease", id);
         if let Some(v) = self.get(k.clone())? {
@@ -465,6 +479,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn history(&mut self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.settle()?;
         let prefix = format!("{}hist/{id}/", self.config.prefix);
         let mut out = Vec::new();
         for (k, v) in self.range(&prefix, None, usize::MAX)? {
@@ -479,6 +494,7 @@ impl EtcdStore {
         after: Option<&[u8]>,
         max_lines: usize,
     ) -> Result<(Vec<LogLine>, Option<Vec<u8>>), StoreError> {
+        self.settle()?;
         let prefix = format!("{}log/{id}/", self.config.prefix);
         // A chunk holds at most LOG_CHUNK_LINES lines: read that many chunks at most.
         let chunks = self.range(&prefix, after, max_lines.div_ceil(64).max(1))?;
@@ -511,6 +527,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn stop_request(&mut self, op: &str) -> Result<Option<StopRequest>, StoreError> {
+        self.settle()?;
         let k = self.key("stop", op);
         match self.get(k.clone())? {
             Some(v) => Ok(Some(decode(k.as_bytes(), &v)?)),
@@ -519,6 +536,7 @@ impl EtcdStore {
     }
 
     pub(crate) fn review(&mut self, op: &str) -> Result<Review, StoreError> {
+        self.settle()?;
         let k = self.key("review", op);
         match self.get(k.clone())? {
             Some(v) => Ok(decode(k.as_bytes(), &v)?),
