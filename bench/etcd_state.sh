@@ -107,6 +107,6 @@ print(f"etcdctl put: {put_ms:.1f} ms median per invocation, etcdctl get: {get_ms
       f"(process start-up); one durable etcd write ~ {commit_ms:.2f} ms")
 etcd_per = rows["etcd"][2]
 print(f"etcd ms/phase / etcd write: {etcd_per / commit_ms:.1f}x "
-      f"(a phase commits its start and its end); etcd/sled per phase: {etcd_per / rows['sled'][2]:.1f}x")
+      f"(one transaction per phase: its start with the previous phase's end); etcd/sled per phase: {etcd_per / rows['sled'][2]:.1f}x")
 print(f"target etcd <= 5 ms/phase: {'PASS' if etcd_per <= 5 else 'FAIL'} ({etcd_per:.2f} ms)")
 PYEOF
