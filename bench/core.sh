@@ -18,6 +18,8 @@
 #      $BENCH_PLAN_RUNS (7) runs each (after one untimed open): best/median wall time and peak RSS.
 #   5. A summary table with issue 18's targets: <= 0.25 ms per durable phase and >= 100x
 #      ansible-playbook per task; plan <= 40 ms median and <= 30 MiB; state dir <= 10 MB.
+#   6. bench/etcd_state.sh: a 1,000-phase plan on sled and on a local 3-member etcd (ms/phase,
+#      medic plan latency) and `etcdctl put` in the same run (issue 17; needs etcd-server).
 #   Steps 2 and 4 run for $MEDIC_BEFORE too when it is set (its own state dir), so before and
 #   after come from one run on the same machine.
 #
@@ -132,4 +134,7 @@ status=0
 if [[ "${BENCH_STRICT:-0}" == 1 ]] && grep -q '| FAIL |' "$TMP/summary.txt"; then
     status=1
 fi
+
+say "6. the etcd state backend (issue 17): sled vs a local 3-member etcd, and etcdctl put"
+"$ROOT/bench/etcd_state.sh" "$MEDIC" || status=1
 exit $status

@@ -279,6 +279,8 @@ pub(crate) struct Summary {
     pub(crate) leaves: usize,
     /// Whether a live executor holds its lease.
     pub(crate) executing: bool,
+    /// Who executes it (`user@host`), while a live executor does.
+    pub(crate) executor: Option<String>,
 }
 
 /// Every stored operation, oldest first, with its progress.
@@ -304,6 +306,9 @@ pub(crate) fn summaries(store: &mut Store) -> Result<Vec<Summary>, OperationErro
             completed,
             leaves,
             executing,
+            executor: lease
+                .filter(|l| executing && l.is_alive())
+                .map(|l| format!("{}@{}", l.user, l.host)),
         });
     }
     Ok(rows)

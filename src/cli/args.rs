@@ -40,6 +40,45 @@ pub(crate) struct Cli {
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
     pub(crate) output: Format,
+    /// Keep operations in a management etcd shared by the team instead of --state-dir:
+    /// etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (never the etcd of the cluster being repaired).
+    /// Give it before the command (`plan set` has its own --state), or set MEDIC_STATE.
+    #[arg(
+        long = "state",
+        env = "MEDIC_STATE",
+        value_name = "etcd://HOST:PORT[/PREFIX]"
+    )]
+    pub(crate) state_url: Option<String>,
+    /// CA certificate of the etcd state store (TLS).
+    #[arg(long, global = true, env = "MEDIC_STATE_CA", value_name = "FILE")]
+    pub(crate) state_ca: Option<PathBuf>,
+    /// Client certificate for the etcd state store (with --state-key).
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_STATE_CERT",
+        value_name = "FILE",
+        requires = "state_key"
+    )]
+    pub(crate) state_cert: Option<PathBuf>,
+    /// Client key for the etcd state store (with --state-cert).
+    #[arg(
+        long,
+        global = true,
+        env = "MEDIC_STATE_KEY",
+        value_name = "FILE",
+        requires = "state_cert"
+    )]
+    pub(crate) state_key: Option<PathBuf>,
+    /// Key file that encrypts secret parameter values in the etcd state store (created, mode
+    /// 0600, on first use; keep it off etcd and share it with the team like a password).
+    #[arg(long, global = true, env = "MEDIC_STATE_KEY_FILE", value_name = "FILE")]
+    pub(crate) state_key_file: Option<PathBuf>,
+    /// Seconds an executor's etcd lease outlives its last keep-alive: how long a dead
+    /// executor's phase shows in progress before it shows interrupted.
+    #[arg(long, global = true, env = "MEDIC_STATE_LEASE_TTL", value_name = "SECS",
+          default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub(crate) state_lease_ttl: u64,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -116,6 +155,26 @@ pub(crate) enum Command {
     /// Kubernetes API, etcd and medic, scoped (--since, --node, --operation), redacted, with a
     /// MANIFEST.json of every item and its sha256; `medic report verify FILE` re-checks one.
     Report(ReportArgs),
+    /// The state store: copy operations between the sled state directory and etcd.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum StateCommand {
+    /// Copy operations (plan, records, history, logs, captures, secrets re-encrypted) from
+    /// the current store (--state-dir, or --state) to another (--to), verifying counts and
+    /// fingerprints; an operation that exists at the target is refused, never overwritten.
+    Migrate {
+        /// The target: etcd://HOST:PORT[/PREFIX], or a state directory (sled).
+        #[arg(long, value_name = "etcd://HOST:PORT|DIR")]
+        to: String,
+        /// Copy only this operation (ID); default: all of them.
+        #[arg(long)]
+        operation: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -25,6 +25,7 @@ mod set;
 mod signals;
 mod ssh;
 mod start;
+mod state;
 mod status;
 mod status_watch;
 mod stop;
@@ -293,6 +294,7 @@ fn missing_inventory(ctx: &Ctx) -> CliError {
 
 async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
     let ctx = Ctx { cli, args };
+    state::select_backend(&ctx.cli)?;
     signals::listen(&ctx.cli.command, ctx.json());
     match &ctx.cli.command {
         Command::Procedures { show: None } => procedures::list(&ctx),
@@ -322,6 +324,7 @@ async fn run(cli: Cli, args: Vec<String>) -> Result<i32, CliError> {
         Command::Ssh { command } => ssh::ssh_command(&ctx, command),
         Command::Status(args) => status::status(&ctx, args).await,
         Command::Report(args) => report::report(&ctx, args).await,
+        Command::State { command } => state::state_command(&ctx, command),
     }
 }
 

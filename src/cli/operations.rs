@@ -31,6 +31,7 @@ pub(super) fn list(ctx: &Ctx) -> Result<i32, CliError> {
                 let mut v = operation_json(&row.operation);
                 v["progress"] = json!({"completed": row.completed, "leaves": row.leaves});
                 v["executing"] = json!(row.executing);
+                v["executor"] = json!(row.executor);
                 v
             })
             .collect();
@@ -68,8 +69,11 @@ pub(super) fn list(ctx: &Ctx) -> Result<i32, CliError> {
             op.reason
                 .as_ref()
                 .map(|r| format!(" — {r}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
         );
+        if let Some(who) = &row.executor {
+            println!("{:26} executed now by {who}", "");
+        }
     }
     Ok(0)
 }

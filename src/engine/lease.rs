@@ -41,6 +41,7 @@ pub(crate) fn acquire_lease(
         heartbeat_at: now,
         proc_start: process_start_ticks(std::process::id()),
         command: actor.command.clone(),
+        store_alive: None,
     };
     let entry = HistoryEntry {
         time: now,

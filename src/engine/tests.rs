@@ -308,6 +308,7 @@ fn dead_lease() -> Lease {
         heartbeat_at: now_ms() - 2 * LEASE_STALE_MS,
         proc_start: Some(1),
         command: "medic plan execute".into(),
+        store_alive: None,
     }
 }
 

@@ -56,6 +56,8 @@ pub enum StoreError {
     },
     #[error("no operation `{0}`; run `medic operations` to list them")]
     NoOperation(String),
+    #[error(transparent)]
+    Etcd(#[from] super::etcd::EtcdStoreError),
 }
 
 fn holder_note(pid: Option<u32>) -> String {
@@ -83,6 +85,7 @@ impl StoreError {
             | StoreError::Io { .. }
             | StoreError::Sled(_)
             | StoreError::Decode { .. } => 1,
+            StoreError::Etcd(e) => e.exit_code(),
         }
     }
 

@@ -37,6 +37,9 @@ impl Store {
 
     /// Closes the database if another process is waiting for it; returns whether it did.
     pub(crate) fn yield_to_waiters(&mut self) -> bool {
+        if self.etcd.is_some() {
+            return false;
+        }
         if self.db.is_some() && self.someone_waits() {
             self.release();
             return true;

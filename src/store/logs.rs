@@ -122,6 +122,9 @@ impl Store {
         after: Option<&[u8]>,
         max_lines: usize,
     ) -> Result<(Vec<LogLine>, Option<Vec<u8>>), StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.logs_after(id, after, max_lines);
+        }
         use std::ops::Bound;
         let prefix = format!("log/{id}/");
         let start = match after {

@@ -22,6 +22,7 @@
 //! open and the read copy), [`host`] (clock, names, processes).
 
 mod error;
+pub(crate) mod etcd;
 mod format;
 mod host;
 mod identity;
@@ -34,6 +35,7 @@ mod review;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ pub(crate) use records::LEASE_STALE_MS;
 pub use records::{Access, Actor, Commit, HistoryEntry, Lease, Operation, OperationState};
 pub(crate) use review::{Approval, ApprovalPolicy, Facts, Review};
 pub(crate) use stop::StopRequest;
+pub(crate) use transfer::migrate_operation;
 
 pub(crate) const FORMAT_VERSION: u32 = 2;
 const VERSION_KEY: &[u8] = b"format_version";
@@ -88,6 +91,8 @@ pub struct Store {
     /// process (see [`open`]: turned on once a hold has written many transitions).
     commits_since_open: u32,
     reclaim: bool,
+    /// The etcd backend (`--state etcd://...`); when set, every method below goes there.
+    etcd: Option<Box<etcd::EtcdStore>>,
 }
 
 impl Drop for Store {
@@ -130,7 +135,21 @@ impl Store {
     /// Opens the state database in `dir` for `access` and checks its format version. Only
     /// `medic start` (which creates an operation) uses [`Access::Create`].
     pub(crate) fn open_with(dir: &Path, access: Access) -> Result<Store, StoreError> {
-        if access == Access::Create {
+        Store::open_on(dir, access, etcd::selected())
+    }
+
+    /// Opens the sled database in `dir`, or the etcd store `etcd` when given (what
+    /// `medic state migrate` uses to open both ends whatever `--state` selected).
+    pub(crate) fn open_on(
+        dir: &Path,
+        access: Access,
+        etcd: Option<&etcd::EtcdConfig>,
+    ) -> Result<Store, StoreError> {
+        let etcd = match etcd {
+            Some(config) => Some(Box::new(etcd::EtcdStore::open(config, access)?)),
+            None => None,
+        };
+        if access == Access::Create && etcd.is_none() {
             create_state_dir(dir)?;
         }
         let mut store = Store {
@@ -146,7 +165,11 @@ impl Store {
             read_copy: None,
             commits_since_open: 0,
             reclaim: false,
+            etcd,
         };
+        if store.etcd.is_some() {
+            return Ok(store);
+        }
         store.db()?;
         if access != Access::Read {
             // The database holds secret parameter values (for resumes): owner only, even when
@@ -177,12 +200,20 @@ impl Store {
 
     /// Closes the database so other processes can open it; the next access reopens it.
     pub(crate) fn release(&mut self) {
+        if let Some(e) = &mut self.etcd {
+            // As sled's flush here: a failure fails every later commit (see `settle`).
+            let _ = e.settle();
+            return;
+        }
         if let Some(db) = self.db.take() {
             let _ = db.flush();
         }
     }
 
     pub(crate) fn is_open(&self) -> bool {
+        if self.etcd.is_some() {
+            return true;
+        }
         self.db.is_some()
     }
 
@@ -226,6 +257,9 @@ impl Store {
     }
 
     pub(crate) fn operations(&mut self) -> Result<Vec<Operation>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.operations();
+        }
         let db = self.db()?;
         let mut out = Vec::new();
         for item in db.scan_prefix(b"op/") {
@@ -237,6 +271,9 @@ impl Store {
     }
 
     pub(crate) fn operation(&mut self, id: &str) -> Result<Operation, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.operation(id);
+        }
         let k = key("op", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v),
@@ -245,6 +282,9 @@ impl Store {
     }
 
     pub(crate) fn plan(&mut self, id: &str) -> Result<Plan, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.plan(id);
+        }
         let k = key("plan", id);
         match self.db()?.open_tree(PLANS_TREE)?.get(id.as_bytes())? {
             Some(v) => Plan::from_json(&v).map_err(|source| StoreError::Decode {
@@ -259,6 +299,9 @@ impl Store {
         &mut self,
         id: &str,
     ) -> Result<HashMap<PhaseId, PhaseRecord>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.records(id);
+        }
         let prefix = format!("ph/{id}/");
         let db = self.db()?;
         let mut out = HashMap::new();
@@ -275,6 +318,9 @@ impl Store {
         &mut self,
         id: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.vars(id);
+        }
         let k = key("vars", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v),
@@ -283,6 +329,9 @@ impl Store {
     }
 
     pub(crate) fn secrets(&mut self, id: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.secrets(id);
+        }
         let k = key("secret", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v),
@@ -291,6 +340,9 @@ impl Store {
     }
 
     pub(crate) fn lease(&mut self, id: &str) -> Result<Option<Lease>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.lease(id);
+        }
         let k = key("lease", id);
         match self.db()?.get(&k)? {
             Some(v) => decode(&k, &v).map(Some),
@@ -299,6 +351,9 @@ impl Store {
     }
 
     pub(crate) fn history(&mut self, id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.history(id);
+        }
         let db = self.db()?;
         let actor_prefix = format!("actor/{id}/");
         let mut actors = HashMap::new();
@@ -338,6 +393,9 @@ impl Store {
 
     /// Writes `commit` for operation `op` as one atomic batch and flushes it to disk.
     pub(crate) fn commit(&mut self, op: &str, mut commit: Commit) -> Result<(), StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.commit(op, commit);
+        }
         if commit.is_empty() {
             return Ok(());
         }

@@ -120,6 +120,11 @@ pub struct Lease {
     #[serde(default)]
     pub proc_start: Option<u64>,
     pub command: String,
+    /// Set by a store whose leases expire on their own (etcd): whether the holder's lease
+    /// is live. Liveness then comes from the store, never from pids or heartbeats, which
+    /// cannot be checked across machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_alive: Option<bool>,
 }
 
 /// A lease on another host counts as dead after this long without a heartbeat.
@@ -127,6 +132,9 @@ pub(crate) const LEASE_STALE_MS: u64 = 60_000;
 
 impl Lease {
     pub(crate) fn is_alive(&self) -> bool {
+        if let Some(alive) = self.store_alive {
+            return alive;
+        }
         if self.host == hostname() {
             match process_start_ticks(self.pid) {
                 Some(start) => self.proc_start.is_none_or(|s| s == start),

@@ -69,6 +69,9 @@ pub(crate) struct Review {
 impl Store {
     /// The review of operation `op` (empty if nothing was recorded).
     pub(crate) fn review(&mut self, op: &str) -> Result<Review, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.review(op);
+        }
         let tree = self.db()?.open_tree(TREE)?;
         match tree.get(op.as_bytes())? {
             Some(v) => super::decode(op.as_bytes(), &v),
@@ -78,6 +81,9 @@ impl Store {
 
     /// Replaces the review of operation `op` and flushes it.
     pub(crate) fn put_review(&mut self, op: &str, review: &Review) -> Result<(), StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.put_review(op, review);
+        }
         if self.read_copy.is_some() {
             return Err(StoreError::ReadOnly {
                 path: self.dir.clone(),

@@ -31,6 +31,9 @@ impl Store {
         op: &str,
         request: &StopRequest,
     ) -> Result<(), StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.request_stop(op, request);
+        }
         if self.read_copy.is_some() {
             return Err(StoreError::ReadOnly {
                 path: self.dir.clone(),
@@ -45,6 +48,9 @@ impl Store {
 
     /// The latest stop request for operation `op`, if any.
     pub(crate) fn stop_request(&mut self, op: &str) -> Result<Option<StopRequest>, StoreError> {
+        if let Some(e) = &mut self.etcd {
+            return e.stop_request(op);
+        }
         let tree = self.db()?.open_tree(TREE)?;
         match tree.get(op.as_bytes())? {
             Some(v) => super::decode(op.as_bytes(), &v).map(Some),

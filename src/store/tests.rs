@@ -118,6 +118,7 @@ fn lease_of_this_process_is_alive_and_of_a_dead_pid_is_not() {
         heartbeat_at: now_ms(),
         proc_start: process_start_ticks(std::process::id()),
         command: "test".into(),
+        store_alive: None,
     };
     assert!(me.is_alive());
     let reused = Lease {

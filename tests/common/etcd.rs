@@ -244,6 +244,11 @@ impl EtcdCluster {
             .expect("a leader")
     }
 
+    /// The process ID of member `i`, if it runs (to stop and continue it: a partition).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(|c| c.id())
+    }
+
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
             let _ = child.kill();
