@@ -191,12 +191,29 @@ fn read_tls(path: &PathBuf) -> Result<Vec<u8>, EtcdStoreError> {
     })
 }
 
+/// Blocks SIGPIPE in the backend's own threads. A read command keeps SIGPIPE's default (so
+/// `medic plan | head` ends quietly), and a vectored write (`writev`, which takes no
+/// `MSG_NOSIGNAL`) to a connection etcd has closed — e.g. refusing a TLS client without a
+/// certificate — would otherwise kill medic with no message. Blocked in the writing thread,
+/// the signal stays pending and the write fails with EPIPE, which the client reports. These
+/// threads start no child process, so no child inherits the mask.
+fn block_sigpipe() {
+    // SAFETY: plain libc calls on a local, initialised signal set; affects this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 impl EtcdStore {
     pub(crate) fn open(config: &EtcdConfig, _access: Access) -> Result<EtcdStore, StoreError> {
         let runtime = OwnRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("medic-etcd-state")
+                .on_thread_start(block_sigpipe)
                 .enable_all()
                 .build()
                 .map_err(|e| EtcdStoreError::Connect {
