@@ -126,7 +126,8 @@ for ((g = 0; g * 16 < N; g++)); do
     printf '%s\n' "Port $PORT" "HostKey $TMP/host_key" "PidFile $TMP/sshd.$g.pid" \
         "AuthorizedKeysFile $TMP/authorized_keys" "StrictModes no" "UsePAM no" \
         "PasswordAuthentication no" "KbdInteractiveAuthentication no" "PubkeyAuthentication yes" \
-        "PermitRootLogin yes" "MaxStartups 200:30:400" "MaxSessions 200" "LogLevel ERROR" >"$conf"
+        "PermitRootLogin yes" "MaxStartups 200:30:400" "MaxSessions 200" "LogLevel ERROR" \
+        "Subsystem sftp internal-sftp" >"$conf"
     for ((i = g * 16; i < N && i < (g + 1) * 16; i++)); do echo "ListenAddress 127.0.0.$((i + 2))" >>"$conf"; done
     /usr/sbin/sshd -D -e -f "$conf" </dev/null >/dev/null 2>>"$TMP/sshd.log" &
     SSHD_PIDS+=($!)
