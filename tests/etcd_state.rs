@@ -724,3 +724,48 @@ fn tls_client_certificates_and_bad_state_urls() {
             .stderr_contains("etcd://HOST:PORT");
     }
 }
+
+/// A phase that waits for the test to create `$WORK/go`.
+const GATE: &str = r#"
+name: gate
+description: a phase held until the test releases it
+phases:
+  - id: a
+    run: echo a-done
+  - id: wait
+    run: while [ ! -f "$WORK/go" ]; do sleep 0.1; done; echo released-by-the-test
+  - id: c
+    run: echo c-done
+"#;
+
+#[test]
+fn tail_on_etcd_follows_a_run_to_its_end_through_a_watch() {
+    let cluster = EtcdCluster::start(1, false);
+    let env = Env::new();
+    env.procedure("gate", GATE);
+    let etcd = Backend::etcd(&cluster, "tail", env.path());
+    let mut executor = etcd.medic(&env, &["start", "gate"]).spawn_quiet();
+    wait_for("/wait to start", 30, || {
+        shown(&etcd, &env, "/wait").0 == "in_progress"
+    });
+    let mut follower = etcd.medic(&env, &["plan", "--tail"]).spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::write(env.path().join("go"), "").unwrap();
+    assert!(executor.wait().unwrap().success());
+    // The follower ends by itself once the executor released the operation.
+    let started = Instant::now();
+    while follower.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = follower.kill();
+            panic!("medic plan --tail did not end after the run");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = follower.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // Output written after the follower started, and the final table.
+    assert!(stdout.contains("released-by-the-test"), "{stdout}");
+    assert!(stdout.contains("c-done"), "{stdout}");
+    assert!(stdout.contains("3/3 phases completed"), "{stdout}");
+}

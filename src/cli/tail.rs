@@ -1,7 +1,8 @@
 //! `medic plan --tail` and `medic attach`: follow an operation live from any terminal.
 //!
-//! 1. Every half second, read the operation (database released between reads, so the
-//!    executor is never held up) and print the plan table when it changed.
+//! 1. Read the operation (database released between reads, so the executor is never held
+//!    up) and print the plan table when it changed; read again after half a second (sled) or
+//!    as soon as the store changed (etcd: a watch from a mark taken before the reads).
 //! 2. Print the phase output stored since the last read (the executor writes it to the
 //!    store every second), starting with the last few lines already there.
 //! 3. When no executor holds the operation any more, exit with the run's code: 1 if a phase
@@ -39,6 +40,7 @@ pub(super) async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
     };
     loop {
         let mut store = ctx.store(Access::Read)?;
+        let mark = store.change_mark()?;
         let op = store.operation(op_id)?;
         let plan = store.plan(op_id)?;
         let records = store.records(op_id)?;
@@ -79,7 +81,7 @@ pub(super) async fn tail(ctx: &Ctx, op_id: &str) -> Result<i32, CliError> {
                 0
             });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        store.wait_for_change(mark).await?;
     }
 }
 

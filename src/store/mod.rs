@@ -36,6 +36,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 mod transfer;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

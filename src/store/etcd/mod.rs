@@ -24,6 +24,7 @@ pub(crate) mod error;
 mod keepalive;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
