@@ -33,6 +33,23 @@ pub(super) enum StoredLog {
     Line(LogLine),
 }
 
+impl StoredLog {
+    /// Appends the stored line(s) to `out` (both stores read logs through this).
+    pub(super) fn append_to(self, out: &mut Vec<LogLine>) {
+        match self {
+            StoredLog::Chunk { phase, lines } => {
+                out.extend(lines.into_iter().map(|(time, stream, text)| LogLine {
+                    time,
+                    phase: phase.clone(),
+                    stream,
+                    text,
+                }))
+            }
+            StoredLog::Line(line) => out.push(line),
+        }
+    }
+}
+
 /// Output kept per phase run: its first [`LOG_HEAD_BYTES`] and its last [`LOG_TAIL_BYTES`].
 pub(crate) const LOG_HEAD_BYTES: usize = 1024 * 1024;
 pub(crate) const LOG_TAIL_BYTES: usize = 1024 * 1024;
@@ -138,17 +155,7 @@ impl Store {
             if !k.starts_with(prefix.as_bytes()) {
                 break;
             }
-            match decode::<StoredLog>(&k, &v)? {
-                StoredLog::Chunk { phase, lines } => {
-                    out.extend(lines.into_iter().map(|(time, stream, text)| LogLine {
-                        time,
-                        phase: phase.clone(),
-                        stream,
-                        text,
-                    }))
-                }
-                StoredLog::Line(line) => out.push(line),
-            }
+            decode::<StoredLog>(&k, &v)?.append_to(&mut out);
             if out.len() >= max_lines {
                 return Ok((out, Some(k.to_vec())));
             }

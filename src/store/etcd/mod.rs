@@ -518,17 +518,7 @@ impl EtcdStore {
         let chunks = self.range(&prefix, after, max_lines.div_ceil(64).max(1))?;
         let mut out = Vec::new();
         for (k, v) in chunks {
-            match decode::<StoredLog>(&k, &v)? {
-                StoredLog::Chunk { phase, lines } => {
-                    out.extend(lines.into_iter().map(|(time, stream, text)| LogLine {
-                        time,
-                        phase: phase.clone(),
-                        stream,
-                        text,
-                    }))
-                }
-                StoredLog::Line(line) => out.push(line),
-            }
+            decode::<StoredLog>(&k, &v)?.append_to(&mut out);
             if out.len() >= max_lines {
                 return Ok((out, Some(k)));
             }
