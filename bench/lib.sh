@@ -17,3 +17,24 @@ ensure_ansible() {
         "$VENV/bin/pip" install --quiet --disable-pip-version-check ansible-core
     fi
 }
+
+# Starts sshd processes serving $N loopback addresses 127.0.0.2 onwards (16 per process) on
+# $PORT with $TMP/host_key and $TMP/authorized_keys, appends their pids to SSHD_PIDS and waits
+# until every address accepts connections. sftp is served (ansible's fetch needs it).
+start_loopback_sshds() {
+    local g i conf
+    for ((g = 0; g * 16 < N; g++)); do
+        conf="$TMP/sshd_config.$g"
+        printf '%s\n' "Port $PORT" "HostKey $TMP/host_key" "PidFile $TMP/sshd.$g.pid" \
+            "AuthorizedKeysFile $TMP/authorized_keys" "StrictModes no" "UsePAM no" \
+            "PasswordAuthentication no" "KbdInteractiveAuthentication no" "PubkeyAuthentication yes" \
+            "PermitRootLogin yes" "MaxStartups 200:30:400" "MaxSessions 200" "LogLevel ERROR" \
+            "Subsystem sftp internal-sftp" >"$conf"
+        for ((i = g * 16; i < N && i < (g + 1) * 16; i++)); do echo "ListenAddress 127.0.0.$((i + 2))" >>"$conf"; done
+        /usr/sbin/sshd -D -e -f "$conf" </dev/null >/dev/null 2>>"$TMP/sshd.log" &
+        SSHD_PIDS+=($!)
+    done
+    for ((i = 0; i < N; i++)); do
+        until "$PY" -c "import socket; socket.create_connection(('127.0.0.$((i + 2))', $PORT), 1)" 2>/dev/null; do sleep 0.02; done
+    done
+}

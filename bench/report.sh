@@ -121,20 +121,7 @@ for ((i = 0; i < N; i++)); do
     echo "  - {name: n$i, address: $a, roles: [worker]}" >>"$TMP/cluster.yaml"
     echo "$a" >>"$TMP/hosts.ini"
 done
-for ((g = 0; g * 16 < N; g++)); do
-    conf="$TMP/sshd_config.$g"
-    printf '%s\n' "Port $PORT" "HostKey $TMP/host_key" "PidFile $TMP/sshd.$g.pid" \
-        "AuthorizedKeysFile $TMP/authorized_keys" "StrictModes no" "UsePAM no" \
-        "PasswordAuthentication no" "KbdInteractiveAuthentication no" "PubkeyAuthentication yes" \
-        "PermitRootLogin yes" "MaxStartups 200:30:400" "MaxSessions 200" "LogLevel ERROR" \
-        "Subsystem sftp internal-sftp" >"$conf"
-    for ((i = g * 16; i < N && i < (g + 1) * 16; i++)); do echo "ListenAddress 127.0.0.$((i + 2))" >>"$conf"; done
-    /usr/sbin/sshd -D -e -f "$conf" </dev/null >/dev/null 2>>"$TMP/sshd.log" &
-    SSHD_PIDS+=($!)
-done
-for ((i = 0; i < N; i++)); do
-    until "$PY" -c "import socket; socket.create_connection(('127.0.0.$((i + 2))', $PORT), 1)" 2>/dev/null; do sleep 0.02; done
-done
+start_loopback_sshds
 echo "  sshd: ${#SSHD_PIDS[@]} processes, port $PORT; load $(cut -d' ' -f1 /proc/loadavg) on $(nproc) CPUs"
 
 say "4. medic report --only system on $N nodes"
@@ -179,6 +166,10 @@ ansible_collect() {
     tar czf "$TMP/ansible.tar.gz" -C "$out" .
     local rc=$?
     close_masters
+    if ((rc != 0)); then
+        # Why it failed: the last lines ansible printed (one per host that failed).
+        tail -n 5 "$TMP"/ansible-*.out >&2 2>/dev/null || true
+    fi
     return $rc
 }
 [[ -n "${NO_ANSIBLE:-}" ]] || best "ansible raw + fetch, $N nodes (system)" "$TMP/ansible.tar.gz" ansible_collect

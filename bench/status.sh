@@ -102,19 +102,7 @@ for ((i = 0; i < N; i++)); do
     echo "  - {name: n$i, address: $a, roles: [worker]}" >>"$TMP/cluster.yaml"
     echo "$a" >>"$TMP/hosts.ini"
 done
-for ((g = 0; g * 16 < N; g++)); do
-    conf="$TMP/sshd_config.$g"
-    printf '%s\n' "Port $PORT" "HostKey $TMP/host_key" "PidFile $TMP/sshd.$g.pid" \
-        "AuthorizedKeysFile $TMP/authorized_keys" "StrictModes no" "UsePAM no" \
-        "PasswordAuthentication no" "KbdInteractiveAuthentication no" "PubkeyAuthentication yes" \
-        "PermitRootLogin yes" "MaxStartups 200:30:400" "MaxSessions 200" "LogLevel ERROR" >"$conf"
-    for ((i = g * 16; i < N && i < (g + 1) * 16; i++)); do echo "ListenAddress 127.0.0.$((i + 2))" >>"$conf"; done
-    /usr/sbin/sshd -D -e -f "$conf" </dev/null >/dev/null 2>>"$TMP/sshd.log" &
-    SSHD_PIDS+=($!)
-done
-for ((i = 0; i < N; i++)); do
-    until "$PY" -c "import socket; socket.create_connection(('127.0.0.$((i + 2))', $PORT), 1)" 2>/dev/null; do sleep 0.02; done
-done
+start_loopback_sshds
 SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$TMP/known_hosts"
           -o IdentitiesOnly=yes -i "$TMP/user_key" -p "$PORT" -l "$USER_NAME")
 echo "  sshd: ${#SSHD_PIDS[@]} processes, port $PORT; load $(cut -d' ' -f1 /proc/loadavg) on $(nproc) CPUs"
