@@ -38,3 +38,32 @@ start_loopback_sshds() {
         until "$PY" -c "import socket; socket.create_connection(('127.0.0.$((i + 2))', $PORT), 1)" 2>/dev/null; do sleep 0.02; done
     done
 }
+
+# $N bench nodes on this machine: generated host and user keys, a free $PORT, $TMP/known_hosts,
+# medic's inventory $TMP/cluster.yaml (workers n0…, connect_timeout $1, persist: 0 — every run
+# opens its connections afresh, as the floor and ansible do), ansible's $TMP/hosts.ini, and the
+# sshd processes serving them (see start_loopback_sshds). Sets PORT, USER_NAME.
+setup_loopback_nodes() {
+    local connect_timeout=$1 i a host_pub
+    [[ -d /run/sshd ]] || mkdir -p /run/sshd
+    ssh-keygen -q -t ed25519 -N '' -f "$TMP/host_key" >/dev/null
+    ssh-keygen -q -t ed25519 -N '' -f "$TMP/user_key" >/dev/null
+    cp "$TMP/user_key.pub" "$TMP/authorized_keys"
+    PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    USER_NAME=$(id -un)
+    host_pub=$(cut -d' ' -f1,2 "$TMP/host_key.pub")
+    : >"$TMP/known_hosts"
+    {
+        echo "name: bench"
+        echo "ssh: {user: $USER_NAME, port: $PORT, identity_file: $TMP/user_key, known_hosts: $TMP/known_hosts, connect_timeout: $connect_timeout, persist: 0}"
+        echo "nodes:"
+    } >"$TMP/cluster.yaml"
+    echo "[all]" >"$TMP/hosts.ini"
+    for ((i = 0; i < N; i++)); do
+        a=127.0.0.$((i + 2))
+        echo "[$a]:$PORT $host_pub" >>"$TMP/known_hosts"
+        echo "  - {name: n$i, address: $a, roles: [worker]}" >>"$TMP/cluster.yaml"
+        echo "$a" >>"$TMP/hosts.ini"
+    done
+    start_loopback_sshds
+}

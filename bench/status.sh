@@ -81,28 +81,7 @@ head -1 "$TMP/last.out"
 rm -rf "$TMP/drill"
 
 say "3. sshd on $N loopback addresses"
-[[ -d /run/sshd ]] || mkdir -p /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$TMP/host_key" >/dev/null
-ssh-keygen -q -t ed25519 -N '' -f "$TMP/user_key" >/dev/null
-cp "$TMP/user_key.pub" "$TMP/authorized_keys"
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-USER_NAME=$(id -un)
-HOST_PUB=$(cut -d' ' -f1,2 "$TMP/host_key.pub")
-: >"$TMP/known_hosts"
-{
-    echo "name: bench"
-    # persist: 0: every run opens its connections afresh, as the floor and ansible do.
-    echo "ssh: {user: $USER_NAME, port: $PORT, identity_file: $TMP/user_key, known_hosts: $TMP/known_hosts, connect_timeout: 10s, persist: 0}"
-    echo "nodes:"
-} >"$TMP/cluster.yaml"
-echo "[all]" >"$TMP/hosts.ini"
-for ((i = 0; i < N; i++)); do
-    a=127.0.0.$((i + 2))
-    echo "[$a]:$PORT $HOST_PUB" >>"$TMP/known_hosts"
-    echo "  - {name: n$i, address: $a, roles: [worker]}" >>"$TMP/cluster.yaml"
-    echo "$a" >>"$TMP/hosts.ini"
-done
-start_loopback_sshds
+setup_loopback_nodes 10s
 SSH_OPTS=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$TMP/known_hosts"
           -o IdentitiesOnly=yes -i "$TMP/user_key" -p "$PORT" -l "$USER_NAME")
 echo "  sshd: ${#SSHD_PIDS[@]} processes, port $PORT; load $(cut -d' ' -f1 /proc/loadavg) on $(nproc) CPUs"
